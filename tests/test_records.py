@@ -1,0 +1,145 @@
+"""Round trip of the distillation record schema, the tf.data pipelines and the flips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets import augment, records
+from datasets.io import encode_png
+
+
+def _example(rng, height=12, width=20, teacher_shape=(6, 10), n_fix=5):
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    saliency = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+    teacher = rng.random(teacher_shape)
+    fixations = np.stack([rng.integers(0, height, n_fix), rng.integers(0, width, n_fix)], axis=1)
+    return image, saliency, teacher, fixations
+
+
+def test_round_trip_keeps_every_field():
+    rng = np.random.default_rng(0)
+    image, saliency, teacher, fixations = _example(rng)
+    image_png = encode_png(image)
+    serialized = records.serialize_example(
+        "COCO_val2014_000000000042", image_png, 12, 20, encode_png(saliency), teacher, fixations
+    )
+    parsed = records.parse_example(tf.constant(serialized))
+    raw = tf.io.parse_single_example(serialized, records.FEATURES)
+
+    assert raw["image/encoded"].numpy() == image_png  # original bytes stored unchanged
+    assert parsed["stem"].numpy() == b"COCO_val2014_000000000042"
+    assert (int(parsed["height"]), int(parsed["width"])) == (12, 20)
+    np.testing.assert_array_equal(parsed["image"].numpy(), image)
+    np.testing.assert_allclose(parsed["saliency"].numpy()[:, :, 0], saliency / 255.0, atol=1e-7)
+    assert parsed["teacher"].shape == (6, 10, 1)
+    # 16-bit quantisation: at most half a step of 1/65535.
+    np.testing.assert_allclose(parsed["teacher"].numpy()[:, :, 0], teacher, atol=0.5 / 65535 + 1e-7)
+    np.testing.assert_array_equal(parsed["fixations"].numpy(), fixations)
+    assert bool(parsed["has_teacher"]) and bool(parsed["has_saliency"])
+
+
+def test_record_without_teacher_map_or_fixations():
+    rng = np.random.default_rng(1)
+    image, saliency, _, _ = _example(rng)
+    serialized = records.serialize_example("x", encode_png(image), 12, 20, encode_png(saliency))
+    parsed = records.parse_example(tf.constant(serialized))
+    assert not bool(parsed["has_teacher"])
+    assert parsed["fixations"].shape == (0, 2)
+    assert float(tf.reduce_sum(parsed["teacher"])) == 0.0
+
+
+def test_fixations_outside_the_image_are_rejected():
+    with pytest.raises(ValueError, match="inside the 12x20 image"):
+        records.serialize_example("x", b"", 12, 20, fixations=[[12, 0]])
+
+
+def test_list_shards_error_says_to_run_export(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export_teacher.py --split train"):
+        records.list_shards(tmp_path, "train")
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory):
+    """Eight records whose maps are a copy of the image's red channel, so flips can be checked."""
+    rng = np.random.default_rng(2)
+    path = tmp_path_factory.mktemp("records") / records.shard_name("train", 0, 1)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(8):
+            image = rng.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)
+            red = image[:, :, 0]
+            teacher = red / 255.0
+            writer.write(
+                records.serialize_example(f"img{i}", encode_png(image), 16, 24, encode_png(red), teacher)
+            )
+    return path
+
+
+def test_training_dataset_shapes_and_ranges(shard):
+    ds = records.training_dataset([shard], batch_size=3, image_size=(8, 12), training=True, seed=0)
+    batches = list(ds)
+    assert len(batches) == 2  # 8 records, last partial batch dropped when training
+    images, targets = batches[0]
+    assert images.shape == (3, 8, 12, 3) and images.dtype == tf.float32
+    assert set(targets) == {"saliency", "teacher"}
+    assert targets["saliency"].shape == (3, 8, 12, 1) and targets["teacher"].shape == (3, 8, 12, 1)
+    assert 0.0 <= float(tf.reduce_min(targets["saliency"])) and float(tf.reduce_max(targets["saliency"])) <= 1.0
+
+
+def test_validation_dataset_keeps_order_and_every_record(shard):
+    ds = records.training_dataset([shard], batch_size=3, image_size=(16, 24), training=False, with_teacher=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [3, 3, 2]
+    assert set(batches[0][1]) == {"saliency"}
+
+
+def test_flips_are_identical_for_image_and_both_maps(shard):
+    ds = records.training_dataset([shard], batch_size=8, image_size=(16, 24), flips="both", seed=3)
+    images, targets = next(iter(ds))
+    red = images[..., :1].numpy() / 255.0
+    # Both maps were the red channel before augmentation, so they still are after it.
+    np.testing.assert_allclose(targets["saliency"].numpy(), red, atol=1e-5)
+    np.testing.assert_allclose(targets["teacher"].numpy(), red, atol=1e-4)
+
+
+def test_flips_are_seeded_and_cover_all_four_cases():
+    image = tf.reshape(tf.range(6 * 10 * 3, dtype=tf.float32), (6, 10, 3))
+    ds = tf.data.Dataset.from_tensors({"image": image}).repeat(64)
+    seen = set()
+    first = [x["image"].numpy() for x in augment.random_flips(ds, "both", seed=7)]
+    again = [x["image"].numpy() for x in augment.random_flips(ds, "both", seed=7)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    for x in first:
+        lr = np.array_equal(x, image.numpy()[:, ::-1]) or np.array_equal(x, image.numpy()[::-1, ::-1])
+        ud = np.array_equal(x, image.numpy()[::-1]) or np.array_equal(x, image.numpy()[::-1, ::-1])
+        seen.add((lr, ud))
+    assert seen == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_flipped_fixations_land_on_the_same_map_values():
+    rng = np.random.default_rng(4)
+    height, width = 7, 11
+    saliency = rng.random((height, width, 1)).astype(np.float32)
+    teacher = saliency[::2, ::2]  # the teacher's lower resolution; odd sizes make subsampling commute with flips
+    fixations = np.array([[0, 0], [6, 10], [3, 4], [2, 9]], np.int32)
+    example = {
+        "image": tf.constant(rng.random((height, width, 3)), tf.float32),
+        "saliency": tf.constant(saliency),
+        "teacher": tf.constant(teacher),
+        "fixations": tf.constant(fixations),
+        "height": tf.constant(height),
+        "width": tf.constant(width),
+    }
+    for lr in (False, True):
+        for ud in (False, True):
+            out = augment.flip_example(example, tf.constant(lr), tf.constant(ud))
+            fix = out["fixations"].numpy()
+            flipped = out["saliency"].numpy()[:, :, 0]
+            np.testing.assert_array_equal(flipped[fix[:, 0], fix[:, 1]], saliency[fixations[:, 0], fixations[:, 1], 0])
+            expected = saliency[::-1 if ud else 1, ::-1 if lr else 1][::2, ::2]
+            np.testing.assert_array_equal(out["teacher"].numpy(), expected)
+
+
+def test_unknown_flip_mode_is_rejected():
+    with pytest.raises(ValueError, match="flips=.diagonal."):
+        augment.random_flips(tf.data.Dataset.range(1), "diagonal")
