@@ -1,0 +1,72 @@
+"""Predict saliency maps for image files with a trained student or the MSI-Net teacher.
+
+    python predict.py --model runs/b-seed0 photos/ extra.jpg --out predictions --overlay
+
+writes predictions/<stem>.png (grayscale map in [0, 255] at each image's size) and, with --overlay,
+predictions/<stem>_overlay.jpg. Exit status 1 if any image failed (the others are still written).
+"""
+
+import argparse
+import sys
+
+from student.inference import load_predictor, predict_files
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Write a saliency map PNG (and optionally a heat-map overlay) for each image.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="run folder from train.py (with saved_model/), a student SavedModel folder, or an MSI-Net teacher "
+        "(.pb frozen graph, SavedModel folder or Keras file)",
+    )
+    parser.add_argument(
+        "images", nargs="+", help="image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp)"
+    )
+    parser.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    parser.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.jpg, the map over the image")
+    parser.add_argument("--colormap", default="jet", help="matplotlib colormap of the overlay (default: %(default)s)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="heat-map weight in the overlay, 0..1 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--teacher-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("HEIGHT", "WIDTH"),
+        help="input size in pixels a teacher runs at (default: the size its weights were trained at, from the "
+        "file name model_<dataset>_..., e.g. 240 320 for SALICON)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        predictor = load_predictor(args.model, teacher_input_size=args.teacher_size)
+        report = predict_files(
+            predictor,
+            args.images,
+            out_dir=args.out,
+            overlay=args.overlay,
+            colormap=args.colormap,
+            alpha=args.alpha,
+            progress=not args.no_progress,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        return 2
+    for _, message in report.failures:
+        print(f"predict.py: failed: {message}", file=sys.stderr)
+    n_images = len(report.written) // (2 if args.overlay else 1)
+    print(f"[predict] {n_images} image(s) written to {args.out}; {len(report.failures)} failed")
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

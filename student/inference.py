@@ -1,0 +1,378 @@
+"""Predict saliency maps with any model the project produces: the loader shared by predict.py and evaluate.py.
+
+`load_predictor(path)` accepts
+
+- a run folder from train.py (it holds `saved_model/`),
+- a student SavedModel written by `student.serving.export_saved_model` (outputs "saliency_map"/"density"),
+- an MSI-Net teacher: a frozen `.pb`, a TF2 SavedModel (the author's Hub/HF export) or a Keras file,
+
+and returns a `Predictor` whose `predict(image)` maps a uint8 RGB image (H, W, 3) to a float32 (H, W)
+saliency map in [0, 1] at the image's own size. The student's pre- and post-processing live inside its
+SavedModel; the teacher's are the author's (aspect-preserving resize and pad to the teacher's input size,
+then crop the padding and resize back), from `teacher.preprocessing`.
+
+`predict_files` is the library behind predict.py: it writes a grayscale PNG (and optionally a heat-map
+overlay JPEG) per image file.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from datasets.io import encode_jpeg, encode_png, read_image, write_bytes_atomic
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+RUN_SAVED_MODEL = "saved_model"
+STUDENT_OUTPUTS = ("saliency_map", "density")
+
+
+def _check_image(image, name="image"):
+    """Return `image` as a uint8 (H, W, 3) array or raise naming what was received and the fix."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(
+            f"`{name}` must be a uint8 RGB array of shape (H, W, 3); received dtype {image.dtype} and shape "
+            f"{image.shape}. Read files with datasets.io.read_image, which also converts grayscale and RGBA."
+        )
+    return image
+
+
+class Predictor:
+    """Maps uint8 RGB images to float32 saliency maps in [0, 1] at each image's size.
+
+    Attributes:
+        path: the model path it was loaded from.
+        kind: "student" or "teacher".
+        input_size: (height, width) the model runs at, or None if unknown.
+        num_params: number of weights, or None if unknown.
+    """
+
+    kind = None
+
+    def __init__(self, path, input_size=None, num_params=None, batch_size=8):
+        self.path = os.fspath(path)
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.num_params = num_params
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+        self.batch_size = int(batch_size)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(path={self.path!r}, input_size={self.input_size})"
+
+    def _predict_group(self, images):
+        """Maps (N, H, W) float32 in [0, 1] for a uint8 batch (N, H, W, 3) of at most `batch_size` images."""
+        raise NotImplementedError
+
+    def predict(self, image):
+        """Saliency map of one uint8 RGB image (H, W, 3): float32 (H, W) in [0, 1]."""
+        return self._predict_group(_check_image(image)[None])[0]
+
+    def predict_batch(self, images):
+        """Saliency maps of a sequence of uint8 RGB images of any sizes, in order.
+
+        Equal-size images run together, `batch_size` at a time.
+
+        Args:
+            images: a list of (H_i, W_i, 3) uint8 arrays, or one (N, H, W, 3) uint8 array.
+
+        Returns:
+            A list of float32 (H_i, W_i) maps in [0, 1].
+        """
+        images = [_check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+        by_size = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.shape, []).append(i)
+        maps = [None] * len(images)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                for i, saliency_map in zip(chunk, self._predict_group(np.stack([images[i] for i in chunk]))):
+                    maps[i] = saliency_map
+        return maps
+
+    def predict_density(self, image):
+        """The prediction as a probability density over the image's pixels: float64 (H, W), sums to 1."""
+        saliency_map = self.predict(image).astype(np.float64)
+        total = saliency_map.sum()
+        if total <= 0:
+            return np.full(saliency_map.shape, 1.0 / saliency_map.size)
+        return saliency_map / total
+
+
+class StudentPredictor(Predictor):
+    """A student SavedModel from `student.serving.export_saved_model`; all processing runs inside it."""
+
+    kind = "student"
+
+    def __init__(self, path, loaded=None, batch_size=8):
+        import tensorflow as tf
+
+        from student.serving import SIGNATURE_KEY, read_metadata
+
+        loaded = loaded if loaded is not None else tf.saved_model.load(os.fspath(path))
+        metadata = read_metadata(path) or {}
+        variables = getattr(loaded, "variables", None) or []
+        num_params = int(sum(np.prod(v.shape) for v in variables)) or None
+        super().__init__(path, metadata.get("input_size"), num_params, batch_size)
+        self._loaded = loaded  # keeps the variables alive
+        self._serve = loaded.signatures[SIGNATURE_KEY]
+
+    def _predict_group(self, images):
+        import tensorflow as tf
+
+        outputs = self._serve(images=tf.constant(images))
+        return outputs["saliency_map"].numpy()[..., 0]
+
+    def predict_density(self, image):
+        """The exported density itself (float64 (H, W), sums to 1), not a renormalised map."""
+        import tensorflow as tf
+
+        outputs = self._serve(images=tf.constant(_check_image(image)[None]))
+        density = outputs["density"].numpy()[0, ..., 0].astype(np.float64)
+        return density / density.sum()
+
+
+class TeacherPredictor(Predictor):
+    """MSI-Net through `teacher.loading.load_teacher`, with the author's resize/pad and its inverse.
+
+    `pipeline` picks `teacher.preprocessing`'s "repo" pipeline (TF1 area/bicubic, pad 126: how the published
+    `.pb` results were made; the default) or "hub" (the Hugging Face card's bilinear resize, pad 0).
+    """
+
+    kind = "teacher"
+
+    def __init__(self, path, input_size=None, batch_size=8, pipeline="repo"):
+        from teacher import preprocessing
+        from teacher.loading import load_teacher
+
+        if pipeline not in preprocessing.PIPELINES:
+            raise ValueError(f"`pipeline` must be one of {preprocessing.PIPELINES}. Received: pipeline={pipeline!r}")
+        input_size = None if input_size is None else tuple(input_size)
+        if input_size is not None and (
+            len(input_size) != 2
+            or not all(isinstance(v, (int, np.integer)) and v > 0 and v % 8 == 0 for v in input_size)
+        ):
+            raise ValueError(
+                f"`teacher_input_size` must be (height, width), positive multiples of 8 (MSI-Net's output stride). "
+                f"Received: {input_size!r}; e.g. (240, 320) for SALICON"
+            )
+        self._teacher = load_teacher(os.fspath(path))
+        self.pipeline = pipeline
+        super().__init__(path, input_size or self._teacher.input_size,
+                         getattr(self._teacher, "num_params", None), batch_size)
+
+    def _predict_group(self, images):
+        from teacher import preprocessing
+
+        # One box serves the whole group: equal-size images are resized and padded identically.
+        padded, box = preprocessing.preprocess(images, self.input_size, pipeline=self.pipeline)
+        maps = preprocessing.postprocess(self._teacher(padded), box, images.shape[1:3], pipeline=self.pipeline)
+        maps = np.asarray(maps, np.float32)[..., 0]
+        if maps.shape != images.shape[:3]:
+            raise RuntimeError(
+                f"{self.path}: the teacher's map came back as {maps.shape[1:]} for images of {images.shape[1:3]}; "
+                f"check that input_size {self.input_size} suits this model"
+            )
+        return np.clip(maps, 0.0, 1.0)
+
+
+def _saved_model_outputs(directory):
+    """Output keys of the SavedModel's serving_default signature, read from saved_model.pb without loading it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    keys = set()
+    for meta_graph in proto.meta_graphs:
+        signature = meta_graph.signature_def.get("serving_default")
+        if signature is not None:
+            keys.update(signature.outputs.keys())
+    return keys
+
+
+def load_predictor(path, teacher_input_size=None, batch_size=8):
+    """Load a run folder, a student SavedModel or an MSI-Net teacher file as a `Predictor`.
+
+    A SavedModel whose `serving_default` signature has the "saliency_map" and "density" outputs is ours
+    (a student); any other SavedModel is taken to be an MSI-Net export and goes to the teacher loader.
+
+    Args:
+        path: a run folder (containing `saved_model/`), a SavedModel folder, or a teacher file
+            (`.pb` frozen graph, `.keras` or `.weights.h5` Keras MSI-Net).
+        teacher_input_size: (height, width) a teacher runs at. Defaults to None: the size its weights were
+            trained at (from the file name `model_<dataset>_...`, else SALICON's (240, 320)).
+        batch_size: most images per model call in `predict_batch`. Defaults to 8.
+
+    Returns:
+        A `StudentPredictor` or a `TeacherPredictor`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is a folder that is neither a run folder nor a SavedModel.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path}: no such model file or folder. Expected a run folder from train.py (with saved_model/), "
+            "a SavedModel folder, or an MSI-Net teacher file (e.g. weights/model_salicon_cpu.pb)."
+        )
+    if os.path.isdir(path):
+        run_saved_model = os.path.join(path, RUN_SAVED_MODEL)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isdir(run_saved_model):
+            if not os.path.isfile(os.path.join(run_saved_model, "saved_model.pb")):
+                raise ValueError(
+                    f"{path}: a run folder whose {run_saved_model} has no saved_model.pb: the run has not finished "
+                    "(train.py exports at the end). Wait for it, or run train.py again with the same settings to resume."
+                )
+            path = run_saved_model
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"{path}: not a model folder. Expected a run folder from train.py (containing saved_model/) or a "
+                "SavedModel folder (containing saved_model.pb)."
+            )
+        if set(STUDENT_OUTPUTS) <= _saved_model_outputs(path):
+            return StudentPredictor(path, batch_size=batch_size)
+    return TeacherPredictor(path, input_size=teacher_input_size, batch_size=batch_size)
+
+
+def _overlay_colormap(colormap, alpha):
+    """The matplotlib colormap named `colormap`, after checking both overlay arguments."""
+    from matplotlib import colormaps
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
+    try:
+        return colormaps[colormap]
+    except KeyError:
+        raise ValueError(f"`colormap` {colormap!r} is not a matplotlib colormap (e.g. 'jet', 'inferno')") from None
+
+
+def overlay_heatmap(image, saliency_map, colormap="jet", alpha=0.5):
+    """Blend a colour-mapped saliency map over an image.
+
+    Args:
+        image: uint8 RGB (H, W, 3).
+        saliency_map: float (H, W) in [0, 1] at the image's size.
+        colormap: a matplotlib colormap name. Defaults to "jet".
+        alpha: weight of the heat map (0 = image only, 1 = heat map only). Defaults to 0.5.
+
+    Returns:
+        uint8 RGB (H, W, 3).
+    """
+    cmap = _overlay_colormap(colormap, alpha)
+    image = _check_image(image)
+    saliency_map = np.asarray(saliency_map, np.float32)
+    if saliency_map.shape != image.shape[:2]:
+        raise ValueError(f"saliency map {saliency_map.shape} != image {image.shape[:2]}; predict at the image size")
+    heat = cmap(np.clip(saliency_map, 0.0, 1.0))[..., :3] * 255.0
+    return np.round((1.0 - alpha) * image + alpha * heat).clip(0, 255).astype(np.uint8)
+
+
+def map_to_uint8(saliency_map):
+    """A [0, 1] map as a uint8 (H, W) image (0..255, rounded)."""
+    return np.round(np.clip(saliency_map, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def list_images(inputs, exclude=None):
+    """Expand files and folders into (image_path, output_stem) pairs.
+
+    Folders are searched recursively for .jpg/.jpeg/.png/.bmp (case-insensitive), sorted; an image
+    `folder/sub/x.jpg` gets the output stem `sub/x` so equal names in different subfolders stay apart.
+    A file given directly gets its own stem, whatever its extension.
+
+    Args:
+        inputs: paths of image files and folders.
+        exclude: a folder whose contents are skipped (the output folder, when it lies inside an input).
+
+    Returns:
+        A list of (path, stem) pairs.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: two inputs would write the same output.
+    """
+    exclude = os.path.abspath(exclude) + os.sep if exclude else None
+    pairs = []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = []
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                if exclude and (os.path.abspath(root) + os.sep).startswith(exclude):
+                    dirs[:] = []
+                    continue
+                for name in sorted(files):
+                    if name.lower().endswith(IMAGE_EXTENSIONS):
+                        path = os.path.join(root, name)
+                        found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+            pairs.extend(found)
+        elif os.path.isfile(item):
+            pairs.append((item, os.path.splitext(os.path.basename(item))[0]))
+        else:
+            raise FileNotFoundError(f"{item}: no such image file or folder")
+    seen = {}
+    for path, stem in pairs:
+        if stem in seen:
+            raise ValueError(
+                f"{seen[stem]} and {path} would both be written as {stem}.png; rename one or predict them separately"
+            )
+        seen[stem] = path
+    return pairs
+
+
+@dataclasses.dataclass
+class PredictionReport:
+    """What `predict_files` did: output files written and (input path, message naming it) failures."""
+
+    written: list
+    failures: list
+
+
+def predict_files(predictor, inputs, out_dir="predictions", overlay=False, colormap="jet", alpha=0.5,
+                  progress=True):
+    """Write `<out_dir>/<stem>.png` (grayscale map at the image's size) for every image in `inputs`.
+
+    An image that cannot be read or predicted is reported and skipped; the others are still written.
+    Every file is written atomically.
+
+    Args:
+        predictor: a `Predictor` (see `load_predictor`).
+        inputs: image files and folders (see `list_images`).
+        out_dir: output folder. Defaults to "predictions".
+        overlay: also write `<stem>_overlay.jpg`, the heat map blended over the image.
+        colormap: matplotlib colormap of the overlay. Defaults to "jet".
+        alpha: heat-map weight of the overlay. Defaults to 0.5.
+        progress: show a progress bar (stderr).
+
+    Returns:
+        A `PredictionReport`.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: two inputs would write the same output, or a bad `colormap` / `alpha` with `overlay`.
+    """
+    from tqdm import tqdm
+
+    if overlay:
+        _overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
+    pairs = list_images(inputs, exclude=out_dir)
+    report = PredictionReport(written=[], failures=[])
+    for path, stem in tqdm(pairs, desc="predict", unit="image", disable=not progress):
+        try:
+            image = read_image(path)
+            saliency_map = predictor.predict(image)
+            target = os.path.join(out_dir, stem + ".png")
+            write_bytes_atomic(target, encode_png(map_to_uint8(saliency_map)))
+            report.written.append(target)
+            if overlay:
+                target = os.path.join(out_dir, stem + "_overlay.jpg")
+                write_bytes_atomic(target, encode_jpeg(overlay_heatmap(image, saliency_map, colormap, alpha)))
+                report.written.append(target)
+        except Exception as e:  # one bad image must not stop the others; each failure is reported
+            message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
+            report.failures.append((path, message))
+    return report

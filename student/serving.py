@@ -1,0 +1,200 @@
+"""Export a student as a self-contained TensorFlow SavedModel: uint8 RGB images in, saliency maps out.
+
+The `serving_default` signature holds all pre- and post-processing, so a consumer needs nothing but
+TensorFlow (no Keras, no code from this project):
+
+    served = tf.saved_model.load("run/saved_model").signatures["serving_default"]
+    out = served(images=tf.constant(rgb_uint8[None]))     # (1, H, W, 3) uint8, any H, W
+    out["saliency_map"]   # (1, H, W, 1) float32 in [0, 1], the density divided by its per-image max
+    out["density"]        # (1, H, W, 1) float32, sums to 1 over each image
+
+Inside: resize the batch to the training resolution, run the student, spatial softmax of the saliency
+head's logits, resize the density back to the input size and renormalise it. `saliency_from_logits`
+and `predict_saliency` are the same computation in-process, for callers holding a Keras student.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+SIGNATURE_KEY = "serving_default"
+INPUT_KEY = "images"
+OUTPUT_KEYS = ("saliency_map", "density")
+METADATA_FILE = os.path.join("assets.extra", "saliency_kd.json")
+
+
+def _check_input_size(input_size):
+    """Return `input_size` as a pair of positive ints or raise naming the value received."""
+    try:
+        height, width = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        height = width = 0
+    if height <= 0 or width <= 0:
+        raise ValueError(
+            f"`input_size` must be (height, width) with two positive ints, the student's training "
+            f"resolution (e.g. (240, 320)). Received: input_size={input_size!r}"
+        )
+    return height, width
+
+
+def resize_images(images, input_size):
+    """Resize a uint8 (or float 0..255) NHWC batch to `input_size` as float32 0..255 for the student.
+
+    Bilinear with antialiasing, so downscaling a large photo averages its pixels instead of aliasing.
+    """
+    images = tf.cast(images, tf.float32)
+    resized = tf.image.resize(images, input_size, method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+def saliency_from_logits(logits, output_size):
+    """Turn saliency-head logits into a density and a [0, 1] map at `output_size`.
+
+    Args:
+        logits: float tensor (N, h, w, 1), the student's "saliency" output.
+        output_size: (H, W) of the original images, ints or a 1-D int tensor.
+
+    Returns:
+        A dict with "density" (N, H, W, 1) float32 summing to 1 per image, and "saliency_map",
+        the density divided by its per-image max (so 1 at the most salient pixel).
+    """
+    logits = tf.cast(logits, tf.float32)
+    shape = tf.shape(logits)
+    flat = tf.reshape(logits, [shape[0], -1])
+    density = tf.reshape(tf.nn.softmax(flat, axis=-1), shape)
+    density = tf.image.resize(density, output_size, method="bilinear", antialias=True)
+    # Interpolation keeps a softmax positive, so the sum and max below are > 0.
+    density = tf.maximum(density, 0.0)
+    density = density / tf.reduce_sum(density, axis=[1, 2, 3], keepdims=True)
+    saliency_map = density / tf.reduce_max(density, axis=[1, 2, 3], keepdims=True)
+    return {"saliency_map": saliency_map, "density": density}
+
+
+def predict_saliency(student_model, images, input_size=(240, 320)):
+    """Run a Keras student on a uint8 RGB batch exactly as the exported signature does.
+
+    Args:
+        student_model: a model from `student.model.build_student` (dict output with "saliency" logits).
+        images: uint8 (N, H, W, 3) RGB batch of equal-size images.
+        input_size: (height, width) the student was trained at. Defaults to (240, 320).
+
+    Returns:
+        The dict of `saliency_from_logits`, at the images' (H, W).
+    """
+    input_size = _check_input_size(input_size)
+    images = tf.convert_to_tensor(images)
+    logits = student_model(resize_images(images, input_size), training=False)["saliency"]
+    return saliency_from_logits(logits, tf.shape(images)[1:3])
+
+
+def _check_student(student_model):
+    outputs = student_model.output if isinstance(student_model, keras.Model) else None
+    if not isinstance(outputs, dict) or "saliency" not in outputs:
+        names = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise ValueError(
+            f"`student_model` must be a Keras model with a dict output holding 'saliency' logits, as built "
+            f"by student.model.build_student. Received outputs: {names}"
+        )
+
+
+def _is_saved_model(directory):
+    return os.path.isfile(os.path.join(directory, "saved_model.pb"))
+
+
+def export_saved_model(student_model, directory, input_size=(240, 320)):
+    """Write `student_model` as a SavedModel with the uint8-in, map-out `serving_default` signature.
+
+    The SavedModel is written to a temporary folder beside `directory` and renamed into place, so
+    `directory` always holds either the previous export or the complete new one. An existing
+    SavedModel at `directory` is replaced; any other non-empty folder is left alone (an error).
+    `assets.extra/saliency_kd.json` records `input_size` and the output keys for readers.
+
+    Args:
+        student_model: a model from `student.model.build_student` (variant A or B; only the
+            "saliency" head is served).
+        directory: path of the SavedModel folder to write.
+        input_size: (height, width) of the student's training resolution; every image is resized
+            to it before the student runs. Defaults to (240, 320).
+
+    Returns:
+        `directory`.
+
+    Raises:
+        ValueError: `input_size` is not two positive ints, or `student_model` has no "saliency" output.
+        FileExistsError: `directory` is a non-empty folder that is not a SavedModel.
+    """
+    input_size = _check_input_size(input_size)
+    _check_student(student_model)
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.isdir(directory) and os.listdir(directory) and not _is_saved_model(directory):
+        raise FileExistsError(
+            f"{directory}: exists and is not a SavedModel (no saved_model.pb); refusing to replace it. "
+            "Choose another `directory` or remove this folder."
+        )
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise FileExistsError(f"{directory}: exists and is a file, not a folder; choose another `directory`")
+
+    # The name `images` becomes the signature's input key.
+    def serve(images):
+        return predict_saliency(student_model, images, input_size)
+
+    archive = keras.export.ExportArchive()
+    archive.track(student_model)
+    archive.add_endpoint(
+        name=SIGNATURE_KEY,
+        fn=serve,
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name=INPUT_KEY)],
+    )
+
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(directory)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; give it normal permissions
+    old = None
+    try:
+        archive.write_out(tmp, verbose=False)
+        metadata = {
+            "format": "saliency-kd student",
+            "signature": SIGNATURE_KEY,
+            "input": {INPUT_KEY: "uint8 (N, H, W, 3) RGB"},
+            "outputs": list(OUTPUT_KEYS),
+            "input_size": list(input_size),
+            "model_name": student_model.name,
+        }
+        os.makedirs(os.path.join(tmp, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2)
+        if os.path.isdir(directory):
+            # Directories cannot be renamed over a non-empty one: move the old export aside first.
+            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+            os.rmdir(old)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    except BaseException:
+        if old is not None and not os.path.exists(directory):
+            os.replace(old, directory)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(old)
+    return directory
+
+
+def read_metadata(directory):
+    """Return the export metadata written by `export_saved_model`, or None for other SavedModels."""
+    path = os.path.join(os.fspath(directory), METADATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
