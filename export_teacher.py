@@ -1,0 +1,87 @@
+"""Stream a SALICON split through the MSI-Net teacher into sharded distillation records.
+
+    python export_teacher.py --split train                     # data/salicon -> data/distill/train-*.tfrecord
+    python export_teacher.py --split all --verify
+    python export_teacher.py --split train --data-dir data/synthetic --teacher oracle --out data/synthetic_distill
+
+An interrupted export resumes when run again with the same arguments. Exit codes: 0 done, 1 export or
+verification error (e.g. an unreadable image without --skip-bad), 2 missing data or teacher (or bad arguments).
+"""
+
+import argparse
+import sys
+
+from teacher import export
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="export_teacher.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--split", default="train", choices=("train", "val", "test", "all"),
+                        help="split to export; 'all' exports train and val")
+    parser.add_argument("--data-dir", default=export.DEFAULT_DATA_DIR,
+                        help="SALICON folder (2017 release or MSI-Net download layout)")
+    parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
+                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras) or 'oracle' for synthetic data")
+    parser.add_argument("--out", default=export.DEFAULT_OUT_DIR, help="output folder for shards and manifests")
+    parser.add_argument("--batch-size", type=int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
+    parser.add_argument("--shard-size-mb", type=float, default=export.DEFAULT_SHARD_SIZE_MB,
+                        help="target shard size in MB (10^6 bytes), estimated from the files' sizes")
+    parser.add_argument("--images-per-shard", type=int, default=None,
+                        help="images per shard, overriding --shard-size-mb")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="teacher input size in pixels (default: the size its dataset was trained at, 240 320)")
+    parser.add_argument("--pipeline", default="repo", choices=("repo", "hub"),
+                        help="MSI-Net preprocessing: the author's repo (TF1 resize, pad 126) or Hugging Face card")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable images (listed in the manifest) instead of stopping")
+    parser.add_argument("--verify", action="store_true",
+                        help="reread every shard at the end and check counts, checksums and stems")
+    parser.add_argument("--verify-only", action="store_true", help="only verify an existing export (no teacher)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _summary(split, manifest):
+    skipped = f", {manifest['num_skipped']} skipped" if manifest["num_skipped"] else ""
+    return f"{split}: {manifest['num_images']} images in {manifest['num_shards']} shards{skipped}"
+
+
+def _fail(error, code):
+    message = " ".join(str(error).split())
+    print(f"export_teacher.py: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv=None):
+    """Parse arguments and export (or verify); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    splits = export.ALL_SPLITS if args.split == "all" else (args.split,)
+    try:
+        if args.verify_only:
+            for split in splits:
+                print(_summary(split, export.verify_split(args.out, split)) + ": verified")
+            return 0
+        manifests = export.export_split(
+            args.data_dir, args.split, args.teacher, args.out, batch_size=args.batch_size,
+            shard_size_mb=args.shard_size_mb, images_per_shard=args.images_per_shard, skip_bad=args.skip_bad,
+            verify=args.verify, progress=not args.no_progress, pipeline=args.pipeline, input_size=args.input_size,
+        )
+    except FileNotFoundError as e:
+        return _fail(e, 2)
+    except (ValueError, RuntimeError) as e:
+        return _fail(e, 1)
+    except KeyboardInterrupt:
+        print("export_teacher.py: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    if args.split != "all":
+        manifests = {args.split: manifests}
+    for split, manifest in manifests.items():
+        print(_summary(split, manifest) + (": verified" if args.verify else "") + f" -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,695 @@
+"""Stream a SALICON split through the teacher into sharded, verified, resumable distillation records.
+
+`export_split` writes, in `out_dir`:
+
+* `<split>.plan.json` first: which stems go into which shard (sorted stems, balanced contiguous chunks), the
+  teacher and the preprocessing. A rerun reuses it, so an interrupted export resumes into the same shards.
+* `<split>-NNNNN-of-NNNNN.tfrecord`: records in the `datasets.records` schema (original image bytes, human map
+  PNG, teacher map at the teacher's resolution with the padding removed, fixations), about `shard_size_mb`
+  each. A shard is written under a hidden temporary name and renamed when complete; after the rename its
+  count and sha256 go into `<split>.progress.json`.
+* `<split>.json` last, the manifest: counts, per-shard count/bytes/sha256, the teacher (file, sha256),
+  the preprocessing, image and teacher-map sizes, and the skipped files. `<split>.progress.json` is then removed.
+
+Rerun after a kill: shards whose file still matches its recorded sha256 are kept, the unfinished shard and
+anything after it are redone, and the result holds every image exactly once. Decoding (a parallel `tf.data`
+map with prefetch) and serialising/writing (a writer thread) overlap with the teacher; memory stays bounded by a
+few batches, whatever the split size.
+
+Teachers: anything with `input_size` (H, W) and a call on float32 (N, H, W, 3) RGB 0..255 batches returning
+(N, H, W, 1) maps in [0, 1] (`teacher.loading.Teacher`); `manifest()` describes it. A teacher whose
+`needs_stems` is True (`teacher.oracle.OracleTeacher`) is called as `teacher(images, stems=stems)`.
+"""
+
+import collections
+import concurrent.futures
+import datetime
+import glob
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from datasets import records
+from datasets.io import atomic_write, decode_image, encode_png, read_map
+from datasets.salicon import list_salicon, load_fixations
+from teacher import preprocessing
+
+FORMAT_VERSION = 1
+DEFAULT_DATA_DIR = os.path.join("data", "salicon")
+DEFAULT_TEACHER = os.path.join("weights", "model_salicon_cpu.pb")
+DEFAULT_OUT_DIR = os.path.join("data", "distill")
+DEFAULT_SHARD_SIZE_MB = 150
+DEFAULT_BATCH_SIZE = 8
+ALL_SPLITS = ("train", "val")  # what `split="all"` exports: the splits with maps (test has none)
+# A smooth [0, 1] map as a 16-bit PNG takes about 0.8 of its raw 2 bytes/pixel (measured on blurred maps).
+TEACHER_PNG_RATIO = 0.8
+RECORD_OVERHEAD_BYTES = 200  # keys, lengths and CRCs of one record
+FIXATION_BYTES = 4  # two varints of 1-2 bytes each
+ESTIMATE_SAMPLES = 16
+PENDING_WRITES = 2  # batches queued for the writer thread beyond the one being written
+# Test hook: the process dies (os._exit) after finishing this many shards, leaving the next one half-written.
+KILL_AFTER_SHARDS_ENV = "SALIENCY_KD_EXPORT_KILL_AFTER_SHARDS"
+KILL_EXIT_CODE = 75
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+DATA_HINT = (
+    "Get SALICON (2017 / LSUN'17 release: images, maps and fixations) from http://salicon.net/challenge-2017/ and "
+    "unpack it as <data-dir>/images/{train,val}, maps/{train,val}, fixations/{train,val}; or run MSI-Net's "
+    "download script (github.com/alexanderkroner/saliency, download.py download_salicon), which makes "
+    "data/salicon/stimuli, saliency, fixations. Pass the folder with --data-dir (default data/salicon)."
+)
+
+
+def _plan_path(out_dir, split):
+    return os.path.join(out_dir, f"{split}.plan.json")
+
+
+def _progress_path(out_dir, split):
+    return os.path.join(out_dir, f"{split}.progress.json")
+
+
+def manifest_path(out_dir, split):
+    """The manifest of `split` in `out_dir`: `<out_dir>/<split>.json`."""
+    return os.path.join(os.fspath(out_dir), f"{split}.json")
+
+
+def _write_json(path, value):
+    with atomic_write(path, "w") as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def file_sha256(path):
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_teacher(teacher, data_dir=DEFAULT_DATA_DIR, input_size=None, pipeline="repo"):
+    """Turn `teacher` into a teacher object.
+
+    Args:
+        teacher: a teacher object, "oracle" (the synthetic data's `OracleTeacher` for `data_dir`), or the path
+            of MSI-Net weights for `teacher.loading.load_teacher`.
+        data_dir: the data set folder (used by the oracle).
+        input_size: optional (H, W) overriding the teacher's input size (the dataset's size by default).
+        pipeline: the preprocessing pipeline the oracle is made for ("repo" or "hub").
+
+    Raises:
+        FileNotFoundError: for a missing weights file; the message says where to get it.
+    """
+    if isinstance(teacher, (str, os.PathLike)):
+        if os.fspath(teacher) == "oracle":
+            from teacher.oracle import OracleTeacher
+
+            kwargs = {} if input_size is None else {"input_size": input_size}
+            return OracleTeacher(data_dir, pipeline=pipeline, **kwargs)
+        from teacher.loading import load_teacher
+
+        teacher = load_teacher(os.fspath(teacher))
+    if input_size is not None:
+        teacher.input_size = tuple(int(s) for s in input_size)
+    return teacher
+
+
+def _teacher_description(teacher, pipeline):
+    description = dict(teacher.manifest()) if hasattr(teacher, "manifest") else {"name": type(teacher).__name__}
+    description["input_size"] = [int(s) for s in teacher.input_size]
+    description["path"] = os.path.abspath(teacher.path) if getattr(teacher, "path", None) else None
+    description["pipeline"] = pipeline
+    return description
+
+
+def _same_teacher(a, b):
+    keys = ("name", "sha256", "input_size", "pipeline")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _list_samples(data_dir, split):
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir}: SALICON folder not found. {DATA_HINT}")
+    try:
+        return list_salicon(data_dir, split)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. {DATA_HINT}") from e
+
+
+def estimate_record_bytes(samples, teacher_size, num_samples=ESTIMATE_SAMPLES):
+    """Estimate one record's size from file sizes of up to `num_samples` evenly spread samples.
+
+    Image and map bytes are the files' sizes (stored unchanged), fixations cost about 4 bytes each (counted
+    in the sampled files), the teacher map is `TEACHER_PNG_RATIO` of its raw 16-bit size at `teacher_size`.
+    """
+    spread = np.linspace(0, len(samples) - 1, min(num_samples, len(samples)))
+    picks = [samples[i] for i in np.unique(spread.astype(int))]
+    sizes = []
+    for sample in picks:
+        size = os.path.getsize(sample.image_path)
+        if sample.map_path:
+            size += os.path.getsize(sample.map_path)
+        if sample.fixations_path:
+            try:
+                size += FIXATION_BYTES * len(load_fixations(sample.fixations_path))
+            except (ValueError, OSError):
+                pass  # an unreadable file is reported by the export itself
+        sizes.append(size)
+    teacher_bytes = TEACHER_PNG_RATIO * 2 * teacher_size[0] * teacher_size[1]
+    return float(np.mean(sizes)) + teacher_bytes + RECORD_OVERHEAD_BYTES
+
+
+def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_SIZE_MB, images_per_shard=None):
+    """The shard plan: sorted stems in balanced contiguous chunks of about `shard_size_mb` megabytes.
+
+    Args:
+        samples: the split's `SaliconSample`s.
+        split: the split name (used in shard names).
+        teacher_description: the teacher entry recorded with the plan.
+        shard_size_mb: target shard size in MB (10^6 bytes), from `estimate_record_bytes`.
+        images_per_shard: overrides the estimate (tests, or to force a shard count).
+
+    Returns:
+        A JSON-ready dict with `shards`: [{"name", "stems"}] in order.
+    """
+    stems = sorted(sample.stem for sample in samples)
+    estimate = estimate_record_bytes(samples, teacher_description["input_size"])
+    if images_per_shard is None:
+        if shard_size_mb <= 0:
+            raise ValueError(f"shard_size_mb must be positive. Received: shard_size_mb={shard_size_mb}")
+        images_per_shard = max(1, int(shard_size_mb * 1e6 // estimate))
+    elif int(images_per_shard) < 1:
+        raise ValueError(f"images_per_shard must be >= 1. Received: images_per_shard={images_per_shard}")
+    num_shards = -(-len(stems) // int(images_per_shard))
+    chunks = np.array_split(np.arange(len(stems)), num_shards)
+    return {
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "num_images": len(stems),
+        "num_shards": num_shards,
+        "images_per_shard": int(images_per_shard),
+        "shard_size_mb": shard_size_mb,
+        "estimated_record_bytes": int(estimate),
+        "teacher": teacher_description,
+        "shards": [
+            {"name": records.shard_name(split, i, num_shards), "stems": [stems[j] for j in chunk]}
+            for i, chunk in enumerate(chunks)
+        ],
+    }
+
+
+def _load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_mb, images_per_shard):
+    path = _plan_path(out_dir, split)
+    if not os.path.exists(path):
+        plan = make_plan(samples, split, teacher_description, shard_size_mb, images_per_shard)
+        _write_json(path, plan)
+        return plan
+    plan = _read_json(path)
+    planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
+    fix = f"delete {out_dir}/{split}.* and {out_dir}/{split}-*.tfrecord to start over, or choose another --out"
+    if planned != sorted(sample.stem for sample in samples):
+        raise ValueError(
+            f"{path}: the recorded plan lists {len(planned)} images but the data folder now has {len(samples)} "
+            f"(or other stems); the records would mix two versions of the data. {fix}"
+        )
+    if not _same_teacher(plan["teacher"], teacher_description):
+        raise ValueError(
+            f"{path}: the finished shards come from teacher {plan['teacher'].get('name')} "
+            f"(sha256 {str(plan['teacher'].get('sha256'))[:12]}, input {plan['teacher'].get('input_size')}, "
+            f"pipeline {plan['teacher'].get('pipeline')}), not {teacher_description.get('name')} "
+            f"(sha256 {str(teacher_description.get('sha256'))[:12]}, input {teacher_description['input_size']}, "
+            f"pipeline {teacher_description['pipeline']}). {fix}"
+        )
+    return plan
+
+
+def _finished_shards(out_dir, split, plan):
+    """Shards already written and still intact: {name: entry}, from the manifest and the progress file."""
+    recorded = {}
+    for path in (manifest_path(out_dir, split), _progress_path(out_dir, split)):
+        if os.path.exists(path):
+            recorded.update({entry["name"]: entry for entry in _read_json(path)["shards"]})
+    finished = {}
+    for shard in plan["shards"]:
+        entry = recorded.get(shard["name"])
+        path = os.path.join(out_dir, shard["name"])
+        if (
+            entry is not None
+            and os.path.exists(path)
+            and os.path.getsize(path) == entry["bytes"]
+            and file_sha256(path) == entry["sha256"]
+        ):
+            finished[shard["name"]] = entry
+    return finished
+
+
+def _remove_stale_files(out_dir, split, plan, finished):
+    """Delete half-written temporaries and complete-looking shards that are not verified as finished."""
+    for path in glob.glob(os.path.join(out_dir, f".{split}-*.tfrecord.tmp-*")):
+        os.remove(path)
+    for shard in plan["shards"]:
+        path = os.path.join(out_dir, shard["name"])
+        if shard["name"] not in finished and os.path.exists(path):
+            os.remove(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading: one sample -> everything its record needs, plus the teacher's input.
+
+
+def _map_png(path, image_shape):
+    """The human map as 8-bit grayscale PNG bytes: the file itself when it already is one."""
+    saliency = read_map(path)
+    if saliency.shape != tuple(image_shape[:2]):
+        raise ValueError(
+            f"{path}: map is {saliency.shape[0]}x{saliency.shape[1]} but its image is "
+            f"{image_shape[0]}x{image_shape[1]}; maps must have the image's size"
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    # PNG IHDR: bit depth at byte 24, colour type at byte 25 (0 = grayscale).
+    if data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[24] == 8 and data[25] == 0:
+        return data
+    return encode_png(saliency)
+
+
+def load_inputs(sample):
+    """Read one sample's files.
+
+    Returns:
+        dict: `image_bytes` (the file, unchanged), `image` (uint8 RGB), `saliency_png` (b"" without a map),
+        `fixations` (int32 (N, 2), 0-based (row, col); empty without a fixation file).
+
+    Raises:
+        ValueError: naming the file if any of them is unreadable or inconsistent.
+    """
+    try:
+        with open(sample.image_path, "rb") as f:
+            image_bytes = f.read()
+    except OSError as e:
+        raise ValueError(f"{sample.image_path}: cannot read image file ({e.strerror})") from e
+    image = decode_image(image_bytes, sample.image_path)
+    saliency_png = _map_png(sample.map_path, image.shape) if sample.map_path else b""
+    fixations = np.zeros((0, 2), np.int32)
+    if sample.fixations_path:
+        fixations = np.asarray(load_fixations(sample.fixations_path, image.shape), np.int32).reshape(-1, 2)
+    return {"image_bytes": image_bytes, "image": image, "saliency_png": saliency_png, "fixations": fixations}
+
+
+def _input_dataset(samples, input_size, pipeline, batch_size):
+    """Batches of decoded, preprocessed samples (in order) with a per-sample `ok` flag and error text."""
+
+    def load(index):
+        sample = samples[int(index)]
+        try:
+            inputs = load_inputs(sample)
+        except (ValueError, OSError) as e:
+            return (False, str(e).encode(), b"", np.zeros((1, 1, 3), np.uint8), b"", np.zeros((0, 2), np.int32))
+        return (True, b"", inputs["image_bytes"], inputs["image"], inputs["saliency_png"], inputs["fixations"])
+
+    def load_and_preprocess(index):
+        ok, error, image_bytes, image, saliency_png, fixations = tf.numpy_function(
+            load, [index], [tf.bool, tf.string, tf.string, tf.uint8, tf.string, tf.int32], stateful=False
+        )
+        image = tf.ensure_shape(image, [None, None, 3])
+        padded, box = preprocessing.preprocess(image, input_size, pipeline)
+        return {
+            "index": index,
+            "ok": tf.ensure_shape(ok, []),
+            "error": tf.ensure_shape(error, []),
+            "image_bytes": tf.ensure_shape(image_bytes, []),
+            "size": tf.shape(image)[:2],
+            "saliency_png": tf.ensure_shape(saliency_png, []),
+            "fixations": tf.io.serialize_tensor(tf.ensure_shape(fixations, [None, 2])),
+            "padded": padded,
+            "box": box,
+        }
+
+    ds = tf.data.Dataset.range(len(samples))
+    ds = ds.map(load_and_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing: one thread serialises records and fills shards in plan order.
+
+
+class _ShardWriter:
+    """Fills the planned shards in order; a shard is renamed into place and recorded once all its stems are in.
+
+    Only the writer thread calls `add`; `abort` runs after that thread has drained.
+    """
+
+    def __init__(self, out_dir, split, plan, finished, kill_after=None):
+        self.out_dir = out_dir
+        self.split = split
+        self.progress = dict(finished)
+        self.remaining_shards = [shard for shard in plan["shards"] if shard["name"] not in finished]
+        self._position = 0  # index into self.remaining_shards
+        self._handled = 0  # stems of the current shard written or skipped
+        self._writer = None
+        self._tmp = None
+        self._entry = None
+        self._kill_after = kill_after
+        self.finished_this_run = 0
+
+    def _open(self):
+        shard = self.remaining_shards[self._position]
+        self._tmp = os.path.join(self.out_dir, f".{shard['name']}.tmp-{os.getpid()}")
+        self._writer = tf.io.TFRecordWriter(self._tmp)
+        self._entry = {"name": shard["name"], "count": 0, "skipped": [], "image_sizes": {}, "teacher_sizes": {}}
+
+    def add(self, stem, record=None, image_size=None, teacher_size=None, skipped=None):
+        """Add one stem's record (or its `skipped` entry); stems must come in plan order."""
+        if self._writer is None:
+            self._open()
+        shard = self.remaining_shards[self._position]
+        expected = shard["stems"][self._handled]
+        if stem != expected:
+            raise RuntimeError(f"export order broken: got {stem!r}, expected {expected!r} in {shard['name']}")
+        if skipped is not None:
+            self._entry["skipped"].append(skipped)
+        else:
+            self._writer.write(record)
+            self._entry["count"] += 1
+            for key, size in (("image_sizes", image_size), ("teacher_sizes", teacher_size)):
+                name = f"{size[0]}x{size[1]}"
+                self._entry[key][name] = self._entry[key].get(name, 0) + 1
+            if self._kill_after is not None and self.finished_this_run >= self._kill_after:
+                self._writer.flush()
+                os._exit(KILL_EXIT_CODE)
+        self._handled += 1
+        if self._handled == len(shard["stems"]):
+            self._finish()
+
+    def _finish(self):
+        self._writer.close()
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
+        final = os.path.join(self.out_dir, self._entry["name"])
+        self._entry["bytes"] = os.path.getsize(self._tmp)
+        self._entry["sha256"] = file_sha256(self._tmp)
+        os.replace(self._tmp, final)
+        self.progress[self._entry["name"]] = self._entry
+        _write_json(_progress_path(self.out_dir, self.split), {"shards": list(self.progress.values())})
+        self._writer = self._tmp = self._entry = None
+        self._position += 1
+        self._handled = 0
+        self.finished_this_run += 1
+
+    def abort(self):
+        """Drop the unfinished shard's temporary file (finished shards stay)."""
+        if self._writer is not None:
+            self._writer.close()
+            os.remove(self._tmp)
+            self._writer = self._tmp = self._entry = None
+
+
+def _write_batch(writer, items):
+    for item in items:
+        if "skipped" in item:
+            writer.add(item["stem"], skipped=item["skipped"])
+            continue
+        fixations = item["fixations"]
+        record = records.serialize_example(
+            item["stem"], item["image_bytes"], int(item["size"][0]), int(item["size"][1]),
+            saliency_png=item["saliency_png"], teacher_map=item["teacher_map"], fixations=fixations,
+        )
+        writer.add(item["stem"], record, tuple(item["size"]), item["teacher_map"].shape[:2])
+
+
+def _run_teacher(teacher, images, stems):
+    if getattr(teacher, "needs_stems", False):
+        return np.asarray(teacher(images, stems=stems), np.float32)
+    return np.asarray(teacher(images), np.float32)
+
+
+def _batch_items(batch, samples, teacher, skip_bad):
+    """Run the teacher on a batch's good images; return the writer's items in order."""
+    ok = batch["ok"].numpy()
+    indices = batch["index"].numpy()
+    good = np.flatnonzero(ok)
+    maps = None
+    if len(good):
+        stems = [samples[int(indices[i])].stem for i in good]
+        maps = _run_teacher(teacher, tf.gather(batch["padded"], good), stems)
+        expected = (len(good), *teacher.input_size, 1)
+        if maps.shape != expected:
+            raise ValueError(
+                f"teacher {getattr(teacher, 'name', teacher)!r} returned maps of shape {maps.shape} for inputs of "
+                f"{tuple(batch['padded'].shape[1:3])}; expected {expected} (N, H, W, 1) at its input size"
+            )
+    items, position = [], {int(i): k for k, i in enumerate(good)}
+    for i, index in enumerate(indices):
+        sample = samples[int(index)]
+        if not ok[i]:
+            error = batch["error"][i].numpy().decode()
+            if not skip_bad:
+                return items, error
+            items.append({"stem": sample.stem, "skipped": {"stem": sample.stem, "error": error}})
+            continue
+        box = batch["box"][i]
+        teacher_map = np.asarray(preprocessing.crop_padding(maps[position[i]], box))[:, :, 0]
+        items.append({
+            "stem": sample.stem,
+            "image_bytes": batch["image_bytes"][i].numpy(),
+            "size": batch["size"][i].numpy(),
+            "saliency_png": batch["saliency_png"][i].numpy(),
+            "fixations": tf.io.parse_tensor(batch["fixations"][i], tf.int32).numpy(),
+            "teacher_map": teacher_map,
+        })
+    return items, None
+
+
+def _kill_after_from_env():
+    value = os.environ.get(KILL_AFTER_SHARDS_ENV)
+    return int(value) if value else None
+
+
+def export_split(
+    data_dir,
+    split,
+    teacher,
+    out_dir,
+    batch_size=DEFAULT_BATCH_SIZE,
+    shard_size_mb=DEFAULT_SHARD_SIZE_MB,
+    images_per_shard=None,
+    skip_bad=False,
+    verify=False,
+    progress=True,
+    pipeline="repo",
+    input_size=None,
+):
+    """Export one split (or "all": train and val) to sharded distillation records with a manifest.
+
+    Resumable: rerun with the same arguments after an interruption and finished shards are kept (see the
+    module docstring). A rerun over a complete export only re-checks the shards and rewrites the manifest.
+
+    Args:
+        data_dir: the SALICON folder (2017 release or MSI-Net download layout; synthetic data has the former).
+        split: "train", "val", "test" or "all" ("train" and "val").
+        teacher: a teacher object, "oracle", or the path of MSI-Net weights (`teacher.loading.load_teacher`).
+        out_dir: output folder, created if needed.
+        batch_size: images per teacher call. Defaults to 8.
+        shard_size_mb: target shard size in MB (10^6 bytes), used for a new plan. Defaults to 150.
+        images_per_shard: images per shard for a new plan, overriding `shard_size_mb`.
+        skip_bad: skip unreadable or inconsistent images (listed in the manifest) instead of stopping.
+        verify: reread every shard at the end (`verify_split`).
+        progress: show a progress bar (images/s and ETA).
+        pipeline: the teacher's preprocessing, "repo" (the author's TF1 pipeline, default) or "hub".
+        input_size: (H, W) overriding the teacher's input size (e.g. small sizes in tests).
+
+    Returns:
+        The manifest dict (for "all": {split: manifest}).
+
+    Raises:
+        FileNotFoundError: missing data folder or teacher file (the message says what to download).
+        ValueError: an unreadable or inconsistent image (naming the file) without `skip_bad`; a plan in
+            `out_dir` made from other data or another teacher; a failed verification.
+    """
+    if split == "all":
+        teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
+        return {
+            name: export_split(data_dir, name, teacher, out_dir, batch_size, shard_size_mb, images_per_shard,
+                               skip_bad, verify, progress, pipeline)
+            for name in ALL_SPLITS
+        }
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    samples = _list_samples(data_dir, split)
+    teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
+    if getattr(teacher, "pipeline", pipeline) != pipeline:
+        raise ValueError(
+            f"the teacher was made for the {teacher.pipeline!r} preprocessing pipeline, the export uses {pipeline!r}"
+        )
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    description = _teacher_description(teacher, pipeline)
+    plan = _load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard)
+    finished = _finished_shards(out_dir, split, plan)
+    _remove_stale_files(out_dir, split, plan, finished)
+
+    by_stem = {sample.stem: sample for sample in samples}
+    todo = [by_stem[stem] for shard in plan["shards"] if shard["name"] not in finished for stem in shard["stems"]]
+    writer = _ShardWriter(out_dir, split, plan, finished, _kill_after_from_env())
+    if todo:
+        _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)
+
+    manifest = _manifest(data_dir, split, plan, writer.progress, description, pipeline)
+    _write_json(manifest_path(out_dir, split), manifest)
+    if os.path.exists(_progress_path(out_dir, split)):
+        os.remove(_progress_path(out_dir, split))
+    if verify:
+        verify_split(out_dir, split)
+    return manifest
+
+
+def _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan):
+    """Run the teacher over `todo` in batches while a thread writes the previous batches."""
+    bar = None
+    if progress:
+        import keras
+
+        kept = plan["num_shards"] - len(writer.remaining_shards)
+        print(f"{plan['split']}: exporting {len(todo)} of {plan['num_images']} images into "
+              f"{len(writer.remaining_shards)} shards" + (f" ({kept} finished shards kept)" if kept else ""))
+        bar = keras.utils.Progbar(len(todo), unit_name="image", stateful_metrics=["img/s"])
+    count, start = 0, time.monotonic()
+    pending = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as executor:
+        try:
+            for batch in _input_dataset(todo, teacher.input_size, pipeline, batch_size):
+                items, error = _batch_items(batch, todo, teacher, skip_bad)
+                pending.append(executor.submit(_write_batch, writer, items))
+                if error is not None:
+                    while pending:
+                        pending.popleft().result()
+                    raise ValueError(
+                        f"{error}. Finished shards are kept: fix or remove the file and rerun to resume, or pass "
+                        "--skip-bad (skip_bad=True) to skip such files"
+                    )
+                while len(pending) > PENDING_WRITES:
+                    pending.popleft().result()
+                count += len(items)
+                if bar is not None:
+                    bar.update(count, values=[("img/s", count / max(time.monotonic() - start, 1e-9))])
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            concurrent.futures.wait(pending)
+            writer.abort()
+            raise
+
+
+def _manifest(data_dir, split, plan, progress, description, pipeline):
+    shards = [progress[shard["name"]] for shard in plan["shards"]]
+    image_sizes, teacher_sizes = collections.Counter(), collections.Counter()
+    for entry in shards:
+        image_sizes.update(entry["image_sizes"])
+        teacher_sizes.update(entry["teacher_sizes"])
+    skipped = [item for entry in shards for item in entry["skipped"]]
+    return {
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "data_dir": os.path.abspath(os.fspath(data_dir)),
+        "num_images": sum(entry["count"] for entry in shards),
+        "num_listed": plan["num_images"],
+        "num_skipped": len(skipped),
+        "num_shards": plan["num_shards"],
+        "images_per_shard": plan["images_per_shard"],
+        "plan": os.path.basename(_plan_path("", split)),
+        "teacher": description,
+        "preprocessing": {
+            "pipeline": pipeline,
+            "input_size": description["input_size"],
+            "pad_value": preprocessing.PAD_VALUES[pipeline],
+            "teacher_map": "teacher output at its input size with the padding cropped (teacher.preprocessing"
+                           ".crop_padding), stored as 16-bit PNG round(map * 65535)",
+        },
+        "sizes": {"image": dict(sorted(image_sizes.items())), "teacher": dict(sorted(teacher_sizes.items()))},
+        "shards": [
+            {key: entry[key] for key in ("name", "count", "bytes", "sha256", "skipped", "image_sizes", "teacher_sizes")}
+            for entry in shards
+        ],
+        "skipped": skipped,
+    }
+
+
+def _shard_stems(path):
+    """The stems of a shard's records, in order; TFRecord CRCs are checked while reading."""
+    spec = {"stem": records.FEATURES["stem"]}
+    ds = tf.data.TFRecordDataset([path]).batch(256).map(lambda x: tf.io.parse_example(x, spec)["stem"])
+    return [stem.decode() for batch in ds for stem in batch.numpy()]
+
+
+def verify_split(out_dir, split):
+    """Reread every shard of `split` and check it against its manifest.
+
+    Checks: each listed shard exists with its bytes and sha256, its records parse (CRCs included) and their
+    count matches, no unlisted shard files, every stem appears exactly once, and the stems are the plan's
+    minus the skipped ones.
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        FileNotFoundError: without a manifest (the export has not finished).
+        ValueError: listing every problem found.
+    """
+    out_dir = os.fspath(out_dir)
+    path = manifest_path(out_dir, split)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path}: no manifest; the export of '{split}' has not finished. Run `python export_teacher.py "
+            f"--split {split} --out {out_dir}` (it resumes an interrupted export)"
+        )
+    manifest = _read_json(path)
+    problems, seen = [], collections.Counter()
+    for entry in manifest["shards"]:
+        shard_path = os.path.join(out_dir, entry["name"])
+        if not os.path.exists(shard_path):
+            problems.append(f"{shard_path}: missing")
+            continue
+        if file_sha256(shard_path) != entry["sha256"]:
+            problems.append(f"{shard_path}: sha256 differs from the manifest (file changed or corrupt)")
+        try:
+            stems = _shard_stems(shard_path)
+        except tf.errors.OpError as e:
+            problems.append(f"{shard_path}: unreadable records ({e.message.splitlines()[0]})")
+            continue
+        if len(stems) != entry["count"]:
+            problems.append(f"{shard_path}: {len(stems)} records, the manifest says {entry['count']}")
+        seen.update(stems)
+    listed = {entry["name"] for entry in manifest["shards"]}
+    extra = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out_dir, f"{split}-*-of-*.tfrecord")))
+    problems += [f"{os.path.join(out_dir, name)}: shard not in the manifest" for name in extra if name not in listed]
+    duplicates = sorted(stem for stem, n in seen.items() if n > 1)
+    if duplicates:
+        problems.append(f"{len(duplicates)} stems appear more than once, e.g. {duplicates[:3]}")
+    if sum(seen.values()) != manifest["num_images"]:
+        problems.append(f"{sum(seen.values())} records in the shards, the manifest says {manifest['num_images']}")
+    plan_file = _plan_path(out_dir, split)
+    if os.path.exists(plan_file):
+        skipped = {item["stem"] for item in manifest["skipped"]}
+        expected = {stem for shard in _read_json(plan_file)["shards"] for stem in shard["stems"]} - skipped
+        if set(seen) != expected:
+            missing, unexpected = sorted(expected - set(seen)), sorted(set(seen) - expected)
+            problems.append(f"stems differ from the plan: missing {missing[:3]} ({len(missing)}), "
+                            f"unexpected {unexpected[:3]} ({len(unexpected)})")
+    if problems:
+        raise ValueError(f"{out_dir}: verification of '{split}' failed: " + "; ".join(problems))
+    return manifest

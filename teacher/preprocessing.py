@@ -1,0 +1,156 @@
+"""The author's MSI-Net input pipeline and its inverse, in TF ops (usable eagerly and inside `tf.data`).
+
+Two pipelines (msinet.md 4.2 and 4.3):
+
+* "repo" (default; what the published `.pb` results were made with): aspect-preserving resize with
+  `scale = min(target_h / h, target_w / w)`, new size rounded, TF1 `resize_area` when shrinking and
+  `resize_bicubic` otherwise (both `align_corners=True`), clipped to [0, 255], then symmetric padding with the
+  value 126 (top/left get `floor(diff / 2)`, bottom/right the rest).
+* "hub" (the Hugging Face card): TF2 `tf.image.resize(preserve_aspect_ratio=True)` (bilinear, half-pixel
+  centres) and zero padding, split the same way.
+
+`preprocess` returns the padded image and the box `[top, left, height, width]` of the image inside it;
+`crop_padding` removes the padding from a network-resolution map and `postprocess` also resizes it back to
+the original size. The repo's own post-processing resizes the padded map "overfull" and centre-crops; that
+is the same as cropping the padding first up to the one-pixel rounding of the padding, so the box is used.
+"""
+
+import tensorflow as tf
+
+# (H, W) each published model was trained at (the author's config.py).
+INPUT_SIZES = {
+    "salicon": (240, 320),
+    "osie": (240, 320),
+    "mit1003": (360, 360),
+    "dutomron": (360, 360),
+    "pascals": (360, 360),
+    "cat2000": (216, 384),
+    "fiwi": (216, 384),
+}
+PIPELINES = ("repo", "hub")
+PAD_VALUES = {"repo": 126.0, "hub": 0.0}
+# Target shapes the Hugging Face card picks from by closest aspect ratio.
+HUB_TARGET_SIZES = ((320, 320), (240, 320), (320, 240))
+
+
+def _check_pipeline(pipeline):
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}. Received: pipeline={pipeline!r}")
+
+
+def _as_batch(images, name):
+    """Return (float32 4-D batch, original rank) for a (H, W), (H, W, C) or (N, H, W, C) input."""
+    images = tf.convert_to_tensor(images)
+    rank = images.shape.rank
+    if rank not in (2, 3, 4):
+        raise ValueError(f"{name}: expected (H, W), (H, W, C) or (N, H, W, C), got shape {tuple(images.shape)}")
+    batch = tf.cast(images, tf.float32)
+    if rank == 2:
+        batch = batch[:, :, None]
+    if rank in (2, 3):
+        batch = batch[None]
+    return batch, rank
+
+
+def _restore_rank(batch, rank):
+    if rank == 4:
+        return batch
+    return batch[0, :, :, 0] if rank == 2 else batch[0]
+
+
+def scaled_size(size, target_size):
+    """The author's aspect-preserving size: `round(size * min(target / size))` per side, as int32 (2,).
+
+    Computed in float64 like the author's `int / int` ratio; a side equal to its target stays exact.
+    """
+    size = tf.cast(size, tf.float64)
+    ratio = tf.reduce_min(tf.cast(target_size, tf.float64) / size)
+    return tf.maximum(tf.cast(tf.round(size * ratio), tf.int32), 1), ratio
+
+
+def _resize_repo(batch, size, shrink):
+    """TF1 area (shrinking) or bicubic (otherwise) resize with `align_corners=True`, clipped like the repo."""
+    area = lambda: tf.raw_ops.ResizeArea(images=batch, size=size, align_corners=True)  # noqa: E731
+    bicubic = lambda: tf.raw_ops.ResizeBicubic(  # noqa: E731
+        images=batch, size=size, align_corners=True, half_pixel_centers=False
+    )
+    return tf.cond(shrink, area, bicubic)
+
+
+def hub_target_size(original_size):
+    """The Hugging Face card's target (H, W): the closest aspect ratio among 320x320, 240x320, 320x240."""
+    height, width = (int(s) for s in original_size)
+    aspect = height / width
+    return min(HUB_TARGET_SIZES, key=lambda size: abs(aspect - size[0] / size[1]))
+
+
+def preprocess(images, target_size=INPUT_SIZES["salicon"], pipeline="repo", pad_value=None):
+    """Resize (aspect preserved) and pad images to the network's input size, as the author does.
+
+    Args:
+        images: (H, W, C) or a batch (N, H, W, C) of same-size images, RGB 0..255, any real dtype.
+        target_size: (H, W) network input, e.g. `INPUT_SIZES["salicon"]` (the default, 240x320).
+        pipeline: "repo" (TF1 area/bicubic, pad 126; default) or "hub" (TF2 bilinear, pad 0).
+        pad_value: overrides the pipeline's pad value (the repo pads 1-channel maps with 0).
+
+    Returns:
+        (padded, box): float32 images of shape (*target_size, C) (batched if the input was), and int32
+        `[top, left, height, width]` of the resized image inside the padding.
+    """
+    _check_pipeline(pipeline)
+    batch, rank = _as_batch(images, "preprocess: images")
+    target = tf.constant([int(s) for s in target_size], tf.int32)
+    if pipeline == "repo":
+        new_size, ratio = scaled_size(tf.shape(batch)[1:3], target)
+        resized = tf.clip_by_value(_resize_repo(batch, new_size, ratio < 1.0), 0.0, 255.0)
+    else:
+        resized = tf.image.resize(batch, target, preserve_aspect_ratio=True)
+        new_size = tf.shape(resized)[1:3]
+    diff = target - new_size
+    before = diff // 2
+    paddings = [[0, 0], [before[0], diff[0] - before[0]], [before[1], diff[1] - before[1]], [0, 0]]
+    value = PAD_VALUES[pipeline] if pad_value is None else float(pad_value)
+    padded = tf.pad(resized, paddings, constant_values=value)
+    padded = tf.ensure_shape(padded, [None, int(target_size[0]), int(target_size[1]), batch.shape[-1]])
+    box = tf.concat([before, new_size], axis=0)
+    return _restore_rank(padded, 3 if rank == 2 else rank), box
+
+
+def crop_padding(saliency_map, box):
+    """Remove the padding added by `preprocess`, staying at network resolution.
+
+    Args:
+        saliency_map: (H, W), (H, W, C) or (N, H, W, C) at the padded (network) size.
+        box: `[top, left, height, width]` from `preprocess` (one box for the whole batch).
+
+    Returns:
+        float32 tensor of the same rank, spatially `height x width`.
+    """
+    batch, rank = _as_batch(saliency_map, "crop_padding: saliency_map")
+    box = tf.cast(box, tf.int32)
+    cropped = batch[:, box[0] : box[0] + box[2], box[1] : box[1] + box[3], :]
+    return _restore_rank(cropped, rank)
+
+
+def postprocess(saliency_map, box, original_size, pipeline="repo"):
+    """Map a network-resolution saliency map back onto the original image: crop the padding, resize back.
+
+    Args:
+        saliency_map: (H, W), (H, W, C) or (N, H, W, C) at the padded size, values in [0, 1].
+        box: `[top, left, height, width]` from `preprocess`.
+        original_size: (H, W) of the image before `preprocess`.
+        pipeline: "repo" (TF1 area/bicubic `align_corners=True`, clipped to [0, 1]; default) or "hub" (TF2
+            bilinear).
+
+    Returns:
+        float32 tensor of the same rank at `original_size`. No re-normalisation (the author has none).
+    """
+    _check_pipeline(pipeline)
+    cropped, rank = _as_batch(crop_padding(saliency_map, box), "postprocess: saliency_map")
+    size = tf.stack([tf.cast(original_size[0], tf.int32), tf.cast(original_size[1], tf.int32)])
+    if pipeline == "repo":
+        shrink = tf.reduce_any(size < tf.shape(cropped)[1:3])
+        resized = tf.clip_by_value(_resize_repo(cropped, size, shrink), 0.0, 1.0)
+    else:
+        resized = tf.image.resize(cropped, size)
+    return _restore_rank(resized, rank)

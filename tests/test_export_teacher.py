@@ -1,0 +1,219 @@
+"""export_teacher.py / teacher.export: sharded records from a real (random-weight) MSI-Net graph and the oracle,
+verification, kill-and-resume, bad images, and the messages for missing data or weights."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import export_teacher
+from datasets import records
+from datasets.io import read_image, read_map
+from datasets.salicon import load_salicon_fixations
+from teacher import export
+from teacher.oracle import OracleTeacher
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_STEMS = [f"COCO_train2014_{i:012d}" for i in range(1, 9)]  # the conftest folder's 8 train images
+VAL_STEMS = [f"COCO_val2014_{i:012d}" for i in range(1, 5)]
+
+
+def read_back(out_dir, split):
+    return [{k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ex.items()}
+            for ex in records.read_records(records.list_shards(out_dir, split))]
+
+
+def shard_names(split, n):
+    return [f"{split}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def msinet_pb(tmp_path_factory):
+    """The author's MSI-Net graph frozen with random weights (tests/msinet_reference.py)."""
+    from tests.msinet_reference import build_reference_pb
+
+    path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
+    build_reference_pb(str(path), seed=0, device="cpu")
+    return path
+
+
+@pytest.fixture
+def data_copy(synthetic_salicon_dir, tmp_path):
+    """A writable copy of the tiny synthetic SALICON folder."""
+    return Path(shutil.copytree(synthetic_salicon_dir, tmp_path / "data"))
+
+
+def test_export_with_msinet_graph(msinet_pb, synthetic_salicon_dir, tmp_path):
+    import tensorflow as tf
+
+    from teacher.loading import load_teacher
+
+    teacher = load_teacher(msinet_pb)
+    out = tmp_path / "distill"
+    # 48x64 images into a 48x48 input: resized to 36x48 with 6 padding rows above and below.
+    manifest = export.export_split(synthetic_salicon_dir, "train", teacher, out, batch_size=3, images_per_shard=3,
+                                   verify=True, progress=False, input_size=(48, 48))
+    assert sorted(p.name for p in out.glob("train-*")) == shard_names("train", 3)
+    assert [s["count"] for s in manifest["shards"]] == [3, 3, 2]
+    assert manifest["num_images"] == 8 and manifest["skipped"] == []
+    assert manifest["sizes"] == {"image": {"48x64": 8}, "teacher": {"36x48": 8}}
+    assert manifest["teacher"]["sha256"] == export.file_sha256(msinet_pb)
+    assert manifest["teacher"]["name"] == "model_salicon_cpu.pb"
+
+    examples = read_back(out, "train")
+    assert [ex["stem"].decode() for ex in examples] == TRAIN_STEMS
+    raw = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(records.list_shards(out, "train"))]
+    for example, stem in zip(raw, TRAIN_STEMS):  # the original file, unchanged
+        image_bytes = example.features.feature["image/encoded"].bytes_list.value[0]
+        assert image_bytes == (synthetic_salicon_dir / "images" / "train" / f"{stem}.jpg").read_bytes()
+    # Reference: the graph on the author's resize (TF1 area, 0.75) + pad 126, done here by hand.
+    images = np.stack([read_image(synthetic_salicon_dir / "images" / "train" / f"{s}.jpg") for s in TRAIN_STEMS])
+    resized = tf.compat.v1.image.resize_area(images.astype(np.float32), (36, 48), align_corners=True).numpy()
+    padded = np.pad(np.clip(resized, 0, 255), [(0, 0), (6, 6), (0, 0), (0, 0)], constant_values=126.0)
+    expected = teacher(padded).numpy()[:, 6:42, :, 0]
+    for ex, stem, want in zip(examples, TRAIN_STEMS, expected):
+        assert ex["teacher"].shape == (36, 48, 1) and ex["has_teacher"]
+        np.testing.assert_allclose(ex["teacher"][:, :, 0], want, atol=1e-4)
+        assert (ex["height"], ex["width"]) == (48, 64)
+        np.testing.assert_array_equal(
+            np.round(ex["saliency"][:, :, 0] * 255), read_map(synthetic_salicon_dir / "maps" / "train" / f"{stem}.png"))
+        fixations = load_salicon_fixations(synthetic_salicon_dir / "fixations" / "train" / f"{stem}.mat")
+        assert len(fixations) > 0
+        np.testing.assert_array_equal(ex["fixations"], fixations)
+
+
+def test_cli_oracle_all_splits_then_verify_only(synthetic_salicon_dir, tmp_path, capsys):
+    out = tmp_path / "distill"
+    args = ["--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle", "--input-size", "24", "32",
+            "--out", str(out), "--images-per-shard", "3", "--batch-size", "4", "--no-progress"]
+    assert export_teacher.main(["--split", "all", *args]) == 0
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == shard_names("train", 3) + shard_names("val", 2)
+    assert export_teacher.main(["--split", "all", "--verify-only", "--out", str(out)]) == 0
+    assert "train: 8 images in 3 shards: verified" in capsys.readouterr().out
+
+    oracle = OracleTeacher(synthetic_salicon_dir, input_size=(24, 32))
+    examples = read_back(out, "val")
+    assert [ex["stem"].decode() for ex in examples] == VAL_STEMS
+    for ex in examples:
+        want = oracle.predict(ex["stem"].decode())[0]  # 48x64 -> 24x32 exactly: no padding
+        np.testing.assert_allclose(ex["teacher"][:, :, 0], want, atol=1 / 65535)
+    manifest = json.loads((out / "val.json").read_text())
+    assert manifest["teacher"]["format"] == "oracle" and manifest["teacher"]["input_size"] == [24, 32]
+    assert not (out / "val.progress.json").exists() and (out / "val.plan.json").exists()
+
+
+def test_killed_export_resumes_and_keeps_finished_shards(synthetic_salicon_dir, tmp_path):
+    out = tmp_path / "distill"
+    args = ["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
+            "--input-size", "24", "32", "--out", str(out), "--images-per-shard", "3", "--batch-size", "2",
+            "--no-progress"]
+    env = {**os.environ, export.KILL_AFTER_SHARDS_ENV: "1", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, str(REPO / "export_teacher.py"), *args], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == export.KILL_EXIT_CODE, killed.stderr[-2000:]
+    first, second = (out / name for name in shard_names("train", 3)[:2])
+    assert first.exists() and not second.exists()
+    assert list(out.glob(f".{second.name}.tmp-*")), "the unfinished shard should be left half-written"
+    assert not (out / "train.json").exists()
+    before = first.stat()
+
+    assert export_teacher.main(args + ["--verify"]) == 0
+    after = first.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "finished shard was redone"
+    assert not list(out.glob(".*tmp*"))
+    stems = [ex["stem"].decode() for ex in read_back(out, "train")]
+    assert stems == TRAIN_STEMS  # every image exactly once, in plan order
+
+
+def test_bad_image_stops_or_is_skipped(data_copy, tmp_path):
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[4]}.jpg"  # second shard of 3
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "distill"
+    kwargs = dict(images_per_shard=3, batch_size=2, progress=False, input_size=(24, 32))
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    with pytest.raises(ValueError, match=str(bad)):
+        export.export_split(data_copy, "train", teacher, out, **kwargs)
+    assert (out / shard_names("train", 3)[0]).exists() and not (out / "train.json").exists()
+    assert not list(out.glob(".*tmp*"))
+    first = (out / shard_names("train", 3)[0]).stat()
+
+    manifest = export.export_split(data_copy, "train", teacher, out, skip_bad=True, verify=True, **kwargs)
+    assert (out / shard_names("train", 3)[0]).stat().st_mtime_ns == first.st_mtime_ns
+    assert manifest["num_images"] == 7 and manifest["num_skipped"] == 1
+    assert manifest["skipped"][0]["stem"] == TRAIN_STEMS[4] and str(bad) in manifest["skipped"][0]["error"]
+    assert [s["count"] for s in manifest["shards"]] == [3, 2, 2]
+    assert [ex["stem"].decode() for ex in read_back(out, "train")] == TRAIN_STEMS[:4] + TRAIN_STEMS[5:]
+
+
+def test_verify_detects_tampering_and_extra_shards(synthetic_salicon_dir, tmp_path):
+    out = tmp_path / "distill"
+    export.export_split(synthetic_salicon_dir, "val", "oracle", out, images_per_shard=2, progress=False,
+                        input_size=(24, 32))
+    assert export.verify_split(out, "val")["num_images"] == 4
+    extra = out / "val-00002-of-00003.tfrecord"
+    shutil.copy(out / "val-00000-of-00002.tfrecord", extra)
+    with pytest.raises(ValueError, match="not in the manifest"):
+        export.verify_split(out, "val")
+    extra.unlink()
+    shard = out / "val-00001-of-00002.tfrecord"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 differs"):
+        export.verify_split(out, "val")
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        export.verify_split(out, "train")
+
+
+def test_rerun_with_another_teacher_is_refused(synthetic_salicon_dir, tmp_path):
+    out = tmp_path / "distill"
+    export.export_split(synthetic_salicon_dir, "val", "oracle", out, progress=False, input_size=(24, 32))
+    with pytest.raises(ValueError, match="finished shards come from teacher"):
+        export.export_split(synthetic_salicon_dir, "val", "oracle", out, progress=False, input_size=(48, 64))
+
+
+def test_shard_size_from_file_sizes(synthetic_salicon_dir, tmp_path):
+    out = tmp_path / "distill"
+    target_mb = 0.02  # a few 48x64 records per shard
+    manifest = export.export_split(synthetic_salicon_dir, "train", "oracle", out, shard_size_mb=target_mb,
+                                   progress=False, input_size=(24, 32))
+    n = manifest["num_shards"]
+    assert 2 <= n <= 8
+    assert sorted(p.name for p in out.glob("train-*")) == shard_names("train", n)
+    sizes = [s["bytes"] for s in manifest["shards"]]
+    assert sizes == [(out / s["name"]).stat().st_size for s in manifest["shards"]]
+    # The estimate errs on the large side: no shard exceeds the target, and they are not tiny either.
+    assert max(sizes) <= target_mb * 1e6 and np.mean(sizes) >= 0.4 * target_mb * 1e6
+
+
+def run_cli(args, capsys):
+    code = export_teacher.main(args)
+    return code, capsys.readouterr().err
+
+
+def test_missing_data_and_weights_messages(synthetic_salicon_dir, tmp_path, capsys):
+    code, err = run_cli(["--data-dir", str(tmp_path / "salicon"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(tmp_path / "salicon") in err and "salicon.net" in err and "download.py" in err
+
+    weights = tmp_path / "weights" / "model_salicon_cpu.pb"
+    code, err = run_cli(["--data-dir", str(synthetic_salicon_dir), "--teacher", str(weights),
+                         "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(weights) in err and "download.py" in err and "Drive" in err
+
+    code, err = run_cli(["--data-dir", str(tmp_path), "--teacher", "oracle", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "SALICON" in err and err.count("\n") == 1
+
+
+def test_bad_image_cli_exit_code(data_copy, tmp_path, capsys):
+    bad = data_copy / "images" / "val" / f"{VAL_STEMS[0]}.jpg"
+    bad.write_bytes(b"")
+    code, err = run_cli(["--split", "val", "--data-dir", str(data_copy), "--teacher", "oracle", "--input-size", "24",
+                         "32", "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert code == 1 and str(bad) in err and "--skip-bad" in err and err.count("\n") == 1
