@@ -1,0 +1,253 @@
+"""The saliency student: ResNet18 encoder, an UpSampling2D/Conv2D decoder and one or two logit heads.
+
+Variant A has one head, ``"saliency"`` (trained on the human maps). Variant B adds a second branch,
+``"teacher"``, whose logits are matched to the teacher's maps; both branch from the last upsampled 32-channel
+tensor, as in the seed project (there without skip connections and with sigmoid outputs; here the heads output
+logits whose spatial softmax is the predicted fixation density, see :func:`spatial_softmax`).
+
+Any input size works: the image is padded to a multiple of 32 inside the model (symmetrically, with the
+ImageNet mean colour, i.e. zeros after normalisation) and the output is cropped back to the input size.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from student.resnet18 import (
+    ENCODER_NAME,
+    ImageNetNormalization,
+    build_resnet18_encoder,
+    layer_seed,
+    load_resnet18_weights,
+)
+
+VARIANTS = ("A", "B")
+HEADS = {"A": ("saliency",), "B": ("saliency", "teacher")}
+DECODER_FILTERS = (256, 128, 64, 32)
+TEACHER_BRANCH_FILTERS = 16
+OUTPUT_STRIDE = 32
+
+
+@keras.saving.register_keras_serializable(package="saliency_kd")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads height and width up to the next multiple of ``multiple``, split evenly between the two sides.
+
+    Even splitting keeps the image centre at the centre of the padded frame (saliency has a strong centre bias).
+    """
+
+    def __init__(self, multiple: int = OUTPUT_STRIDE, **kwargs):
+        super().__init__(**kwargs)
+        if int(multiple) < 1:
+            raise ValueError(f"`multiple` must be a positive int. Received: multiple={multiple}")
+        self.multiple = int(multiple)
+
+    def call(self, inputs):
+        shape = keras.ops.shape(inputs)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        top, left = pad_h // 2, pad_w // 2
+        return keras.ops.pad(inputs, [[0, 0], [top, pad_h - top], [left, pad_w - left], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        up = lambda n: None if n is None else -(-n // self.multiple) * self.multiple  # noqa: E731
+        return (b, up(h), up(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="saliency_kd")
+class CropLike(keras.layers.Layer):
+    """Crops ``inputs`` (B, H', W', C) back to the height and width of ``reference``, undoing :class:`PadToMultiple`."""
+
+    def call(self, inputs, reference):
+        out_shape = keras.ops.shape(inputs)
+        ref_shape = keras.ops.shape(reference)
+        top = (out_shape[1] - ref_shape[1]) // 2
+        left = (out_shape[2] - ref_shape[2]) // 2
+        return keras.ops.slice(
+            inputs, [0, top, left, 0], [out_shape[0], ref_shape[1], ref_shape[2], out_shape[3]]
+        )
+
+    def compute_output_shape(self, inputs_shape, reference_shape):
+        return (inputs_shape[0], reference_shape[1], reference_shape[2], inputs_shape[3])
+
+
+def spatial_softmax(logits):
+    """Predicted fixation density: softmax of (B, H, W, C) logits over H and W, per image and channel.
+
+    Args:
+        logits: tensor (B, H, W, C), e.g. a head output of :func:`build_student`.
+
+    Returns:
+        float32 tensor of the same shape, each (H, W) slice non-negative and summing to 1.
+    """
+    logits = keras.ops.cast(logits, "float32")
+    return keras.ops.exp(logits - keras.ops.logsumexp(logits, axis=(1, 2), keepdims=True))
+
+
+def saliency_map(logits):
+    """A [0, 1] saliency map: the :func:`spatial_softmax` density divided by its per-image maximum.
+
+    Args:
+        logits: tensor (B, H, W, C).
+
+    Returns:
+        float32 tensor of the same shape with maximum exactly 1 per image and channel.
+    """
+    density = spatial_softmax(logits)
+    return density / keras.ops.max(density, axis=(1, 2), keepdims=True)
+
+
+def apply_decoder_block(x, filters: int, name: str, seed: int | None = None):
+    """Bilinear x2 upsampling, then a 3x3 conv with ReLU (the seed project's decoder step; no skip input).
+
+    Args:
+        x: tensor (B, H, W, C).
+        filters: int. Output channels.
+        name: str. Layer-name prefix, e.g. ``"decoder_block1"``.
+        seed: int or None. Model seed for the conv initialiser.
+
+    Returns:
+        Tensor (B, 2H, 2W, filters).
+    """
+    x = _upsample(x, f"{name}_up")
+    return keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        activation="relu",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed(seed, f"{name}_conv")),
+        name=f"{name}_conv",
+    )(x)
+
+
+def _upsample(x, name):
+    # float32 even under mixed_float16: XLA's ResizeBilinearGrad returns float32 for a float16 image, which made
+    # jit-compiled mixed-precision training fail ("Seen floating point types of different precisions").
+    return keras.layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name=name)(x)
+
+
+def _head_conv(x, filters, name, seed, activation=None, dtype=None):
+    return keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        activation=activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed(seed, name)),
+        dtype=dtype,
+        name=name,
+    )(x)
+
+
+def build_student(
+    variant: str = "B",
+    backbone_weights=None,
+    input_shape=(None, None, 3),
+    name: str | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """Builds the ResNet18 saliency student.
+
+    Input: RGB float 0..255 (normalisation inside). Output: a dict of LOGITS ``(B, H, W, 1)`` float32, the
+    same H, W as the input: ``{"saliency"}`` for variant A, ``{"saliency", "teacher"}`` for B. Turn logits into
+    a density with :func:`spatial_softmax` or a [0, 1] map with :func:`saliency_map`.
+
+    Layer names: ``normalize``, ``pad``, ``resnet18`` (the nested encoder), ``decoder_block{1..4}_{up,conv}``,
+    ``decoder_up5``, ``saliency_conv`` (head A), and for B ``teacher_conv1`` (16, ReLU), ``teacher_conv2``,
+    then ``saliency``/``teacher`` (crops). Under mixed precision the upsamplings, the heads' last convs and the
+    crops run in float32 (outputs are float32).
+
+    Args:
+        variant: str. ``"A"`` (saliency head) or ``"B"`` (saliency + teacher heads). Defaults to ``"B"``.
+        backbone_weights: str, path or None. Pretrained ResNet18 weights for the encoder (see
+            :func:`student.resnet18.load_resnet18_weights`); None keeps the random init. Defaults to None.
+        input_shape: tuple. Input shape without batch. Defaults to ``(None, None, 3)``.
+        name: str or None. Model name; None gives ``"student_a"`` / ``"student_b"``.
+        seed: int or None. Seeds every initialiser by layer name, so A and B built with the same seed share
+            identical initial weights in all common layers (or use :func:`copy_common_weights`). Defaults to None.
+
+    Returns:
+        A functional ``keras.Model``. About 12.75M parameters (A: 12,744,001 trainable + 9,600 BN statistics).
+
+    Raises:
+        ValueError: for an unknown ``variant`` or a bad ``input_shape``.
+    """
+    variant_key = str(variant).upper()
+    if variant_key not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, 3) with height/width None or int. Received: "
+            f"input_shape={input_shape}"
+        )
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = ImageNetNormalization(name="normalize")(inputs)
+    x = PadToMultiple(OUTPUT_STRIDE, name="pad")(x)
+    encoder = build_resnet18_encoder((None, None, 3), name=ENCODER_NAME, seed=seed)
+    if backbone_weights is not None:
+        load_resnet18_weights(encoder, backbone_weights)
+    x = encoder(x)["P5"]
+    for i, filters in enumerate(DECODER_FILTERS, start=1):
+        x = apply_decoder_block(x, filters, f"decoder_block{i}", seed)
+    features = _upsample(x, "decoder_up5")
+
+    logits = {"saliency": _head_conv(features, 1, "saliency_conv", seed, dtype="float32")}
+    if variant_key == "B":
+        t = _head_conv(features, TEACHER_BRANCH_FILTERS, "teacher_conv1", seed, activation="relu")
+        logits["teacher"] = _head_conv(t, 1, "teacher_conv2", seed, dtype="float32")
+    outputs = {head: CropLike(dtype="float32", name=head)(y, inputs) for head, y in logits.items()}
+    return keras.Model(inputs, outputs, name=name or f"student_{variant_key.lower()}")
+
+
+def copy_common_weights(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copies the weights of every layer present in both models (same name) from ``source`` to ``target``.
+
+    Use it to start variants A and B from the same initial weights: build B, build A, then
+    ``copy_common_weights(b, a)`` (the nested ``resnet18`` encoder is one layer here).
+
+    Args:
+        source: keras.Model. Model to copy from.
+        target: keras.Model. Model to copy into (modified in place).
+
+    Returns:
+        Names of the layers copied (those with weights).
+
+    Raises:
+        ValueError: if a common layer's weight shapes differ (named); nothing is copied then.
+    """
+    source_layers = {layer.name: layer for layer in source.layers}
+    pairs = []
+    for layer in target.layers:
+        other = source_layers.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        src_shapes = [tuple(w.shape) for w in other.weights]
+        dst_shapes = [tuple(w.shape) for w in layer.weights]
+        if src_shapes != dst_shapes:
+            raise ValueError(
+                f"Layer {layer.name!r} has weight shapes {src_shapes} in {source.name!r} but {dst_shapes} in "
+                f"{target.name!r}; they are not the same architecture there."
+            )
+        pairs.append((layer, other))
+    for layer, other in pairs:
+        layer.set_weights(other.get_weights())
+    return [layer.name for layer, _ in pairs]
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    """Parameter counts of a model.
+
+    Args:
+        model: keras.Model (built).
+
+    Returns:
+        dict with ``"trainable"``, ``"non_trainable"`` (e.g. BN moving statistics) and ``"total"`` counts.
+    """
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return {"trainable": trainable, "non_trainable": non_trainable, "total": trainable + non_trainable}
