@@ -18,6 +18,7 @@ from student.resnet18 import (
     ENCODER_NAME,
     ImageNetNormalization,
     build_resnet18_encoder,
+    check_image_shape,
     layer_seed,
     load_resnet18_weights,
 )
@@ -178,14 +179,7 @@ def build_student(
     variant_key = str(variant).upper()
     if variant_key not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, 3) with height/width None or int. Received: "
-            f"input_shape={input_shape}"
-        )
-
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
     x = ImageNetNormalization(name="normalize")(inputs)
     x = PadToMultiple(OUTPUT_STRIDE, name="pad")(x)
     encoder = build_resnet18_encoder((None, None, 3), name=ENCODER_NAME, seed=seed)

@@ -140,6 +140,17 @@ def apply_basic_block(x, filters: int, stride: int, name: str, seed: int | None 
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
+def check_image_shape(input_shape):
+    """`input_shape` as a tuple (height, width, 3); a ValueError says what was received otherwise."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, 3) with height/width None or int. Received: "
+            f"input_shape={input_shape}"
+        )
+    return input_shape
+
+
 def build_resnet18_encoder(
     input_shape=(None, None, 3), name: str = ENCODER_NAME, seed: int | None = None
 ) -> keras.Model:
@@ -160,13 +171,7 @@ def build_resnet18_encoder(
     Raises:
         ValueError: if ``input_shape`` is not 3-D with 3 channels.
     """
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, 3) with height/width None or int. Received: "
-            f"input_shape={input_shape}"
-        )
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
     x = _conv(inputs, 64, 7, 2, 3, "conv1_conv", seed)
     x = _bn(x, "conv1_bn")
     x = keras.layers.ReLU(name="conv1_relu")(x)
