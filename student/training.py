@@ -1,0 +1,434 @@
+"""One training run of a student (variant A or B) from distillation records: the library behind train.py.
+
+A run folder holds everything a run produces:
+
+    config.json                 the run's settings (and `completed` once it finished)
+    checkpoints/best.weights.h5 student weights of the epoch with the lowest val KLD
+    checkpoints/last.weights.h5 student weights after the last finished epoch
+    history.csv                 per-epoch train/val metrics
+    logs/                       TensorBoard
+    kld.png                     train and val KLD per epoch (the seed project's figure)
+    saved_model/                the exported SavedModel (uint8 image in, saliency map out)
+    backup/                     BackupAndRestore state while the run is unfinished
+
+Interrupted and started again with the same settings, a run continues from its last finished epoch and ends
+with the same weights as an uninterrupted one: the optimizer state is in the backup, and the data order and
+flips of each epoch are a function of (seed, epoch) only.
+"""
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from datasets import records
+from datasets.io import atomic_write
+
+BACKUP_DIR = "backup"
+# Settings that may change when a run is resumed without changing its result.
+_RESUMABLE_OVERRIDES = ("run_dir", "verbose", "export", "resume")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run; the defaults are the seed project's (SALICON, Adam 1e-3, batch 32, 10 epochs).
+
+    Attributes:
+        variant: "A" (saliency head only) or "B" (saliency head plus a head matched to the teacher).
+        records_dir: folder of distillation records from export_teacher.py.
+        run_dir: output folder; a rerun with the same folder resumes.
+        epochs, batch_size, learning_rate: the schedule; batch_size is the global batch over all replicas.
+        image_size: (H, W) the student is trained at; 240x320 is the teacher's SALICON resolution.
+        temperature, kd_weight, kd_into_saliency: the distillation loss (variant B; see student.distillation).
+        backbone_weights: ImageNet ResNet18 weights (.safetensors, .pth, .weights.h5); None = random init.
+        initial_weights: student `.weights.h5` to start from (A and B from the same initial weights).
+        seed: weight init, data order and flips.
+        strategy: "auto", "mirrored", "one_device" or "multiworker".
+        mixed_precision, jit_compile: mixed_float16 with loss scaling; XLA compilation of the train step.
+        flips: "none", "horizontal" or "both" (the seed's horizontal and vertical flips).
+        train_split, val_split: record splits to train and validate on.
+        steps_per_epoch, validation_steps: cap the steps (quick runs); None = the whole split.
+        cache: keep decoded training examples in memory (small data sets).
+        export: write the SavedModel at the end.
+        resume: require an unfinished run to continue (otherwise one is continued if found).
+        verbose: Keras progress bar verbosity.
+    """
+
+    variant: str = "B"
+    records_dir: str = "data/distill"
+    run_dir: str = "runs/B"
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    image_size: tuple = (240, 320)
+    temperature: float = 3.0
+    kd_weight: float = 2.5
+    kd_into_saliency: float = 0.0
+    backbone_weights: str = None
+    initial_weights: str = None
+    seed: int = 0
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    flips: str = "horizontal"
+    train_split: str = "train"
+    val_split: str = "val"
+    steps_per_epoch: int = None
+    validation_steps: int = None
+    cache: bool = False
+    export: bool = True
+    resume: bool = False
+    verbose: int = 1
+
+    def __post_init__(self):
+        self.image_size = tuple(int(s) for s in self.image_size)
+        if self.variant not in ("A", "B"):
+            raise ValueError(f"variant must be 'A' or 'B'. Received: variant={self.variant!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(
+                f"epochs, batch_size and learning_rate must be positive. Received: epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, learning_rate={self.learning_rate}"
+            )
+
+    def to_json(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: str
+    history: list
+    best_val_kld: float
+    saved_model_dir: str
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the best checkpoint of the run is left as it was."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise `TrainingDivergedError` at the first non-finite training loss.
+
+    Raising (rather than `stop_training`) leaves the epoch unfinished, so no later callback writes the
+    diverged weights into the checkpoints or the backup.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1}; stopped. The best "
+                f"checkpoint in {os.path.join(self.run_dir, 'checkpoints')} is intact. Lower --lr, check the "
+                f"records for empty maps, or drop --mixed-precision."
+            )
+
+
+class StudentCheckpoints(keras.callbacks.Callback):
+    """Save the student's weights after every epoch (`last`) and when val KLD improves (`best`).
+
+    The best value is kept in `checkpoints/best.json`, so a resumed run does not forget it.
+    """
+
+    def __init__(self, directory, monitor="val_kld"):
+        super().__init__()
+        self.directory = directory
+        self.monitor = monitor
+        self.best_path = os.path.join(directory, "best.weights.h5")
+        self.last_path = os.path.join(directory, "last.weights.h5")
+        self._state_path = os.path.join(directory, "best.json")
+        os.makedirs(directory, exist_ok=True)
+        self.best = math.inf
+        if os.path.exists(self._state_path):
+            with open(self._state_path) as f:
+                self.best = json.load(f)[monitor]
+
+    def _save(self, path):
+        tmp = path + ".tmp.weights.h5"
+        self.model.student.save_weights(tmp)
+        os.replace(tmp, path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._save(self.last_path)
+        value = logs.get(self.monitor, logs.get("kld"))
+        if value is not None and float(value) < self.best:
+            self.best = float(value)
+            self._save(self.best_path)
+            with atomic_write(self._state_path, "w") as f:
+                json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
+
+
+def _count_records(records_dir, split, files):
+    """Number of records of a split: from export_teacher's manifest if present, else by reading the shards."""
+    manifest = os.path.join(records_dir, f"{split}.json")
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            data = json.load(f)
+        if "num_records" in data:
+            return int(data["num_records"])
+    return int(sum(1 for _ in tf.data.TFRecordDataset(files)))
+
+
+def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_teacher):
+    """Training batches for epochs `initial_epoch .. epochs-1`, each epoch shuffled and flipped by (seed, epoch).
+
+    A resumed run therefore sees exactly the batches an uninterrupted run would have seen. One pipeline per
+    epoch (tf.data's shuffle takes only a Python seed), concatenated; each is lazy until its epoch comes.
+    """
+    epochs = []
+    for epoch in range(initial_epoch, config.epochs):
+        ds = records.training_dataset(
+            files,
+            config.batch_size,
+            config.image_size,
+            training=True,
+            flips=config.flips,
+            seed=config.seed * 100003 + epoch,
+            with_teacher=with_teacher,
+        )
+        epochs.append(ds.take(steps_per_epoch))
+    return functools.reduce(lambda a, b: a.concatenate(b), epochs)
+
+
+def _initial_epoch(backup_dir):
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def _prepare_run_dir(config):
+    """Create the run folder or check that an existing one can be continued with this config."""
+    run_dir = config.run_dir
+    config_path = os.path.join(run_dir, "config.json")
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = json.load(f)
+        if previous.get("completed"):
+            raise FileExistsError(
+                f"{run_dir} holds a finished run; choose another --run-dir or delete the folder to train again"
+            )
+        changed = {
+            k: (previous.get(k), v)
+            for k, v in config.to_json().items()
+            if k not in _RESUMABLE_OVERRIDES and previous.get(k) != v
+        }
+        if changed and os.path.isdir(backup_dir):
+            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{run_dir} holds an unfinished run with other settings ({detail}); resume it with the same "
+                f"settings or choose another --run-dir"
+            )
+    elif config.resume:
+        raise FileNotFoundError(f"--resume: no unfinished run in {run_dir} (no config.json)")
+    if config.resume and not os.path.isdir(backup_dir):
+        raise FileNotFoundError(f"--resume: {run_dir} has no {BACKUP_DIR}/ to continue from")
+    os.makedirs(run_dir, exist_ok=True)
+    with atomic_write(config_path, "w") as f:
+        json.dump(config.to_json(), f, indent=2)
+    return _initial_epoch(backup_dir)
+
+
+def _trim_history(path, initial_epoch):
+    """Drop rows of epochs that will be run again (a kill between the CSV write and the backup)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < initial_epoch]
+    with atomic_write(path, "w") as f:
+        csv.writer(f).writerows(kept)
+
+
+def read_history(path):
+    """history.csv as a list of dicts of floats (epoch as int, 0-based)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(f)
+        ]
+
+
+def plot_kld(history, path, title):
+    """Train and val KLD per epoch, as the seed project plotted them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [h["epoch"] + 1 for h in history]
+    for key, label in (("kld", "train KLD"), ("val_kld", "val KLD")):
+        if history and key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("KLD (saliency head vs human map)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def build_distiller(config, strategy):
+    """The student (seeded) wrapped in a compiled Distiller, built under `strategy`."""
+    from student.distillation import Distiller
+    from student.model import build_student
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        student = build_student(config.variant, backbone_weights=config.backbone_weights)
+        if config.initial_weights:
+            from student.model import copy_common_weights
+
+            # The initial weights are variant B's (a superset of A's layers).
+            source = build_student("B")
+            source.load_weights(config.initial_weights)
+            copy_common_weights(source, student)
+        distiller = Distiller(
+            student,
+            variant=config.variant,
+            temperature=config.temperature,
+            kd_weight=config.kd_weight,
+            kd_into_saliency=config.kd_into_saliency,
+        )
+        distiller.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            jit_compile=config.jit_compile,
+        )
+    return distiller
+
+
+def train(config, strategy=None, extra_callbacks=()):
+    """Run (or resume) one training run and return its result.
+
+    Args:
+        config: a `TrainConfig`.
+        strategy: a `tf.distribute` strategy; default from `config.strategy`.
+        extra_callbacks: more Keras callbacks (e.g. the study's per-epoch evaluation).
+
+    Raises:
+        FileNotFoundError: no records (the message says to run export_teacher.py first).
+        TrainingDivergedError: the loss became NaN; the best checkpoint is left intact.
+    """
+    from student.distillation import make_strategy
+
+    train_files = records.list_shards(config.records_dir, config.train_split)
+    val_files = records.list_shards(config.records_dir, config.val_split)
+    initial_epoch = _prepare_run_dir(config)
+    run_dir = config.run_dir
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    history_path = os.path.join(run_dir, "history.csv")
+    _trim_history(history_path, initial_epoch)
+
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        strategy = strategy or make_strategy(config.strategy)
+        distiller = build_distiller(config, strategy)
+        n_train = _count_records(config.records_dir, config.train_split, train_files)
+        steps = n_train // config.batch_size
+        if steps == 0:
+            raise ValueError(
+                f"{config.records_dir}: {n_train} training records are fewer than one batch of "
+                f"{config.batch_size}; lower --batch-size"
+            )
+        steps = min(steps, config.steps_per_epoch or steps)
+        with_teacher = config.variant == "B"
+        train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, with_teacher)
+        val_ds = records.training_dataset(
+            val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher
+        )
+        if config.validation_steps:
+            val_ds = val_ds.take(config.validation_steps)
+        callbacks = [
+            StopOnNonFiniteLoss(run_dir),
+            keras.callbacks.CSVLogger(history_path, append=True),
+            StudentCheckpoints(os.path.join(run_dir, "checkpoints")),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+            keras.callbacks.BackupAndRestore(backup_dir),
+            *extra_callbacks,
+        ]
+        if config.verbose:
+            print(f"[train] variant {config.variant}: {distiller.student.count_params():,} parameters, "
+                  f"{n_train} training records, {steps} steps/epoch, run folder {run_dir}")
+            if initial_epoch:
+                print(f"[train] resuming after epoch {initial_epoch} of {config.epochs}")
+        distiller.fit(
+            train_ds,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the records pipeline shuffles, seeded per epoch
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    history = read_history(history_path)
+    plot_kld(history, os.path.join(run_dir, "kld.png"), f"variant {config.variant}")
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    best_path = os.path.join(checkpoints, "best.weights.h5")
+    saved_model_dir = os.path.join(run_dir, "saved_model")
+    if config.export:
+        from student.model import build_student
+        from student.serving import export_saved_model
+
+        student = build_student(config.variant)
+        student.load_weights(best_path)
+        export_saved_model(student, saved_model_dir, input_size=config.image_size)
+    best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
+    final = dict(config.to_json(), completed=True, best_val_kld=best)
+    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(final, f, indent=2)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
+
+
+def save_initial_weights(path, seed):
+    """Write variant B's seeded initial weights, from which both variants start (A takes the common layers)."""
+    from student.model import build_student
+
+    if not os.path.exists(path):
+        keras.utils.set_random_seed(seed)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp.weights.h5"
+        build_student("B").save_weights(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def train_both(make_config, parent_dir):
+    """Train A then B from the same initial weights, each with its own optimizer, into parent_dir/A and /B.
+
+    Args:
+        make_config: `(variant, run_dir, initial_weights) -> TrainConfig`.
+        parent_dir: folder that receives `initial.weights.h5`, `A/` and `B/`.
+    """
+    seed = make_config("A", os.path.join(parent_dir, "A"), None).seed
+    initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), seed)
+    return [train(make_config(v, os.path.join(parent_dir, v), initial)) for v in ("A", "B")]

@@ -1,0 +1,174 @@
+"""train.py and student.training: end to end on synthetic records, resume, NaN handling, clear errors."""
+
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train as train_cli
+from datasets import records
+from datasets.salicon import list_salicon, load_sample
+from datasets.io import encode_png
+from student import training
+from student.training import TrainConfig, TrainingDivergedError
+
+TINY = dict(image_size=(32, 48), batch_size=2, epochs=2, steps_per_epoch=2, validation_steps=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def records_dir(synthetic_salicon_dir, tmp_path_factory):
+    """Records of the tiny synthetic folder; the teacher map is the true density at half resolution."""
+    out = tmp_path_factory.mktemp("distill")
+    for split in ("train", "val"):
+        path = out / records.shard_name(split, 0, 1)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for sample in list_salicon(synthetic_salicon_dir, split):
+                ex = load_sample(sample)
+                density = np.load(synthetic_salicon_dir / "densities" / split / f"{sample.stem}.npy")
+                teacher = density[::2, ::2] / density.max()
+                with open(sample.image_path, "rb") as f:
+                    image_bytes = f.read()
+                h, w = ex["image"].shape[:2]
+                writer.write(records.serialize_example(
+                    sample.stem, image_bytes, h, w, encode_png(ex["saliency"]), teacher, ex["fixations"]))
+    return out
+
+
+def _weights(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _student_weights(run_dir, variant, which="last"):
+    from student.model import build_student
+
+    model = build_student(variant)
+    model.load_weights(os.path.join(run_dir, "checkpoints", f"{which}.weights.h5"))
+    return [w.numpy() for w in model.weights]
+
+
+def test_variant_b_trains_end_to_end_and_writes_the_run_folder(records_dir, tmp_path):
+    run_dir = tmp_path / "B"
+    result = training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(run_dir), **TINY))
+    for name in ("config.json", "history.csv", "kld.png", "checkpoints/best.weights.h5",
+                 "checkpoints/last.weights.h5", "saved_model/saved_model.pb"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "logs").is_dir() and not (run_dir / "backup").exists()
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert {"loss", "kld", "cc", "teacher_kld", "val_kld", "val_teacher_kld"} <= set(result.history[0])
+    assert np.isfinite(result.best_val_kld)
+    assert json.loads((run_dir / "config.json").read_text())["completed"] is True
+    with pytest.raises(FileExistsError, match="finished run"):
+        training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(run_dir), **TINY))
+
+
+def test_variant_a_trains_from_the_cli_without_teacher_maps(records_dir, tmp_path, capsys):
+    run_dir = tmp_path / "A"
+    code = train_cli.main(["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(run_dir),
+                           "--image-size", "32", "48", "--batch-size", "2", "--epochs", "1",
+                           "--steps-per-epoch", "1", "--validation-steps", "1", "--quiet"])
+    assert code == 0
+    history = training.read_history(run_dir / "history.csv")
+    assert len(history) == 1 and "teacher_kld" not in history[0]
+    assert "best val KLD" in capsys.readouterr().out
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    """Simulates a crash at the start of an epoch (after the previous epoch's backup was written)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt()
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(records_dir, tmp_path):
+    settings = dict(TINY, epochs=3, export=False)
+    straight = tmp_path / "straight"
+    training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(straight), **settings))
+
+    resumed = tmp_path / "resumed"
+    config = TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(resumed), **settings)
+    with pytest.raises(_Interrupt):
+        training.train(config, extra_callbacks=[_InterruptAt(2)])
+    assert (resumed / "backup").is_dir()
+    with pytest.raises(ValueError, match="other settings"):
+        training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(resumed),
+                                   **dict(settings, learning_rate=0.5)))
+    result = training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(resumed),
+                                        resume=True, **settings))
+
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    for a, b in zip(_student_weights(straight, "B"), _student_weights(resumed, "B")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    straight_hist = training.read_history(straight / "history.csv")
+    np.testing.assert_allclose([h["val_kld"] for h in result.history], [h["val_kld"] for h in straight_hist],
+                               rtol=1e-5)
+
+
+class _PoisonAt(keras.callbacks.Callback):
+    """Sets a NaN learning rate from the given epoch on: the next update makes weights and loss NaN."""
+
+    def __init__(self, epoch, best_path):
+        super().__init__()
+        self.epoch = epoch
+        self.best_path = best_path
+        self.best_hash = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.best_hash = _weights(self.best_path)
+            self.model.optimizer.learning_rate.assign(float("nan"))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(records_dir, tmp_path):
+    run_dir = tmp_path / "nan"
+    poison = _PoisonAt(1, str(run_dir / "checkpoints" / "best.weights.h5"))
+    config = TrainConfig(variant="A", records_dir=str(records_dir), run_dir=str(run_dir),
+                         **dict(TINY, epochs=3, steps_per_epoch=3))
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2.*best\s+checkpoint .* is intact"):
+        training.train(config, extra_callbacks=[poison])
+    assert poison.best_hash == _weights(run_dir / "checkpoints" / "best.weights.h5")
+    assert all(np.isfinite(w).all() for w in _student_weights(run_dir, "A", "best"))
+
+
+def test_missing_records_say_to_run_export_teacher(tmp_path, capsys):
+    code = train_cli.main(["--variant", "B", "--records-dir", str(tmp_path / "nothing"), "--run-dir",
+                           str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    assert "python export_teacher.py --split train" in capsys.readouterr().err
+
+
+def test_both_variants_start_from_the_same_initial_weights(tmp_path):
+    from student.model import build_student, copy_common_weights
+
+    initial = training.save_initial_weights(str(tmp_path / "initial.weights.h5"), seed=3)
+    source = build_student("B")
+    source.load_weights(initial)
+    a, b = build_student("A"), build_student("B")
+    copy_common_weights(source, a)
+    copy_common_weights(source, b)
+    b_by_name = {w.path: w.numpy() for w in b.weights}
+    shared = [w for w in a.weights if w.path in b_by_name]
+    assert len(shared) == len(a.weights)
+    for w in shared:
+        np.testing.assert_array_equal(w.numpy(), b_by_name[w.path])
+
+
+def test_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--help"])
+    out = capsys.readouterr().out
+    for option in ("--variant", "--demo", "--resume", "--strategy", "--mixed-precision", "--backbone-weights"):
+        assert option in out
