@@ -178,8 +178,8 @@ def _count_records(records_dir, split, files):
     if os.path.exists(manifest):
         with open(manifest) as f:
             data = json.load(f)
-        if "num_records" in data:
-            return int(data["num_records"])
+        if "num_images" in data:
+            return int(data["num_images"])
     return int(sum(1 for _ in tf.data.TFRecordDataset(files)))
 
 
@@ -362,8 +362,12 @@ def train(config, strategy=None, extra_callbacks=()):
         val_ds = records.training_dataset(
             val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher
         )
+        # A known length spares Keras from running into the end of the data (and warning about it).
+        val_batches = math.ceil(_count_records(config.records_dir, config.val_split, val_files) / config.batch_size)
         if config.validation_steps:
-            val_ds = val_ds.take(config.validation_steps)
+            val_batches = min(val_batches, config.validation_steps)
+            val_ds = val_ds.take(val_batches)
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
         callbacks = [
             StopOnNonFiniteLoss(run_dir),
             keras.callbacks.CSVLogger(history_path, append=True),

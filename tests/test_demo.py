@@ -1,0 +1,53 @@
+"""The embedded demo and the A-vs-B study, end to end at tiny sizes (the real ones run for minutes)."""
+
+import json
+import os
+
+import pytest
+
+from student import demo, study
+
+
+@pytest.fixture(scope="module")
+def tiny_settings(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo_data")
+    return demo.DemoSettings(
+        data_dir=str(root / "synthetic"), records_dir=str(root / "distill"), n_train=8, n_val=4,
+        data_size=(48, 64), teacher_size=(24, 32), train_size=(32, 48), epochs=1, batch_size=4, grid_images=2,
+    )
+
+
+def test_demo_runs_the_whole_pipeline_and_reuses_what_exists(tiny_settings, tmp_path, capsys):
+    run_dir = tmp_path / "demo"
+    results = demo.run_demo(str(run_dir), settings=tiny_settings)
+
+    for name in ("metrics.md", "metrics.json", "kld_curves.png", "grid.png", "A/saved_model/saved_model.pb",
+                 "B/saved_model/saved_model.pb", "A/history.csv", "B/history.csv"):
+        assert (run_dir / name).exists(), name
+    assert set(results["models"]) == {"teacher (records)", "student A", "student B"}
+    for entry in results["models"].values():
+        assert {"kld", "cc", "nss", "auc_judd", "kld_true"} <= set(entry["metrics"])
+    out = capsys.readouterr().out
+    assert "synthetic" in out and str(run_dir) in out
+
+    saved = (run_dir / "B" / "saved_model" / "saved_model.pb").stat().st_mtime_ns
+    demo.run_demo(str(run_dir), settings=tiny_settings)
+    assert (run_dir / "B" / "saved_model" / "saved_model.pb").stat().st_mtime_ns == saved
+    assert "reusing the finished run" in capsys.readouterr().out
+
+
+def test_study_summarises_seeds_with_mean_and_spread(tiny_settings, tmp_path):
+    summary = study.run_study(seeds=(0, 1), out_dir=str(tmp_path / "study"), settings=tiny_settings)
+    for name in ("study.json", "study.md", "study.png"):
+        assert (tmp_path / "study" / name).exists()
+    assert summary["seeds"] == [0, 1]
+    for variant in ("A", "B"):
+        stats = summary["variants"][variant]["kld_true"]
+        assert len(stats["final_per_seed"]) == 2 and len(stats["mean"]) == tiny_settings.epochs
+        assert stats["mean"][-1] == pytest.approx(sum(stats["final_per_seed"]) / 2)
+    assert set(summary["teacher"]) == set(study.STUDY_METRICS)
+    saved = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert saved["variants"]["B"]["kld"]["std"][-1] >= 0.0
+    table = (tmp_path / "study" / "study.md").read_text()
+    assert "student A" in table and "teacher (oracle)" in table and "2 seeds" in table
+    assert os.path.exists(tmp_path / "study" / "seed1" / "B" / "val_metrics.json")
