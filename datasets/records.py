@@ -176,7 +176,6 @@ def training_dataset(
     seed=None,
     with_teacher=True,
     drop_remainder=None,
-    cache=False,
 ):
     """Batches of `(images, {"saliency": ..., "teacher": ...})` for training and validation.
 
@@ -194,7 +193,6 @@ def training_dataset(
         seed: makes shuffling and flips reproducible; None draws fresh randomness.
         with_teacher: include the teacher map (variant B); an error names a record that has none.
         drop_remainder: defaults to `training`.
-        cache: keep the decoded, resized examples in memory after the first epoch (small data sets).
     """
     image_size = tuple(int(s) for s in image_size)
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -213,8 +211,6 @@ def training_dataset(
         return out
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None or not training)
-    if cache:
-        ds = ds.cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if flips != "none":

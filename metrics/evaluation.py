@@ -39,7 +39,8 @@ def resize_map(saliency_map, shape):
     return cv2.resize(saliency_map, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
 
 
-def _load_examples(records_dir, split, max_images):
+def load_examples(records_dir, split, max_images=None):
+    """Decoded records of a split as numpy dicts (stem, image, saliency, has_saliency, teacher, fixations)."""
     files = records.list_shards(records_dir, split)
     ds = records.read_records(files)
     if max_images:
@@ -72,16 +73,13 @@ def _other_maps(examples, n_other, seed):
             others.append(None)
             continue
         chosen = rng.choice(pool, size=min(n_other, len(pool)), replace=False)
-        shape = ex["saliency"].shape
-        other = np.zeros(shape, np.float64)
-        for j in chosen:
-            fix = examples[j]["fixations"].astype(np.float64)
-            # Other images may have other sizes: rescale their fixations to this image.
-            src = examples[j]["saliency"].shape
-            rows = np.clip(np.round(fix[:, 0] * shape[0] / src[0]).astype(int), 0, shape[0] - 1)
-            cols = np.clip(np.round(fix[:, 1] * shape[1] / src[1]).astype(int), 0, shape[1] - 1)
-            other[rows, cols] = 1.0
-        others.append(other)
+        shape = np.array(ex["saliency"].shape)
+        # Other images may have other sizes: rescale their fixations to this image.
+        points = np.concatenate([
+            np.clip(np.round(examples[j]["fixations"] * shape / examples[j]["saliency"].shape), 0, shape - 1)
+            for j in chosen
+        ])
+        others.append(saliency.fixation_map_from_points(points.astype(int), tuple(shape)))
     return others
 
 
@@ -127,7 +125,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
 
     from student.inference import load_predictor
 
-    examples = _load_examples(records_dir, split, max_images)
+    examples = load_examples(records_dir, split, max_images)
     others = _other_maps(examples, sauc_other, seed)
     truths = [None] * len(examples)
     if densities_dir:

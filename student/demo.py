@@ -86,18 +86,12 @@ def plot_curves(run_dirs, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from student.training import read_history
+    from student.training import plot_history, read_history
 
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(5 * len(run_dirs), 3.6), sharey=True, squeeze=False)
     for ax, (variant, run_dir) in zip(axes[0], run_dirs.items()):
-        history = read_history(os.path.join(run_dir, "history.csv"))
-        epochs = [h["epoch"] + 1 for h in history]
-        ax.plot(epochs, [h["kld"] for h in history], marker="o", label="train KLD")
-        ax.plot(epochs, [h["val_kld"] for h in history], marker="o", label="val KLD")
-        ax.set_title(f"variant {variant}" + (" (with distillation)" if variant == "B" else " (no teacher)"))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        title = f"variant {variant}" + (" (with distillation)" if variant == "B" else " (no teacher)")
+        plot_history(ax, read_history(os.path.join(run_dir, "history.csv")), title)
     axes[0][0].set_ylabel("KLD, saliency head vs human map")
     fig.suptitle("Synthetic data (not SALICON)", fontsize=9)
     fig.tight_layout()

@@ -43,9 +43,10 @@ class ValMetricsPerEpoch(keras.callbacks.Callback):
     def _densities(self):
         images = np.stack([tf.image.resize(ex["image"], self.image_size, antialias=True).numpy()
                            for ex in self.examples])
+        from student.model import spatial_softmax
+
         logits = self.model.student.predict(images, verbose=0, batch_size=16)["saliency"]
-        flat = tf.nn.softmax(tf.reshape(logits, (len(images), -1)), axis=-1)
-        return tf.reshape(flat, logits.shape).numpy()[..., 0]
+        return np.asarray(spatial_softmax(logits))[..., 0]
 
     def on_epoch_end(self, epoch, logs=None):
         from metrics.evaluation import resize_map, score_map
@@ -70,14 +71,14 @@ def _teacher_scores(examples, truths):
 
 def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
     """Train A and B for every seed and summarise; finished runs are reused."""
-    from metrics.evaluation import _load_examples
+    from metrics.evaluation import load_examples
     from student.demo import DemoSettings, _ensure_data, _ensure_records
     from student.training import TrainConfig, save_initial_weights, train
 
     settings = settings or DemoSettings()
     _ensure_data(settings, seed=0)
     _ensure_records(settings)
-    examples = _load_examples(settings.records_dir, "val", None)
+    examples = load_examples(settings.records_dir, "val")
     truths = [np.load(os.path.join(settings.data_dir, "densities", "val", ex["stem"] + ".npy")) for ex in examples]
     teacher = _teacher_scores(examples, truths)
 

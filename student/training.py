@@ -54,7 +54,6 @@ class TrainConfig:
         flips: "none", "horizontal" or "both" (the seed's horizontal and vertical flips).
         train_split, val_split: record splits to train and validate on.
         steps_per_epoch, validation_steps: cap the steps (quick runs); None = the whole split.
-        cache: keep decoded training examples in memory (small data sets).
         export: write the SavedModel at the end.
         resume: require an unfinished run to continue (otherwise one is continued if found).
         verbose: Keras progress bar verbosity.
@@ -81,7 +80,6 @@ class TrainConfig:
     val_split: str = "val"
     steps_per_epoch: int = None
     validation_steps: int = None
-    cache: bool = False
     export: bool = True
     resume: bool = False
     verbose: int = 1
@@ -269,23 +267,28 @@ def read_history(path):
         ]
 
 
+def plot_history(ax, history, title):
+    """Train and val KLD per epoch on `ax`, as the seed project plotted them."""
+    epochs = [h["epoch"] + 1 for h in history]
+    for key, label in (("kld", "train KLD"), ("val_kld", "val KLD")):
+        if history and key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
 def plot_kld(history, path, title):
-    """Train and val KLD per epoch, as the seed project plotted them."""
+    """One run's train and val KLD per epoch, written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [h["epoch"] + 1 for h in history]
-    for key, label in (("kld", "train KLD"), ("val_kld", "val KLD")):
-        if history and key in history[0]:
-            ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
-    ax.set_xlabel("epoch")
+    plot_history(ax, history, title)
     ax.set_ylabel("KLD (saliency head vs human map)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
