@@ -69,14 +69,16 @@ def run_worker(workers, index, out):
 
 
 def tiny_student():
-    """A small stand-in with the student's interface (dict of logits) and a synchronized BN layer; its initial
-    weights follow `keras.utils.set_random_seed`."""
+    """A small stand-in with the student's interface (dict of logits) and the student's synchronized BN layer;
+    its initial weights follow `keras.utils.set_random_seed`."""
     import keras
+
+    from student.resnet18 import SyncBatchNormalization
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     x = keras.layers.Conv2D(4, 3, padding="same")(x)
-    x = keras.layers.BatchNormalization(synchronized=True)(x)
+    x = SyncBatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     logits = keras.layers.Conv2D(1, 3, padding="same", name="saliency")(x)
     return keras.Model(inputs, {"saliency": logits}, name="tiny_student")

@@ -7,6 +7,7 @@ from safetensors.numpy import save_file
 
 from student.resnet18 import (
     ImageNetNormalization,
+    SyncBatchNormalization,
     build_resnet18_encoder,
     load_resnet18_weights,
     torchvision_key_map,
@@ -180,8 +181,24 @@ def test_key_map_covers_every_encoder_weight_once(encoder, state_dict):
 def test_batchnorm_matches_torchvision_defaults(encoder):
     bn = encoder.get_layer("stack2_block0_1_bn")
     assert bn.epsilon == 1e-5 and bn.momentum == 0.9 and bn.synchronized
+    assert all(isinstance(layer, SyncBatchNormalization) for layer in encoder.layers if "_bn" in layer.name)
     conv = encoder.get_layer("conv1_conv")
     assert conv.use_bias is False and conv.strides == (2, 2) and conv.padding == "valid"
+
+
+def test_sync_batchnorm_uses_two_pass_statistics():
+    """Training-mode output equals a float64 two-pass reference on data whose |mean| >> std, where Keras'
+    E[x^2] - E[x]^2 loses float32 precision, and equals unsynchronized BatchNormalization on one device."""
+    rng = np.random.default_rng(0)
+    x = (1000.0 + rng.standard_normal((4, 8, 8, 3))).astype("float32")
+    mean = x.astype("float64").mean(axis=(0, 1, 2))
+    var = ((x.astype("float64") - mean) ** 2).mean(axis=(0, 1, 2))
+    reference = (x - mean) / np.sqrt(var + 1e-3)
+    layer = SyncBatchNormalization(epsilon=1e-3)
+    out = np.asarray(layer(x, training=True))
+    np.testing.assert_allclose(out, reference, atol=2e-3)
+    plain = keras.layers.BatchNormalization(epsilon=1e-3)
+    np.testing.assert_allclose(out, np.asarray(plain(x, training=True)), atol=1e-6)
 
 
 def test_safetensors_conversion_matches_numpy_reference(safetensors_path, state_dict, input_and_reference):
