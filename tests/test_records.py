@@ -92,6 +92,35 @@ def test_validation_dataset_keeps_order_and_every_record(shard):
     assert set(batches[0][1]) == {"saliency"}
 
 
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Three shards of four records; record i's image is filled with the value 10 * i."""
+    root = tmp_path_factory.mktemp("shards")
+    paths = []
+    for s in range(3):
+        path = root / records.shard_name("train", s, 3)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for i in range(4 * s, 4 * s + 4):
+                image = np.full((8, 8, 3), 10 * i, np.uint8)
+                gray = image[:, :, 0]
+                writer.write(records.serialize_example(f"img{i}", encode_png(image), 8, 8, encode_png(gray), gray / 255.0))
+        paths.append(path)
+    return paths
+
+
+def _training_order(files, seed):
+    ds = records.training_dataset(files, batch_size=4, image_size=(8, 8), flips="none", seed=seed)
+    return [int(round(float(image[0, 0, 0]) / 10)) for images, _ in ds for image in images]
+
+
+def test_training_order_is_shuffled_across_shards_and_seeded(shards):
+    first = _training_order(shards, seed=1)
+    assert sorted(first) == list(range(12))  # every record once per epoch
+    assert first != list(range(12))
+    assert _training_order(shards, seed=1) == first
+    assert any(_training_order(shards, seed=s) != first for s in (2, 3))
+
+
 def test_flips_are_identical_for_image_and_both_maps(shard):
     ds = records.training_dataset([shard], batch_size=8, image_size=(16, 24), flips="both", seed=3)
     images, targets = next(iter(ds))
