@@ -34,6 +34,18 @@ class DemoSettings:
     batch_size: int = 16
     learning_rate: float = 1e-3
     grid_images: int = 4
+    jit_compile: bool = True  # XLA: training steps measured 7% (A) and 17% (B) faster on 2 CPU cores
+
+    def train_config(self, variant, run_dir, initial_weights, seed, **overrides):
+        """The `TrainConfig` of one demo or study run: these settings, one device, from `initial_weights`."""
+        from student.training import TrainConfig
+
+        return TrainConfig(
+            variant=variant, records_dir=self.records_dir, run_dir=run_dir, epochs=self.epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, image_size=self.train_size,
+            initial_weights=initial_weights, seed=seed, strategy="one_device", jit_compile=self.jit_compile,
+            **overrides,
+        )
 
 
 def _ensure_data(settings, seed):
@@ -58,7 +70,7 @@ def _ensure_records(settings):
 
 
 def _train(settings, run_dir, variants, seed):
-    from student.training import TrainConfig, save_initial_weights, train
+    from student.training import save_initial_weights, train
 
     initial = save_initial_weights(os.path.join(run_dir, "initial.weights.h5"), seed)
     results = {}
@@ -69,12 +81,7 @@ def _train(settings, run_dir, variants, seed):
             results[variant] = variant_dir
             continue
         print(f"[demo] training variant {variant}")
-        config = TrainConfig(
-            variant=variant, records_dir=settings.records_dir, run_dir=variant_dir, epochs=settings.epochs,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate, image_size=settings.train_size,
-            initial_weights=initial, seed=seed, strategy="one_device",
-        )
-        train(config)
+        train(settings.train_config(variant, variant_dir, initial, seed))
         results[variant] = variant_dir
     return results
 

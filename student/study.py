@@ -69,11 +69,19 @@ def _teacher_scores(examples, truths):
     return {k: float(np.mean([s[k] for s in scores if k in s])) for k in STUDY_METRICS}
 
 
+def _completed(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("completed"))
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
     """Train A and B for every seed and summarise; finished runs are reused."""
     from metrics.evaluation import load_examples
     from student.demo import DemoSettings, _ensure_data, _ensure_records
-    from student.training import TrainConfig, save_initial_weights, train
+    from student.training import save_initial_weights, train
 
     settings = settings or DemoSettings()
     _ensure_data(settings, seed=0)
@@ -89,17 +97,10 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
         for variant in ("A", "B"):
             run_dir = os.path.join(seed_dir, variant)
             per_epoch = os.path.join(run_dir, "val_metrics.json")
-            done = os.path.exists(os.path.join(run_dir, "config.json")) and json.load(
-                open(os.path.join(run_dir, "config.json"))).get("completed")
-            if not done:
+            if not _completed(run_dir):
                 print(f"[study] seed {seed}, variant {variant}")
                 os.makedirs(run_dir, exist_ok=True)
-                config = TrainConfig(
-                    variant=variant, records_dir=settings.records_dir, run_dir=run_dir, epochs=settings.epochs,
-                    batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                    image_size=settings.train_size, initial_weights=initial, seed=seed, strategy="one_device",
-                    export=False, verbose=0,
-                )
+                config = settings.train_config(variant, run_dir, initial, seed, export=False, verbose=0)
                 train(config, extra_callbacks=[ValMetricsPerEpoch(examples, truths, settings.train_size, per_epoch)])
             with open(per_epoch) as f:
                 rows = {int(k): v for k, v in json.load(f).items()}
