@@ -11,6 +11,12 @@ Training reads only these records, so each one carries everything about its imag
 | `teacher/encoded` | bytes | the teacher map as a 16-bit grayscale PNG, values `round(map * 65535)` (empty if none) |
 | `teacher/height`, `teacher/width` | int64 | the teacher map's size (the teacher's resolution, padding removed) |
 | `fixations/row`, `fixations/col` | int64 list | 0-based fixation coordinates at the original size (may be empty) |
+| `fixations/observer` | int64 list | the observer of each fixation (0-based), or empty when unknown (SALICON) |
+| `fixations/duration` | float list | each fixation's duration in ms, or empty when unknown |
+| `dataset` | bytes | the data set the image comes from (`mit1003`, `osie`, `salicon`, ...; empty if unknown) |
+
+Every fixation is kept, duplicates included (several observers fixating one pixel): per-fixation metrics
+(NSS, AUC) count them, and the inter-observer baseline needs each observer's own points.
 
 The teacher map is stored as a 16-bit PNG: lossless for the 16-bit quantisation (max error 7.6e-6 on a [0, 1]
 map, far below the float16 alternative's 4.9e-4 near 1) and compressed.
@@ -38,6 +44,9 @@ FEATURES = {
     "teacher/width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "fixations/row": tf.io.VarLenFeature(tf.int64),
     "fixations/col": tf.io.VarLenFeature(tf.int64),
+    "fixations/observer": tf.io.VarLenFeature(tf.int64),
+    "fixations/duration": tf.io.VarLenFeature(tf.float32),
+    "dataset": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -47,6 +56,10 @@ def _bytes(value):
 
 def _ints(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _floats(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
 def encode_teacher_map(teacher_map):
@@ -59,7 +72,8 @@ def encode_teacher_map(teacher_map):
     return encode_png(np.round(np.clip(teacher_map, 0.0, 1.0) * TEACHER_SCALE).astype(np.uint16))
 
 
-def serialize_example(stem, image_bytes, height, width, saliency_png=b"", teacher_map=None, fixations=None):
+def serialize_example(stem, image_bytes, height, width, saliency_png=b"", teacher_map=None, fixations=None,
+                      observers=None, durations=None, dataset=""):
     """Serialise one image's record.
 
     Args:
@@ -69,6 +83,9 @@ def serialize_example(stem, image_bytes, height, width, saliency_png=b"", teache
         saliency_png: the human map as encoded 8-bit PNG/JPEG bytes at the original size, or b"" if none.
         teacher_map: float array (h, w) or (h, w, 1) in [0, 1] at the teacher's resolution, or None.
         fixations: int array (N, 2) of 0-based (row, col) at the original size, or None.
+        observers: int array (N,), the observer of each fixation, or None when unknown.
+        durations: float array (N,), each fixation's duration in ms, or None when unknown.
+        dataset: the data set's name (str), stored so that evaluation can group images by data set.
 
     Returns:
         The serialised `tf.train.Example` bytes.
@@ -76,6 +93,14 @@ def serialize_example(stem, image_bytes, height, width, saliency_png=b"", teache
     fixations = np.zeros((0, 2), np.int64) if fixations is None else np.asarray(fixations).reshape(-1, 2)
     if len(fixations) and (fixations.min() < 0 or fixations[:, 0].max() >= height or fixations[:, 1].max() >= width):
         raise ValueError(f"{stem}: fixations must lie inside the {height}x{width} image (0-based row, col)")
+    extras = {}
+    for key, values, feature in (("fixations/observer", observers, _ints), ("fixations/duration", durations, _floats)):
+        if values is None:
+            continue
+        values = np.asarray(values).ravel()
+        if len(values) != len(fixations):
+            raise ValueError(f"{stem}: {len(values)} values for {key} but {len(fixations)} fixations")
+        extras[key] = feature(values)
     feature = {
         "stem": _bytes(stem.encode()),
         "image/encoded": _bytes(bytes(image_bytes)),
@@ -84,6 +109,8 @@ def serialize_example(stem, image_bytes, height, width, saliency_png=b"", teache
         "saliency/encoded": _bytes(bytes(saliency_png)),
         "fixations/row": _ints(fixations[:, 0]),
         "fixations/col": _ints(fixations[:, 1]),
+        "dataset": _bytes(str(dataset).encode()),
+        **extras,
     }
     if teacher_map is not None:
         teacher_map = np.asarray(teacher_map)
@@ -112,7 +139,8 @@ def parse_example(serialized):
 
     Returns a dict: `stem` (string), `image` (uint8 (H, W, 3)), `height`, `width` (int32), `saliency`
     (float32 (H, W, 1) in [0, 1]), `teacher` (float32 (h, w, 1) in [0, 1]; (1, 1, 1) zeros when absent),
-    `has_saliency`, `has_teacher` (bool), `fixations` (int32 (N, 2), 0-based row, col).
+    `has_saliency`, `has_teacher` (bool), `fixations` (int32 (N, 2), 0-based row, col), `observers` (int32 (N,),
+    -1 where unknown), `durations` (float32 (N,), NaN where unknown), `dataset` (string).
     """
     ex = tf.io.parse_single_example(serialized, FEATURES)
     height = tf.cast(ex["image/height"], tf.int32)
@@ -124,8 +152,14 @@ def parse_example(serialized):
     fixations = tf.stack(
         [tf.sparse.to_dense(ex["fixations/row"]), tf.sparse.to_dense(ex["fixations/col"])], axis=1
     )
+    n_fix = tf.shape(fixations)[0]
+    observers = tf.cast(tf.sparse.to_dense(ex["fixations/observer"]), tf.int32)
+    durations = tf.sparse.to_dense(ex["fixations/duration"])
+    observers = tf.cond(tf.size(observers) == n_fix, lambda: observers, lambda: tf.fill([n_fix], -1))
+    durations = tf.cond(tf.size(durations) == n_fix, lambda: durations, lambda: tf.fill([n_fix], float("nan")))
     return {
         "stem": ex["stem"],
+        "dataset": ex["dataset"],
         "image": image,
         "height": height,
         "width": width,
@@ -134,6 +168,8 @@ def parse_example(serialized):
         "has_saliency": tf.strings.length(ex["saliency/encoded"]) > 0,
         "has_teacher": tf.strings.length(ex["teacher/encoded"]) > 0,
         "fixations": tf.cast(fixations, tf.int32),
+        "observers": observers,
+        "durations": durations,
     }
 
 

@@ -48,6 +48,36 @@ def test_record_without_teacher_map_or_fixations():
     assert float(tf.reduce_sum(parsed["teacher"])) == 0.0
 
 
+def test_observers_durations_and_dataset_round_trip():
+    rng = np.random.default_rng(3)
+    image, saliency, teacher, fixations = _example(rng, n_fix=4)
+    fixations[1] = fixations[0]  # two observers on one pixel: both fixations are kept
+    serialized = records.serialize_example(
+        "i1", encode_png(image), 12, 20, encode_png(saliency), teacher, fixations,
+        observers=[0, 3, 3, 14], durations=[180.5, 90.0, 301.0, 45.25], dataset="osie",
+    )
+    parsed = records.parse_example(tf.constant(serialized))
+    np.testing.assert_array_equal(parsed["fixations"].numpy(), fixations)
+    np.testing.assert_array_equal(parsed["observers"].numpy(), [0, 3, 3, 14])
+    np.testing.assert_allclose(parsed["durations"].numpy(), [180.5, 90.0, 301.0, 45.25])
+    assert parsed["dataset"].numpy() == b"osie"
+
+
+def test_records_without_observers_read_as_unknown():
+    rng = np.random.default_rng(4)
+    image, saliency, teacher, fixations = _example(rng, n_fix=3)
+    parsed = records.parse_example(
+        tf.constant(records.serialize_example("x", encode_png(image), 12, 20, encode_png(saliency), teacher, fixations))
+    )
+    np.testing.assert_array_equal(parsed["observers"].numpy(), [-1, -1, -1])
+    assert np.isnan(parsed["durations"].numpy()).all() and parsed["dataset"].numpy() == b""
+
+
+def test_observers_must_match_the_fixations():
+    with pytest.raises(ValueError, match="2 values for fixations/observer but 1 fixations"):
+        records.serialize_example("x", b"", 12, 20, fixations=[[1, 1]], observers=[0, 1])
+
+
 def test_fixations_outside_the_image_are_rejected():
     with pytest.raises(ValueError, match="inside the 12x20 image"):
         records.serialize_example("x", b"", 12, 20, fixations=[[12, 0]])
