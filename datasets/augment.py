@@ -8,7 +8,7 @@ image's size) become `width - 1 - col` and `height - 1 - row`.
 import tensorflow as tf
 
 FLIP_MODES = ("none", "horizontal", "both")
-_ARRAY_KEYS = ("image", "saliency", "teacher")
+_ARRAY_KEYS = ("image", "saliency", "teacher", "valid")
 
 
 def flip_example(example, flip_left_right, flip_up_down):

@@ -202,6 +202,52 @@ def _resize(tensor, size):
     return tf.image.resize(tf.cast(tensor, tf.float32), size, method="bilinear", antialias=True)
 
 
+RESIZE_MODES = ("letterbox", "stretch")
+# The student normalises RGB with the ImageNet mean, so this padding is zero after its normalisation, the same
+# value the student's own pad-to-a-multiple-of-32 uses.
+PAD_COLOUR = (123.675, 116.28, 103.53)
+
+
+def fit_box(height, width, size):
+    """The (top, left, h, w) box of an image of `height` x `width` resized to fit `size` (H, W), aspect kept.
+
+    The image is scaled by min(H / height, W / width), rounded to whole pixels (at least 1) and centred; the
+    rest of the frame is padding. Works on Python ints and on scalar int tensors.
+    """
+    target_h, target_w = size
+    scale = tf.minimum(tf.cast(target_h, tf.float32) / tf.cast(height, tf.float32),
+                       tf.cast(target_w, tf.float32) / tf.cast(width, tf.float32))
+    h = tf.clip_by_value(tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32), 1, target_h)
+    w = tf.clip_by_value(tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32), 1, target_w)
+    return (target_h - h) // 2, (target_w - w) // 2, h, w
+
+
+def letterbox(tensor, box, size, fill=0.0):
+    """Resize `tensor` (h, w, C) or (B, h, w, C) into `box` of a `size` frame, filling the rest with `fill`."""
+    top, left, h, w = box
+    fill = tf.constant(fill, tf.float32)
+    resized = _resize(tensor, tf.stack([h, w])) - fill
+    padded = tf.image.pad_to_bounding_box(resized, top, left, size[0], size[1])
+    return padded + fill
+
+
+def _fit(example, image_size, resize, with_teacher):
+    """Bring one decoded record to `image_size`: image, maps and the `valid` mask of real (unpadded) pixels."""
+    if resize == "stretch":
+        box = (0, 0, image_size[0], image_size[1])
+    else:
+        box = fit_box(example["height"], example["width"], image_size)
+    out = {
+        "image": letterbox(example["image"], box, image_size, PAD_COLOUR),
+        "saliency": letterbox(example["saliency"], box, image_size),
+        "valid": letterbox(tf.ones([box[2], box[3], 1]), box, image_size),
+        "has_saliency": tf.cast(example["has_saliency"], tf.float32),
+    }
+    if with_teacher:
+        out["teacher"] = letterbox(example["teacher"], box, image_size)
+    return out
+
+
 def training_dataset(
     files,
     batch_size,
@@ -212,15 +258,22 @@ def training_dataset(
     seed=None,
     with_teacher=True,
     drop_remainder=None,
+    resize="letterbox",
+    labelled_only=None,
 ):
-    """Batches of `(images, {"saliency": ..., "teacher": ...})` for training and validation.
+    """Batches of `(images, targets)` for training and validation, from the records of one or more record sets.
 
-    Images are float32 RGB 0..255 resized to `image_size` (bilinear with antialiasing; SALICON's 480x640 goes to
-    240x320 exactly, other aspect ratios are stretched); maps are float32 (B, H, W, 1) in [0, 1] resized the same
-    way. Decoding runs in parallel and batches are prefetched.
+    Images of any size and orientation are brought to `image_size` without distortion: resized to fit with their
+    aspect ratio kept (bilinear with antialiasing), centred and padded with the ImageNet mean colour (`fit_box`).
+    The maps are resized and padded (with zeros) the same way, and `targets["valid"]` marks the real pixels, so
+    that losses and metrics ignore the padding. SALICON's 480x640 goes to 240x320 exactly, without padding.
+    `resize="stretch"` resizes to `image_size` ignoring the aspect ratio (the earlier behaviour).
+
+    Targets: `saliency` (the human map; zeros for a record without one), `valid`, `has_saliency` (1.0 or 0.0 per
+    example) and, with `with_teacher`, `teacher`; maps are float32 (B, H, W, 1) in [0, 1].
 
     Args:
-        files: record shard paths.
+        files: record shard paths (of any number of record sets).
         batch_size: the global batch size.
         image_size: (H, W) fed to the student.
         training: shuffle (shard order, then records), flip and (by default) drop the last partial batch.
@@ -229,9 +282,15 @@ def training_dataset(
         seed: makes shuffling and flips reproducible; None draws fresh randomness.
         with_teacher: include the teacher map (variant B); an error names a record that has none.
         drop_remainder: defaults to `training`.
+        resize: "letterbox" (default) or "stretch".
+        labelled_only: keep only records with a human map; defaults to `not with_teacher` (variant A, and
+            validation, have nothing to learn from or score on a record without one).
     """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
     image_size = tuple(int(s) for s in image_size)
     drop_remainder = training if drop_remainder is None else drop_remainder
+    labelled_only = (not with_teacher) if labelled_only is None else labelled_only
     files = [os.fspath(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -244,6 +303,9 @@ def training_dataset(
         # Shuffle the serialized records, not decoded tensors: a SALICON record is ~0.25 MB against ~1.5 MB
         # decoded at 240x320, so the default buffer holds ~0.5 GB instead of ~3 GB.
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if labelled_only:
+        spec = {"saliency/encoded": FEATURES["saliency/encoded"]}
+        ds = ds.filter(lambda x: tf.strings.length(tf.io.parse_single_example(x, spec)["saliency/encoded"]) > 0)
 
     def decode(serialized):
         ex = parse_example(serialized)
@@ -251,10 +313,7 @@ def training_dataset(
             tf.debugging.assert_equal(
                 ex["has_teacher"], True, message="a record has no teacher map: export it with a teacher"
             )
-        out = {"image": _resize(ex["image"], image_size), "saliency": _resize(ex["saliency"], image_size)}
-        if with_teacher:
-            out["teacher"] = _resize(ex["teacher"], image_size)
-        return out
+        return _fit(ex, image_size, resize, with_teacher)
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None or not training)
     if training and flips != "none":

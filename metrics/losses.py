@@ -15,6 +15,9 @@ SUM_EPSILON = 1e-12
 TEACHER_LOG_EPSILON = 1e-8
 # MSI-Net's and the seed project's eps for KLD between two maps (float32 training, map outputs only).
 MAP_KLD_EPSILON = 1e-7
+# Logit given to padded pixels: exp() of it is exactly 0 in float32, so they get no probability mass, and
+# 0 * it is 0, so they add nothing to a KL sum either.
+MASKED_LOGIT = -1e9
 
 
 def _as_float32(x):
@@ -31,6 +34,15 @@ def spatial_log_softmax(logits, temperature=1.0):
     """Log-softmax of `logits / temperature` over H*W, per image and channel; shape (B, H, W, C)."""
     logits = _as_float32(logits) / temperature
     return logits - tf.reduce_logsumexp(logits, axis=[1, 2], keepdims=True)
+
+
+def mask_logits(logits, valid=None):
+    """Logits with every pixel where `valid` is 0 set to `MASKED_LOGIT`, so that a spatial softmax over the
+    result is a distribution over the valid (unpadded) pixels only. `valid` None returns `logits` unchanged."""
+    logits = _as_float32(logits)
+    if valid is None:
+        return logits
+    return tf.where(_as_float32(valid) > 0.5, logits, tf.constant(MASKED_LOGIT, tf.float32))
 
 
 def kld_maps(target_map, predicted_map, eps=MAP_KLD_EPSILON):
@@ -52,53 +64,73 @@ def kld_maps(target_map, predicted_map, eps=MAP_KLD_EPSILON):
     return tf.reduce_sum(t * tf.math.log(eps + t / (eps + p)), axis=[1, 2, 3])
 
 
-def kld_logits(target_map, logits, temperature=1.0, eps=SUM_EPSILON):
+def kld_logits(target_map, logits, temperature=1.0, eps=SUM_EPSILON, valid=None):
     """KL(target || softmax(logits / T)) with the target sum-normalised inside, per example.
 
     The prediction side is an exact log-softmax (no eps); `0 * log 0` counts as 0. For T = 1 its gradient with
-    respect to the logits is `softmax(logits) - target`.
+    respect to the logits is `softmax(logits) - target`. With `valid` (B, H, W, 1), both distributions live on
+    the valid pixels only (padding of a letterboxed image).
 
     Args:
         target_map: non-negative target maps (B, H, W, C), e.g. the human saliency map.
         logits: student logits (B, H, W, C).
         temperature: softmax temperature T.
         eps: guards the sum normalisation of an all-zero target (which then gives a loss of 0).
+        valid: optional mask (B, H, W, 1) of the pixels that belong to the image.
 
     Returns:
         float32 tensor [B].
     """
+    target_map = _as_float32(target_map)
+    if valid is not None:
+        target_map = target_map * _as_float32(valid)
     t = sum_normalize(target_map, eps)
-    log_q = spatial_log_softmax(logits, temperature)
+    log_q = spatial_log_softmax(mask_logits(logits, valid), temperature)
     return tf.reduce_sum(tf.math.xlogy(t, t) - t * log_q, axis=[1, 2, 3])
 
 
-def teacher_distribution(teacher_map, temperature=1.0, eps=TEACHER_LOG_EPSILON):
-    """softmax(log(p_T + eps) / T) over H*W, i.e. p_T ** (1/T) renormalised, with p_T the sum-normalised map."""
+def teacher_distribution(teacher_map, temperature=1.0, eps=TEACHER_LOG_EPSILON, valid=None):
+    """softmax(log(p_T + eps) / T) over H*W, i.e. p_T ** (1/T) renormalised, with p_T the sum-normalised map
+    (over the `valid` pixels only when a mask is given)."""
+    teacher_map = _as_float32(teacher_map)
+    if valid is not None:
+        teacher_map = teacher_map * _as_float32(valid)
     log_p = tf.math.log(sum_normalize(teacher_map) + eps)
-    return tf.exp(spatial_log_softmax(log_p, temperature))
+    return tf.exp(spatial_log_softmax(mask_logits(log_p, valid), temperature))
 
 
-def distillation_kld(teacher_map, student_logits, temperature=3.0, eps=TEACHER_LOG_EPSILON):
+def distillation_kld(teacher_map, student_logits, temperature=3.0, eps=TEACHER_LOG_EPSILON, valid=None):
     """KL(softmax(log(p_T + eps) / T) || softmax(student_logits / T)), per example.
 
     The caller multiplies by T**2 (Hinton et al., 2015) and the term's weight. At T = 1 this equals
-    `kld_logits(p_T + eps, student_logits)` up to the eps.
+    `kld_logits(p_T + eps, student_logits)` up to the eps. `valid` restricts both sides to the image's pixels.
     """
-    target = teacher_distribution(teacher_map, temperature, eps)
-    log_q = spatial_log_softmax(student_logits, temperature)
+    target = teacher_distribution(teacher_map, temperature, eps, valid)
+    log_q = spatial_log_softmax(mask_logits(student_logits, valid), temperature)
     return tf.reduce_sum(tf.math.xlogy(target, target) - target * log_q, axis=[1, 2, 3])
 
 
-def cc_maps(map_a, map_b):
-    """Pearson correlation coefficient between two maps, per example (0 where either map is constant)."""
+def cc_maps(map_a, map_b, valid=None):
+    """Pearson correlation coefficient between two maps, per example (0 where either map is constant).
+
+    With `valid` (B, H, W, 1), over the valid pixels only.
+    """
     a = _as_float32(map_a)
     b = _as_float32(map_b)
     axes = [1, 2, 3]
-    # A constant map is tested by max == min: after subtracting its float32 mean it need not be exactly zero.
-    constant = tf.logical_or(tf.reduce_max(a, axes) == tf.reduce_min(a, axes),
-                             tf.reduce_max(b, axes) == tf.reduce_min(b, axes))
-    a = a - tf.reduce_mean(a, axis=axes, keepdims=True)
-    b = b - tf.reduce_mean(b, axis=axes, keepdims=True)
+    w = tf.ones_like(a) if valid is None else tf.cast(_as_float32(valid) > 0.5, tf.float32)
+    inside = w > 0
+
+    def is_constant(x):
+        # Tested by max == min: after subtracting its float32 mean a constant map need not be exactly zero.
+        high = tf.reduce_max(tf.where(inside, x, -float("inf")), axes)
+        low = tf.reduce_min(tf.where(inside, x, float("inf")), axes)
+        return high == low
+
+    constant = tf.logical_or(is_constant(a), is_constant(b))
+    count = tf.reduce_sum(w, axis=axes, keepdims=True)
+    a = (a - tf.math.divide_no_nan(tf.reduce_sum(a * w, axis=axes, keepdims=True), count)) * w
+    b = (b - tf.math.divide_no_nan(tf.reduce_sum(b * w, axis=axes, keepdims=True), count)) * w
     num = tf.reduce_sum(a * b, axis=axes)
     den = tf.sqrt(tf.reduce_sum(a * a, axis=axes) * tf.reduce_sum(b * b, axis=axes))
     return tf.where(constant, tf.zeros_like(num), tf.math.divide_no_nan(num, den))

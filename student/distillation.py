@@ -244,13 +244,15 @@ class Distiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.kld_tracker = keras.metrics.Mean(name="kld")
         self.cc_tracker = keras.metrics.Mean(name="cc")
+        # The fraction of examples with a human map (the rest only teach variant B's distillation terms).
+        self.labelled_tracker = keras.metrics.Mean(name="labelled")
         self.teacher_kld_tracker = keras.metrics.Mean(name="teacher_kld") if variant == "B" else None
         # All weights are the student's: a built student makes the Distiller built (see _maybe_symbolic_build).
         self.built = bool(student.built)
 
     @property
     def metrics(self):
-        trackers = [self.loss_tracker, self.kld_tracker, self.cc_tracker]
+        trackers = [self.loss_tracker, self.kld_tracker, self.cc_tracker, self.labelled_tracker]
         if self.teacher_kld_tracker is not None:
             trackers.append(self.teacher_kld_tracker)
         return trackers
@@ -321,11 +323,16 @@ class Distiller(keras.Model):
                 f"variant {self.variant!r} needs targets {needed}; the batch has {tuple(targets)}, missing "
                 f"{missing}{hint}."
             )
-        return images, {key: tf.cast(targets[key], tf.float32) for key in needed}
+        # Optional: `valid` marks the image's pixels in a letterboxed frame, `has_saliency` (B,) the examples with
+        # a human map (records without one only teach the distillation terms of variant B).
+        optional = [key for key in ("valid", "has_saliency") if key in targets]
+        return images, {key: tf.cast(targets[key], tf.float32) for key in (*needed, *optional)}
 
     @staticmethod
     def _check_shapes(targets, outputs):
         for key, target in targets.items():
+            if key == "has_saliency":
+                continue
             logits = outputs["saliency"]
             t_shape, l_shape = target.shape, logits.shape
             if t_shape.rank != 4 or t_shape[-1] not in (1, None):
@@ -341,29 +348,37 @@ class Distiller(keras.Model):
         """Per-example loss and metric values, each a float32 tensor [B].
 
         Args:
-            targets: dict of float32 maps (B, H, W, 1): ``"saliency"`` and, for B, ``"teacher"``.
+            targets: dict of float32 maps (B, H, W, 1): ``"saliency"`` and, for B, ``"teacher"``; optionally
+                ``"valid"`` (B, H, W, 1), the mask of real pixels (losses and CC ignore the rest), and
+                ``"has_saliency"`` (B,), 0 for an example without a human map (its human-map terms are 0).
             outputs: dict of float32 logits (B, H, W, 1) from `call`.
 
         Returns:
-            dict with ``"loss"``, ``"kld"``, ``"cc"`` and, for B, ``"teacher_kld"``.
+            dict with ``"loss"``, ``"kld"``, ``"cc"``, ``"labelled"`` and, for B, ``"teacher_kld"``. ``kld`` and
+            ``cc`` are 0 for unlabelled examples; the trackers average them over the labelled ones.
         """
         self._check_shapes(targets, outputs)
         head1 = outputs["saliency"]
-        kld = losses.kld_logits(targets["saliency"], head1)
-        terms = {"loss": kld, "kld": kld}
+        valid = targets.get("valid")
+        labelled = targets.get("has_saliency")
+        if labelled is None:
+            labelled = tf.ones_like(head1[:, 0, 0, 0])
+        kld = labelled * losses.kld_logits(targets["saliency"], head1, valid=valid)
+        terms = {"loss": kld, "kld": kld, "labelled": labelled}
         if self.variant == "B":
             t, t2 = self.temperature, self.temperature**2
-            teacher_kld = losses.distillation_kld(targets["teacher"], outputs["teacher"], t)
+            teacher_kld = losses.distillation_kld(targets["teacher"], outputs["teacher"], t, valid=valid)
             terms["teacher_kld"] = teacher_kld
             terms["loss"] = kld + (self.kd_weight * t2) * teacher_kld
             if self.kd_into_saliency > 0:
-                into_head1 = losses.distillation_kld(targets["teacher"], head1, t)
+                into_head1 = losses.distillation_kld(targets["teacher"], head1, t, valid=valid)
                 terms["loss"] = terms["loss"] + (self.kd_into_saliency * t2) * into_head1
-        terms["cc"] = losses.cc_maps(spatial_softmax(tf.stop_gradient(head1)), targets["saliency"])
+        density = spatial_softmax(losses.mask_logits(tf.stop_gradient(head1), valid))
+        terms["cc"] = labelled * losses.cc_maps(density, targets["saliency"], valid)
         return terms
 
     def _global_totals(self, terms):
-        """Global batch size (int32) and the global sum of every tracked term, over all replicas.
+        """Global batch size (int32), number of labelled examples and the global sum of every tracked term.
 
         One all-reduce of a small vector per step. The values carry no gradient.
         """
@@ -380,10 +395,12 @@ class Distiller(keras.Model):
 
     def _update_trackers(self, global_batch, totals):
         # Every replica adds the same global mean and weight, so reading the SUM-aggregated tracker
-        # variables (per replica, or summed across replicas) gives the global per-example mean.
+        # variables (per replica, or summed across replicas) gives the global per-example mean. The human-map
+        # metrics are means over the labelled examples only.
         weight = tf.cast(global_batch, tf.float32)
         for tracker in self.metrics:
-            tracker.update_state(tf.math.divide_no_nan(totals[tracker.name], weight), sample_weight=weight)
+            w = totals["labelled"] if tracker.name in self._LABELLED_ONLY else weight
+            tracker.update_state(tf.math.divide_no_nan(totals[tracker.name], w), sample_weight=w)
         logs = {tracker.name: tracker.result() for tracker in self.metrics}
         strategy = tf.distribute.get_strategy()
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
@@ -394,6 +411,8 @@ class Distiller(keras.Model):
             # leading axis of 1; the reduced log is the value itself.
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
+
+    _LABELLED_ONLY = ("kld", "cc")
 
     def train_step(self, data):
         images, targets = self._unpack(data)

@@ -8,8 +8,10 @@ TensorFlow (no Keras, no code from this project):
     out["saliency_map"]   # (1, H, W, 1) float32 in [0, 1], the density divided by its per-image max
     out["density"]        # (1, H, W, 1) float32, sums to 1 over each image
 
-Inside: resize the batch to the training resolution, run the student, spatial softmax of the saliency
-head's logits, resize the density back to the input size and renormalise it. `saliency_from_logits`
+Inside: the batch is resized to fit the training resolution with its aspect ratio kept and padded with the
+ImageNet mean colour (exactly as in training, `datasets.records.fit_box`), the student runs, the saliency
+head's logits are cropped to the image's box, their spatial softmax is resized back to the input size and
+renormalised. A student trained with `resize="stretch"` is served stretched instead. `saliency_from_logits`
 and `predict_saliency` are the same computation in-process, for callers holding a Keras student.
 """
 
@@ -21,6 +23,8 @@ import tempfile
 
 import keras
 import tensorflow as tf
+
+from datasets.records import PAD_COLOUR, RESIZE_MODES, fit_box, letterbox
 
 SIGNATURE_KEY = "serving_default"
 INPUT_KEY = "images"
@@ -42,14 +46,22 @@ def _check_input_size(input_size):
     return height, width
 
 
-def resize_images(images, input_size):
-    """Resize a uint8 (or float 0..255) NHWC batch to `input_size` as float32 0..255 for the student.
+def image_box(image_shape, input_size, resize="letterbox"):
+    """The (top, left, h, w) box the images of a batch of `image_shape` (N, H, W, 3) occupy at `input_size`."""
+    if resize == "stretch":
+        return 0, 0, input_size[0], input_size[1]
+    return fit_box(image_shape[1], image_shape[2], input_size)
 
-    Bilinear with antialiasing, so downscaling a large photo averages its pixels instead of aliasing.
+
+def resize_images(images, input_size, resize="letterbox"):
+    """Bring a uint8 (or float 0..255) NHWC batch to `input_size` as float32 0..255 for the student.
+
+    Bilinear with antialiasing, so downscaling a large photo averages its pixels instead of aliasing; with
+    "letterbox" the aspect ratio is kept and the rest of the frame is the ImageNet mean colour.
     """
     images = tf.cast(images, tf.float32)
-    resized = tf.image.resize(images, input_size, method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    box = image_box(tf.shape(images), input_size, resize)
+    return tf.clip_by_value(letterbox(images, box, input_size, PAD_COLOUR), 0.0, 255.0)
 
 
 def saliency_from_logits(logits, output_size):
@@ -75,20 +87,25 @@ def saliency_from_logits(logits, output_size):
     return {"saliency_map": saliency_map, "density": density}
 
 
-def predict_saliency(student_model, images, input_size=(240, 320)):
+def predict_saliency(student_model, images, input_size=(240, 320), resize="letterbox"):
     """Run a Keras student on a uint8 RGB batch exactly as the exported signature does.
 
     Args:
         student_model: a model from `student.model.build_student` (dict output with "saliency" logits).
         images: uint8 (N, H, W, 3) RGB batch of equal-size images.
         input_size: (height, width) the student was trained at. Defaults to (240, 320).
+        resize: how it was trained: "letterbox" (default) or "stretch".
 
     Returns:
         The dict of `saliency_from_logits`, at the images' (H, W).
     """
     input_size = _check_input_size(input_size)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={resize!r}")
     images = tf.convert_to_tensor(images)
-    logits = student_model(resize_images(images, input_size), training=False)["saliency"]
+    top, left, h, w = image_box(tf.shape(images), input_size, resize)
+    logits = student_model(resize_images(images, input_size, resize), training=False)["saliency"]
+    logits = logits[:, top:top + h, left:left + w, :]
     return saliency_from_logits(logits, tf.shape(images)[1:3])
 
 
@@ -106,7 +123,7 @@ def _is_saved_model(directory):
     return os.path.isfile(os.path.join(directory, "saved_model.pb"))
 
 
-def export_saved_model(student_model, directory, input_size=(240, 320)):
+def export_saved_model(student_model, directory, input_size=(240, 320), resize="letterbox"):
     """Write `student_model` as a SavedModel with the uint8-in, map-out `serving_default` signature.
 
     The SavedModel is written to a temporary folder beside `directory` and renamed into place, so
@@ -119,7 +136,8 @@ def export_saved_model(student_model, directory, input_size=(240, 320)):
             "saliency" head is served).
         directory: path of the SavedModel folder to write.
         input_size: (height, width) of the student's training resolution; every image is resized
-            to it before the student runs. Defaults to (240, 320).
+            to fit it before the student runs. Defaults to (240, 320).
+        resize: "letterbox" (aspect kept, padded; the default, as training does) or "stretch".
 
     Returns:
         `directory`.
@@ -141,7 +159,7 @@ def export_saved_model(student_model, directory, input_size=(240, 320)):
 
     # The name `images` becomes the signature's input key.
     def serve(images):
-        return predict_saliency(student_model, images, input_size)
+        return predict_saliency(student_model, images, input_size, resize)
 
     archive = keras.export.ExportArchive()
     archive.track(student_model)
@@ -167,6 +185,7 @@ def export_saved_model(student_model, directory, input_size=(240, 320)):
             "input": {INPUT_KEY: "uint8 (N, H, W, 3) RGB"},
             "outputs": list(OUTPUT_KEYS),
             "input_size": list(input_size),
+            "resize": resize,
             "model_name": student_model.name,
         }
         os.makedirs(os.path.join(tmp, os.path.dirname(METADATA_FILE)), exist_ok=True)

@@ -41,10 +41,14 @@ class TrainConfig:
 
     Attributes:
         variant: "A" (saliency head only) or "B" (saliency head plus a head matched to the teacher).
-        records_dir: folder of distillation records from export_teacher.py.
+        records_dir: folder of distillation records from export_teacher.py, or a list of such folders (e.g.
+            MIT1003 train + OSIE train + an unlabelled photo folder): training reads the `train_split` of every
+            folder, validation the `val_split` of those that have one. Records without a human map only teach
+            variant B's distillation terms; variant A leaves them out.
         run_dir: output folder; a rerun with the same folder resumes.
         epochs, batch_size, learning_rate: the schedule; batch_size is the global batch over all replicas.
         image_size: (H, W) the student is trained at; 240x320 is the teacher's SALICON resolution.
+        resize: "letterbox" (aspect ratio kept, padded, losses on the image's pixels only) or "stretch".
         temperature, kd_weight, kd_into_saliency: the distillation loss (variant B; see student.distillation).
         backbone_weights: ImageNet ResNet18 weights (.safetensors, .pth, .weights.h5); None = random init.
         initial_weights: student `.weights.h5` to start from (A and B from the same initial weights).
@@ -66,6 +70,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     image_size: tuple = (240, 320)
+    resize: str = "letterbox"
     temperature: float = 3.0
     kd_weight: float = 2.5
     kd_into_saliency: float = 0.0
@@ -86,6 +91,12 @@ class TrainConfig:
 
     def __post_init__(self):
         self.image_size = tuple(int(s) for s in self.image_size)
+        if not isinstance(self.records_dir, (str, os.PathLike)):
+            self.records_dir = [os.fspath(d) for d in self.records_dir]
+            if len(self.records_dir) == 1:
+                self.records_dir = self.records_dir[0]
+        if self.resize not in records.RESIZE_MODES:
+            raise ValueError(f"resize must be one of {records.RESIZE_MODES}. Received: resize={self.resize!r}")
         if self.variant not in ("A", "B"):
             raise ValueError(f"variant must be 'A' or 'B'. Received: variant={self.variant!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -93,6 +104,11 @@ class TrainConfig:
                 f"epochs, batch_size and learning_rate must be positive. Received: epochs={self.epochs}, "
                 f"batch_size={self.batch_size}, learning_rate={self.learning_rate}"
             )
+
+    @property
+    def records_dirs(self):
+        """`records_dir` as a list of folders."""
+        return [self.records_dir] if isinstance(self.records_dir, (str, os.PathLike)) else list(self.records_dir)
 
     def to_json(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -170,15 +186,47 @@ class StudentCheckpoints(keras.callbacks.Callback):
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
 
 
-def _count_records(records_dir, split, files):
-    """Number of records of a split: from export_teacher's manifest if present, else by reading the shards."""
-    manifest = os.path.join(records_dir, f"{split}.json")
-    if os.path.exists(manifest):
-        with open(manifest) as f:
-            data = json.load(f)
-        if "num_images" in data:
-            return int(data["num_images"])
-    return int(sum(1 for _ in tf.data.TFRecordDataset(files)))
+def count_records(files):
+    """(with a human map, without one) over record shards; reads only the map field of each record."""
+    spec = {"saliency/encoded": records.FEATURES["saliency/encoded"]}
+    ds = tf.data.TFRecordDataset(list(files)).batch(256)
+    ds = ds.map(lambda x: tf.strings.length(tf.io.parse_example(x, spec)["saliency/encoded"]) > 0)
+    labelled = total = 0
+    for flags in ds.as_numpy_iterator():
+        labelled += int(flags.sum())
+        total += len(flags)
+    return labelled, total - labelled
+
+
+def record_files(records_dirs, split, required=True):
+    """The shards of `split` in every folder; a folder without them is an error if `required`, else left out."""
+    files = []
+    for directory in records_dirs:
+        try:
+            files += records.list_shards(directory, split)
+        except FileNotFoundError:
+            if required:
+                raise
+    if not files:
+        raise FileNotFoundError(
+            f"no '{split}' records in {', '.join(map(str, records_dirs))}: run `python export_teacher.py "
+            f"--split {split} --out DIR` first"
+        )
+    return files
+
+
+class LogRecordCounts(keras.callbacks.Callback):
+    """After each epoch, print how many examples with and without a human map the epoch trained on."""
+
+    def __init__(self, examples_per_epoch):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        fraction = float((logs or {}).get("labelled", 1.0))
+        labelled = round(fraction * self.examples_per_epoch)
+        print(f"[train] epoch {epoch + 1}: trained on {labelled} examples with a human map and "
+              f"{self.examples_per_epoch - labelled} teacher-only")
 
 
 def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_teacher):
@@ -197,6 +245,7 @@ def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_tea
             flips=config.flips,
             seed=config.seed * 100003 + epoch,
             with_teacher=with_teacher,
+            resize=config.resize,
         )
         epochs.append(ds.take(steps_per_epoch))
     return functools.reduce(lambda a, b: a.concatenate(b), epochs)
@@ -338,8 +387,8 @@ def train(config, strategy=None, extra_callbacks=()):
     """
     from student.distillation import make_strategy
 
-    train_files = records.list_shards(config.records_dir, config.train_split)
-    val_files = records.list_shards(config.records_dir, config.val_split)
+    train_files = record_files(config.records_dirs, config.train_split)
+    val_files = record_files(config.records_dirs, config.val_split, required=False)
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
@@ -352,21 +401,28 @@ def train(config, strategy=None, extra_callbacks=()):
     try:
         strategy = strategy or make_strategy(config.strategy)
         distiller = build_distiller(config, strategy)
-        n_train = _count_records(config.records_dir, config.train_split, train_files)
+        with_teacher = config.variant == "B"
+        labelled, teacher_only = count_records(train_files)
+        n_train = labelled + teacher_only if with_teacher else labelled
         steps = n_train // config.batch_size
         if steps == 0:
             raise ValueError(
-                f"{config.records_dir}: {n_train} training records are fewer than one batch of "
+                f"{', '.join(config.records_dirs)}: {n_train} training records "
+                f"{'' if with_teacher else 'with a human map '}are fewer than one batch of "
                 f"{config.batch_size}; lower --batch-size"
             )
         steps = min(steps, config.steps_per_epoch or steps)
-        with_teacher = config.variant == "B"
         train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, with_teacher)
         val_ds = records.training_dataset(
-            val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher
+            val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher,
+            resize=config.resize, labelled_only=True,
         )
         # A known length spares Keras from running into the end of the data (and warning about it).
-        val_batches = math.ceil(_count_records(config.records_dir, config.val_split, val_files) / config.batch_size)
+        n_val = count_records(val_files)[0]
+        if n_val == 0:
+            raise ValueError(f"the '{config.val_split}' records of {', '.join(config.records_dirs)} have no human "
+                             "maps to validate on")
+        val_batches = math.ceil(n_val / config.batch_size)
         if config.validation_steps:
             val_batches = min(val_batches, config.validation_steps)
             val_ds = val_ds.take(val_batches)
@@ -380,8 +436,12 @@ def train(config, strategy=None, extra_callbacks=()):
             *extra_callbacks,
         ]
         if config.verbose:
+            callbacks.append(LogRecordCounts(steps * config.batch_size))
+            used = (f"{labelled} with a human map + {teacher_only} teacher-only" if with_teacher else
+                    f"{labelled} with a human map" + (f" ({teacher_only} teacher-only left out: variant A)"
+                                                       if teacher_only else ""))
             print(f"[train] variant {config.variant}: {distiller.student.count_params():,} parameters, "
-                  f"{n_train} training records, {steps} steps/epoch, run folder {run_dir}")
+                  f"{used} training records, {n_val} validation records, {steps} steps/epoch, run folder {run_dir}")
             if initial_epoch:
                 print(f"[train] resuming after epoch {initial_epoch} of {config.epochs}")
         distiller.fit(
@@ -407,7 +467,7 @@ def train(config, strategy=None, extra_callbacks=()):
 
         student = build_student(config.variant)
         student.load_weights(best_path)
-        export_saved_model(student, saved_model_dir, input_size=config.image_size)
+        export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
     best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
     final = dict(config.to_json(), completed=True, best_val_kld=best)
     with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:

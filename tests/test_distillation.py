@@ -119,6 +119,35 @@ def test_terms_by_hand_for_perfect_and_uniform_logits(distiller_b, batch):
     np.testing.assert_allclose(terms["kld"].numpy(), (p * np.log(p)).sum(axis=1) + math.log(32 * 32), rtol=1e-4)
 
 
+def test_padding_and_unlabelled_examples_are_left_out(distiller_b, batch):
+    """With a mask, every term equals the unmasked reference computed on the cropped valid region; an example
+    without a human map keeps its distillation terms and loses its human-map terms."""
+    _, maps = batch
+    rng = np.random.default_rng(7)
+    logits = {k: rng.normal(size=(4, 32, 32, 1)).astype("float32") for k in ("saliency", "teacher")}
+    valid = np.zeros((4, 32, 32, 1), "float32")
+    valid[:, :, 6:26] = 1.0  # a portrait image letterboxed into a square frame
+    # Garbage in the padding must not matter: the records pad maps with zeros, but the loss must not rely on it.
+    padded = {k: np.where(valid > 0, maps[k], 0.3).astype("float32") for k in ("saliency", "teacher")}
+    has = np.array([1, 0, 1, 1], "float32")
+    terms = distiller_b.per_example_terms(
+        {"saliency": tf.constant(padded["saliency"]), "teacher": tf.constant(padded["teacher"]),
+         "valid": tf.constant(valid), "has_saliency": tf.constant(has)},
+        {k: tf.constant(v) for k, v in logits.items()},
+    )
+    crop = {k: v[:, :, 6:26] for k, v in {**maps, **{"l_" + k: v for k, v in logits.items()}}.items()}
+    t = 2.0
+    kld = np_kld(crop["saliency"], crop["l_saliency"])
+    teacher_kld = np_distillation_kld(crop["teacher"], crop["l_teacher"], t)
+    into_head1 = np_distillation_kld(crop["teacher"], crop["l_saliency"], t)
+    cc = np_cc(np.exp(_log_softmax_hw(crop["l_saliency"])).reshape(4, 32, 20, 1), crop["saliency"])
+    np.testing.assert_allclose(terms["kld"].numpy(), has * kld, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(terms["teacher_kld"].numpy(), teacher_kld, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(terms["cc"].numpy(), has * cc, rtol=1e-4, atol=1e-6)
+    expected = has * kld + 0.5 * t**2 * teacher_kld + 0.25 * t**2 * into_head1
+    np.testing.assert_allclose(terms["loss"].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_evaluate_matches_numpy_reference_and_leaves_weights_unchanged(distiller_b, batch):
     images, maps = batch
     before = _weights(distiller_b)  # includes the BN moving statistics
@@ -132,7 +161,7 @@ def test_evaluate_matches_numpy_reference_and_leaves_weights_unchanged(distiller
     loss = kld + 0.5 * t**2 * teacher_kld + 0.25 * t**2 * into_head1
     density = np.exp(_log_softmax_hw(logits["saliency"]))
     cc = np_cc(density, maps["saliency"])
-    assert set(logs) == {"loss", "kld", "cc", "teacher_kld"}
+    assert set(logs) == {"loss", "kld", "cc", "labelled", "teacher_kld"}
     np.testing.assert_allclose(
         [logs["loss"], logs["kld"], logs["teacher_kld"], logs["cc"]],
         [loss.mean(), kld.mean(), teacher_kld.mean(), cc.mean()],
@@ -148,7 +177,7 @@ def test_fit_step_moves_student_and_both_heads(distiller_b, batch):
     before = _weights(distiller_b.student)
     history = distiller_b.fit(images, maps, batch_size=4, epochs=1, verbose=0).history
     after = _weights(distiller_b.student)
-    assert set(history) == {"loss", "kld", "cc", "teacher_kld"}
+    assert set(history) == {"loss", "kld", "cc", "labelled", "teacher_kld"}
     assert all(math.isfinite(v[0]) for v in history.values())
     # teacher_conv2 gets gradients from the KD term only; saliency_conv from the human-map term.
     for path in ("saliency_conv/kernel", "teacher_conv2/kernel", "teacher_conv1/kernel", "conv1_conv/kernel"):
@@ -165,7 +194,7 @@ def test_variant_a_trains_without_teacher_maps(student_a, batch):
     dataset = tf.data.Dataset.from_tensor_slices((images, {"saliency": maps["saliency"]})).batch(4)
     before = _weights(student_a)
     history = distiller.fit(dataset, epochs=1, verbose=0).history
-    assert set(history) == {"loss", "kld", "cc"}
+    assert set(history) == {"loss", "kld", "cc", "labelled"}
     assert history["loss"] == history["kld"]
     assert np.abs(_weights(student_a)["saliency_conv/kernel"] - before["saliency_conv/kernel"]).max() > 1e-5
     predicted = distiller.predict(images[:2], verbose=0)
@@ -227,7 +256,7 @@ def test_get_config_round_trip(distiller_b):
     clone = Distiller.from_config(config)
     assert (clone.variant, clone.temperature, clone.kd_weight, clone.kd_into_saliency) == ("B", 2.0, 0.5, 0.25)
     assert [w.shape for w in clone.student.weights] == [w.shape for w in distiller_b.student.weights]
-    assert [m.name for m in clone.metrics] == ["loss", "kld", "cc", "teacher_kld"]
+    assert [m.name for m in clone.metrics] == ["loss", "kld", "cc", "labelled", "teacher_kld"]
 
 
 # ---------------------------------------------------------------- errors

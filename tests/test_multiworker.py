@@ -106,7 +106,7 @@ def test_workers_report_two_replicas_and_the_same_metrics(run_dir):
             reports.append(json.load(f))
     assert [r["replicas"] for r in reports] == [N_WORKERS] * N_WORKERS
     history = reports[0]["history"]
-    assert set(history) == {"loss", "kld", "cc", "teacher_kld"}
+    assert set(history) == {"loss", "kld", "cc", "labelled", "teacher_kld"}
     assert all(math.isfinite(v[-1]) for v in history.values())
     for other in reports[1:]:
         for name, values in history.items():

@@ -110,7 +110,9 @@ def test_training_dataset_shapes_and_ranges(shard):
     assert len(batches) == 2  # 8 records, last partial batch dropped when training
     images, targets = batches[0]
     assert images.shape == (3, 8, 12, 3) and images.dtype == tf.float32
-    assert set(targets) == {"saliency", "teacher"}
+    assert set(targets) == {"saliency", "teacher", "valid", "has_saliency"}
+    # 16x24 has the aspect ratio of 8x12: nothing is padded.
+    assert float(tf.reduce_min(targets["valid"])) == 1.0 and targets["has_saliency"].numpy().tolist() == [1, 1, 1]
     assert targets["saliency"].shape == (3, 8, 12, 1) and targets["teacher"].shape == (3, 8, 12, 1)
     assert 0.0 <= float(tf.reduce_min(targets["saliency"])) and float(tf.reduce_max(targets["saliency"])) <= 1.0
 
@@ -119,7 +121,58 @@ def test_validation_dataset_keeps_order_and_every_record(shard):
     ds = records.training_dataset([shard], batch_size=3, image_size=(16, 24), training=False, with_teacher=False)
     batches = list(ds)
     assert [b[0].shape[0] for b in batches] == [3, 3, 2]
-    assert set(batches[0][1]) == {"saliency"}
+    assert set(batches[0][1]) == {"saliency", "valid", "has_saliency"}
+
+
+def _write(path, examples):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in examples:
+            writer.write(records.serialize_example(**example))
+
+
+def test_fit_box_keeps_the_aspect_ratio():
+    assert [int(v) for v in records.fit_box(1024, 768, (240, 320))] == [0, 70, 240, 180]  # portrait
+    assert [int(v) for v in records.fit_box(480, 640, (240, 320))] == [0, 0, 240, 320]  # SALICON: exact
+    assert [int(v) for v in records.fit_box(100, 400, (240, 320))] == [80, 0, 80, 320]  # panorama
+
+
+def test_portrait_image_is_letterboxed_not_stretched(tmp_path):
+    """A 40x20 portrait into a 20x20 frame: the image fills the middle 10 columns, aspect kept, maps aligned."""
+    image = np.zeros((40, 20, 3), np.uint8)
+    image[:, :10] = 200  # left half bright
+    saliency = np.zeros((40, 20), np.uint8)
+    saliency[:20] = 255  # top half salient
+    path = tmp_path / records.shard_name("train", 0, 1)
+    _write(path, [dict(stem="p", image_bytes=encode_png(image), height=40, width=20,
+                       saliency_png=encode_png(saliency), teacher_map=saliency / 255.0)])
+    images, targets = next(iter(records.training_dataset([path], 1, (20, 20), training=False)))
+    valid = targets["valid"].numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(valid, np.pad(np.ones((20, 10)), ((0, 0), (5, 5))))
+    img = images.numpy()[0]
+    np.testing.assert_allclose(img[:, :5], np.broadcast_to(records.PAD_COLOUR, (20, 5, 3)), atol=1e-3)
+    assert img[10, 6, 0] == pytest.approx(200, abs=1) and img[10, 13, 0] == pytest.approx(0, abs=1)
+    for key in ("saliency", "teacher"):
+        m = targets[key].numpy()[0, :, :, 0]
+        assert m[:, :5].max() == 0 and m[:, 15:].max() == 0  # padding carries no mass
+        assert m[4, 10] == pytest.approx(1, abs=1e-3) and m[15, 10] == pytest.approx(0, abs=1e-3)
+    stretched = records.training_dataset([path], 1, (20, 20), training=False, resize="stretch")
+    assert float(tf.reduce_min(next(iter(stretched))[1]["valid"])) == 1.0
+
+
+def test_records_without_human_maps_are_kept_only_for_distillation(tmp_path):
+    rng = np.random.default_rng(5)
+    examples = []
+    for i in range(6):
+        image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        saliency_png = encode_png(image[:, :, 0]) if i % 3 == 0 else b""  # 2 labelled, 4 teacher-only
+        examples.append(dict(stem=f"i{i}", image_bytes=encode_png(image), height=8, width=8,
+                             saliency_png=saliency_png, teacher_map=image[:, :, 1] / 255.0))
+    path = tmp_path / records.shard_name("train", 0, 1)
+    _write(path, examples)
+    with_teacher = records.training_dataset([path], 6, (8, 8), training=False)
+    assert next(iter(with_teacher))[1]["has_saliency"].numpy().tolist() == [1, 0, 0, 1, 0, 0]
+    human_only = records.training_dataset([path], 6, (8, 8), training=False, with_teacher=False)
+    assert next(iter(human_only))[1]["has_saliency"].numpy().tolist() == [1, 1]
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,24 @@ def _tiny_student():
     return keras.Model(inputs, {"saliency": logits})
 
 
-def _reference(student, images, input_size):
-    """The signature's documented computation, step by step, with the student module's own softmax."""
-    x = tf.image.resize(tf.cast(images, tf.float32), input_size, method="bilinear", antialias=True)
-    density = spatial_softmax(student(tf.clip_by_value(x, 0.0, 255.0), training=False)["saliency"])
+def _reference(student, images, input_size, letterbox=True):
+    """The signature's documented computation, step by step, with the student module's own softmax.
+
+    Letterbox: scale by min(H / h, W / w), round, centre, pad with the ImageNet mean colour; softmax over the
+    image's box only."""
+    h, w = images.shape[1:3]
+    if letterbox:
+        scale = min(input_size[0] / h, input_size[1] / w)
+        box_h, box_w = round(h * scale), round(w * scale)
+    else:
+        box_h, box_w = input_size
+    top, left = (input_size[0] - box_h) // 2, (input_size[1] - box_w) // 2
+    x = tf.image.resize(tf.cast(images, tf.float32), (box_h, box_w), method="bilinear", antialias=True).numpy()
+    frame = np.empty((len(images), *input_size, 3), np.float32)
+    frame[:] = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+    frame[:, top:top + box_h, left:left + box_w] = x
+    logits = student(tf.clip_by_value(frame, 0.0, 255.0), training=False)["saliency"]
+    density = spatial_softmax(logits[:, top:top + box_h, left:left + box_w])
     density = tf.image.resize(density, images.shape[1:3], method="bilinear", antialias=True).numpy()
     density = density / density.sum(axis=(1, 2, 3), keepdims=True)
     return density, density / density.max(axis=(1, 2, 3), keepdims=True)
@@ -87,6 +101,15 @@ def test_savedmodel_round_trip_in_plain_tensorflow(student, exported, tmp_path):
     np.testing.assert_allclose(out["density"], density, rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(out["saliency_map"], saliency_map, atol=1e-3)
     assert read_metadata(exported)["input_size"] == list(INPUT_SIZE)
+
+
+def test_stretch_mode_resizes_without_padding(student):
+    images = np.random.default_rng(2).integers(0, 256, (1, 37, 53, 3), dtype=np.uint8)
+    out = predict_saliency(student, images, INPUT_SIZE, resize="stretch")
+    density, _ = _reference(student, images, INPUT_SIZE, letterbox=False)
+    np.testing.assert_allclose(out["density"].numpy(), density, rtol=1e-3, atol=1e-7)
+    letterboxed = predict_saliency(student, images, INPUT_SIZE)["density"].numpy()
+    assert not np.allclose(letterboxed, density, rtol=1e-2)  # the two modes differ for this aspect ratio
 
 
 def test_batch_equals_single_images_and_in_process_prediction(student, exported):
