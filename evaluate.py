@@ -2,6 +2,10 @@
 
     python evaluate.py --models runs/A runs/B                  # plus the teacher maps in data/distill
     python evaluate.py --split val --models runs/B weights/model_salicon_cpu.pb --out runs/eval
+    python evaluate.py --records-dir data/distill/mit1003 data/distill/osie --split test --models runs/B
+
+One table per data set, each with a centre-bias row (a Gaussian fitted to the training split's fixations) and
+an inter-observer row (each observer predicted by the others), the floor and the ceiling of every fixation score.
 """
 
 import argparse
@@ -14,14 +18,22 @@ from metrics.evaluation import evaluate, to_markdown, write_results
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--records-dir", default="data/distill", help="distillation records from export_teacher.py")
+    p.add_argument("--records-dir", nargs="+", default=["data/distill"],
+                   help="distillation records from export_teacher.py (several folders: one table per data set)")
     p.add_argument("--split", default="val", help="split of the records to score")
     p.add_argument("--models", nargs="*", default=[],
                    help="run folders, exported SavedModels or teacher files (.pb / MSI-Net SavedModel) to score")
     p.add_argument("--no-teacher", action="store_true", help="do not score the teacher maps stored in the records")
     p.add_argument("--densities-dir", default=None,
                    help="true densities <stem>.npy (synthetic data) to add KLD/CC against the truth")
-    p.add_argument("--max-images", type=int, default=None, help="score only the first N records")
+    p.add_argument("--max-images", type=int, default=None, help="score only the first N records of each folder")
+    p.add_argument("--no-references", action="store_true",
+                   help="leave out the centre-bias and inter-observer reference rows")
+    p.add_argument("--centre-bias-split", default="train",
+                   help="split of the same records folders whose fixations the centre-bias Gaussian is fitted on")
+    p.add_argument("--observer-sigma", type=float, default=None,
+                   help="blur in pixels of the inter-observer maps (default: 24 px per 800 px of the longer side, "
+                        "OSIE's recipe)")
     p.add_argument("--seed", type=int, default=0, help="AUC-Judd jitter and sAUC negatives")
     p.add_argument("--out", default="runs/eval", help="folder for metrics.json and metrics.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -34,7 +46,8 @@ def main(argv=None):
     try:
         results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
                            densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
-                           progress=not args.quiet)
+                           progress=not args.quiet, references=not args.no_references,
+                           centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma)
     except (FileNotFoundError, ValueError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2

@@ -8,9 +8,19 @@ each record. The one resize involved is documented per source:
 - a student (run folder or SavedModel) and a teacher file predict at the image size themselves (their own
   resize back, bilinear, inside `student.inference`).
 
-KLD, CC and SIM compare with the human map; NSS, AUC-Judd and sAUC use the fixations when a record has any
-(sAUC negatives: the union of the fixations of `sauc_other` other images of the split, seeded). With
-`densities_dir` (the synthetic generator's true densities), KLD and CC against the true density are added.
+KLD, CC and SIM compare with the human map; NSS, AUC-Judd, AUC-Borji and sAUC use the fixations when a record
+has any (sAUC negatives: the union of the fixations of `sauc_other` other images of the same data set, seeded).
+Images are grouped by the data set their record names (`dataset`), one table each. With `densities_dir` (the
+synthetic generator's true densities), KLD and CC against the true density are added.
+
+Each table has two reference rows, a floor and a ceiling for every fixation score:
+
+- **centre bias**: one Gaussian fitted (mean and covariance of the fixations in coordinates normalised by the
+  image's height and width) to all fixations of the data set's *training* split, the same map for every image;
+- **inter-observer**: each observer's fixations predicted by the map of the other observers (their fixations
+  as a binary map blurred with a Gaussian of `observer_sigma` px, the lab's map recipe), averaged over observers,
+  as the MIT benchmark's human baseline. Only the fixation metrics: the human map itself is made from all
+  observers, so a distribution score against it would not be a ceiling but a tautology.
 """
 
 import json
@@ -25,10 +35,22 @@ from datasets.io import atomic_write
 from metrics import saliency
 
 DISTRIBUTION_METRICS = ("kld", "cc", "sim")
-FIXATION_METRICS = ("nss", "auc_judd", "sauc")
+FIXATION_METRICS = ("nss", "auc_judd", "auc_borji", "sauc")
 TRUTH_METRICS = ("kld_true", "cc_true")
-COLUMNS = ("kld", "cc", "sim", "nss", "auc_judd", "sauc", "kld_true", "cc_true")
+COLUMNS = ("kld", "cc", "sim", "nss", "auc_judd", "auc_borji", "sauc", "kld_true", "cc_true")
 TEACHER_RECORDS = "teacher (records)"
+CENTRE_BIAS = "centre bias (train fixations)"
+INTER_OBSERVER = "inter-observer (leave one out)"
+REFERENCE_ROWS = (CENTRE_BIAS, INTER_OBSERVER)
+# OSIE's map recipe blurs with sigma = 24 px on its 800x600 images (about one degree of visual angle); other
+# data sets get the same angle if their displays spanned a similar field of view: sigma scales with image size.
+OSIE_SIGMA_PX = 24.0
+OSIE_LONG_SIDE = 800
+
+
+def default_observer_sigma(shape):
+    """Blur (px) of the inter-observer maps for an image of `shape`: OSIE's 24 px, scaled by the longer side."""
+    return OSIE_SIGMA_PX * max(shape) / OSIE_LONG_SIDE
 
 
 def resize_map(saliency_map, shape):
@@ -40,7 +62,8 @@ def resize_map(saliency_map, shape):
 
 
 def load_examples(records_dir, split, max_images=None):
-    """Decoded records of a split as numpy dicts (stem, image, saliency, has_saliency, teacher, fixations)."""
+    """Decoded records of a split as numpy dicts (stem, dataset, image, saliency, has_saliency, teacher,
+    fixations, observers)."""
     files = records.list_shards(records_dir, split)
     ds = records.read_records(files)
     if max_images:
@@ -50,11 +73,14 @@ def load_examples(records_dir, split, max_images=None):
         examples.append(
             {
                 "stem": ex["stem"].decode(),
+                "dataset": ex["dataset"].decode() or os.path.basename(os.path.normpath(os.fspath(records_dir))),
+                "records_dir": os.fspath(records_dir),
                 "image": ex["image"],
                 "saliency": ex["saliency"][:, :, 0].astype(np.float64),
                 "has_saliency": bool(ex["has_saliency"]),
                 "teacher": ex["teacher"][:, :, 0] if ex["has_teacher"] else None,
                 "fixations": ex["fixations"],
+                "observers": ex["observers"],
             }
         )
     if not examples:
@@ -62,13 +88,96 @@ def load_examples(records_dir, split, max_images=None):
     return examples
 
 
+def load_fixations(records_dir, split):
+    """Every record's fixations and size, without decoding images: [(points (N, 2), (H, W))]."""
+    keys = ("image/height", "image/width", "fixations/row", "fixations/col")
+    spec = {k: records.FEATURES[k] for k in keys}
+    import tensorflow as tf
+
+    out = []
+    for serialized in tf.data.TFRecordDataset(records.list_shards(records_dir, split)):
+        ex = tf.io.parse_single_example(serialized, spec)
+        points = np.stack([ex["fixations/row"].values.numpy(), ex["fixations/col"].values.numpy()], axis=1)
+        out.append((points, (int(ex["image/height"]), int(ex["image/width"]))))
+    return out
+
+
+def fit_centre_bias(fixations):
+    """Mean and covariance of fixations in normalised image coordinates ((row + 0.5) / H, (col + 0.5) / W).
+
+    Args:
+        fixations: [(points (N, 2) 0-based (row, col), (H, W))], e.g. from `load_fixations` of a training split.
+
+    Returns:
+        (mean (2,), covariance (2, 2)).
+
+    Raises:
+        ValueError: fewer than 3 fixations in all.
+    """
+    coords = [(np.asarray(p, np.float64) + 0.5) / np.asarray(shape, np.float64) for p, shape in fixations if len(p)]
+    coords = np.concatenate(coords) if coords else np.zeros((0, 2))
+    if len(coords) < 3:
+        raise ValueError(f"fit_centre_bias: needs at least 3 fixations, got {len(coords)}")
+    return coords.mean(axis=0), np.cov(coords, rowvar=False)
+
+
+def centre_bias_map(mean, covariance, shape):
+    """The fitted Gaussian evaluated at the pixel centres of an image of `shape` (H, W), float64."""
+    height, width = shape
+    rows = (np.arange(height) + 0.5) / height
+    cols = (np.arange(width) + 0.5) / width
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1) - np.asarray(mean)
+    precision = np.linalg.inv(np.asarray(covariance))
+    return np.exp(-0.5 * np.einsum("...i,ij,...j->...", grid, precision, grid))
+
+
+def blurred_fixation_map(points, shape, sigma):
+    """The lab's map recipe: a binary fixation map blurred with a Gaussian of `sigma` px (window 7 sigma)."""
+    binary = saliency.fixation_map_from_points(points, shape)
+    size = int(np.ceil(7 * sigma)) | 1
+    return cv2.GaussianBlur(binary, (size, size), sigma, borderType=cv2.BORDER_CONSTANT)
+
+
+def fixation_scores(prediction, points, other_map=None, seed=0):
+    """NSS, AUC-Judd, AUC-Borji and (with `other_map`) sAUC of a prediction for a set of fixation points."""
+    fixation_map = saliency.fixation_map_from_points(points, prediction.shape)
+    out = {
+        "nss": saliency.nss(prediction, fixation_map),
+        "auc_judd": saliency.auc_judd(prediction, fixation_map, seed=seed),
+        "auc_borji": saliency.auc_borji(prediction, fixation_map, seed=seed),
+    }
+    if other_map is not None:
+        out["sauc"] = saliency.sauc(prediction, fixation_map, other_map, seed=seed)
+    return out
+
+
+def inter_observer_scores(example, other_map=None, sigma=None, seed=0):
+    """Fixation scores of each observer's fixations under the map of all other observers, averaged over observers.
+
+    Returns None when the record has fewer than two observers with fixations (or none known).
+    """
+    observers = np.asarray(example["observers"])
+    known = sorted(set(observers[observers >= 0].tolist()))
+    if len(known) < 2:
+        return None
+    shape = example["saliency"].shape
+    sigma = default_observer_sigma(shape) if sigma is None else sigma
+    per_observer = []
+    for observer in known:
+        mine = observers == observer
+        prediction = blurred_fixation_map(example["fixations"][~mine], shape, sigma)
+        per_observer.append(fixation_scores(prediction, example["fixations"][mine], other_map, seed))
+    return {k: float(np.mean([s[k] for s in per_observer])) for k in per_observer[0]}
+
+
 def _other_maps(examples, n_other, seed):
-    """Per image, the union of the fixations of `n_other` other random images (sAUC negatives), or None."""
+    """Per image, the union of the fixations of `n_other` other random images of the same data set (sAUC
+    negatives), or None."""
     rng = np.random.default_rng(seed)
-    with_fix = [i for i, ex in enumerate(examples) if len(ex["fixations"])]
     others = []
     for i, ex in enumerate(examples):
-        pool = [j for j in with_fix if j != i]
+        pool = [j for j, other in enumerate(examples)
+                if j != i and len(other["fixations"]) and other.get("dataset") == ex.get("dataset")]
         if not len(ex["fixations"]) or not pool:
             others.append(None)
             continue
@@ -92,44 +201,71 @@ def score_map(prediction, example, other_map=None, true_density=None, seed=0):
         out["cc"] = saliency.cc(prediction, gt)
         out["sim"] = saliency.sim(prediction, gt)
     if len(example["fixations"]):
-        fixation_map = saliency.fixation_map_from_points(example["fixations"], prediction.shape)
-        out["nss"] = saliency.nss(prediction, fixation_map)
-        out["auc_judd"] = saliency.auc_judd(prediction, fixation_map, seed=seed)
-        if other_map is not None:
-            out["sauc"] = saliency.sauc(prediction, fixation_map, other_map, seed=seed)
+        out.update(fixation_scores(prediction, example["fixations"], other_map, seed))
     if true_density is not None:
         out["kld_true"] = saliency.kld(prediction, true_density)
         out["cc_true"] = saliency.cc(prediction, true_density)
     return out
 
 
+def _means(per_image):
+    return {k: float(np.mean([s[k] for s in per_image if k in s])) for k in COLUMNS
+            if any(k in s for s in per_image)}
+
+
+def _centre_bias(examples, split, centre_bias_split):
+    """The fitted centre-bias Gaussian of the examples' records folders' training split, or None (with why)."""
+    fixations = []
+    for directory in sorted({ex["records_dir"] for ex in examples}):
+        try:
+            fixations += load_fixations(directory, centre_bias_split)
+        except FileNotFoundError:
+            return None, f"no '{centre_bias_split}' records in {directory} to fit the centre bias on"
+    if centre_bias_split == split:
+        return None, f"the centre bias must be fitted on another split than the scored '{split}'"
+    try:
+        return fit_centre_bias(fixations), None
+    except ValueError as e:
+        return None, str(e)
+
+
 def evaluate(records_dir, split, models=None, include_teacher=True, densities_dir=None, max_images=None,
-             sauc_other=10, seed=0, progress=True):
-    """Score the teacher maps in the records and each model on one split.
+             sauc_other=10, seed=0, progress=True, references=True, centre_bias_split="train",
+             observer_sigma=None):
+    """Score the teacher maps in the records, each model and the reference rows on one split.
 
     Args:
-        records_dir: folder of distillation records.
-        split: the split to score (normally "val").
+        records_dir: folder of distillation records, or a list of folders (e.g. MIT1003 and OSIE).
+        split: the split to score ("val", or "test" for the real data sets' fixed splits).
         models: {name: path or Predictor}; paths are loaded with `student.inference.load_predictor`.
         include_teacher: also score the teacher maps stored in the records.
         densities_dir: folder of true densities `<stem>.npy` (synthetic data) for `kld_true` / `cc_true`.
-        max_images: score only the first N records.
+        max_images: score only the first N records of each folder.
         sauc_other: number of other images whose fixations are sAUC's negatives.
-        seed: AUC-Judd jitter and sAUC sampling.
+        seed: AUC-Judd jitter and sAUC / AUC-Borji sampling.
         progress: show a progress bar.
+        references: add the centre-bias and inter-observer rows where the records allow them.
+        centre_bias_split: the split whose fixations the centre bias is fitted on.
+        observer_sigma: blur (px) of the inter-observer maps; None = `default_observer_sigma` of each image.
 
     Returns:
-        {"split", "num_images", "models": {name: {"metrics": {metric: mean}, "num_params", "images_per_s"}}}.
+        {"split", "num_images", "records_dir", "models": {name: {"metrics": {metric: mean}, "num_params",
+        "images_per_s"}}, "datasets": {name: {"num_images", "models", "notes"}}}. The top-level "models" are
+        over all images; "datasets" holds one such table per data set, reference rows included.
     """
     import keras
 
     from student.inference import load_predictor
 
-    examples = load_examples(records_dir, split, max_images)
+    records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
+    examples = [ex for directory in records_dirs for ex in load_examples(directory, split, max_images)]
     others = _other_maps(examples, sauc_other, seed)
     truths = [None] * len(examples)
     if densities_dir:
         truths = [np.load(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
+    groups = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex["dataset"], []).append(i)
 
     sources = {}
     if include_teacher and any(ex["teacher"] is not None for ex in examples):
@@ -137,11 +273,15 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     for name, model in (models or {}).items():
         sources[name] = load_predictor(model) if isinstance(model, (str, os.PathLike)) else model
 
-    results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dir), "models": {}}
+    results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dirs[0]),
+               "records_dirs": [os.fspath(d) for d in records_dirs], "models": {},
+               "datasets": {name: {"num_images": len(idx), "models": {}, "notes": []} for name, idx in groups.items()}}
     for name, predictor in sources.items():
-        per_image = []
+        per_image = [None] * len(examples)
         seconds = 0.0
         bar = keras.utils.Progbar(len(examples), unit_name="image") if progress else None
+        if bar:
+            print(name)
         for i, ex in enumerate(examples):
             if predictor is None:
                 if ex["teacher"] is None:
@@ -152,32 +292,75 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
                 prediction = predictor.predict(ex["image"])
                 seconds += time.perf_counter() - start
             true_density = None if truths[i] is None else resize_map(truths[i], ex["saliency"].shape)
-            per_image.append(score_map(np.asarray(prediction, np.float64), ex, others[i], true_density, seed))
+            per_image[i] = score_map(np.asarray(prediction, np.float64), ex, others[i], true_density, seed)
             if bar:
                 bar.update(i + 1)
-        means = {k: float(np.mean([s[k] for s in per_image if k in s])) for k in COLUMNS
-                 if any(k in s for s in per_image)}
-        results["models"][name] = {
-            "metrics": means,
+        scored = [s for s in per_image if s is not None]
+        entry = {
             "num_params": getattr(predictor, "num_params", None) if predictor is not None else None,
-            "images_per_s": (len(per_image) / seconds) if seconds > 0 else None,
+            "images_per_s": (len(scored) / seconds) if seconds > 0 else None,
         }
+        results["models"][name] = dict(metrics=_means(scored), **entry)
+        for dataset, indices in groups.items():
+            group = [per_image[i] for i in indices if per_image[i] is not None]
+            if group:
+                results["datasets"][dataset]["models"][name] = dict(metrics=_means(group), **entry)
+    if references:
+        for dataset, indices in groups.items():
+            _add_references(results["datasets"][dataset], [examples[i] for i in indices],
+                            [others[i] for i in indices], split, centre_bias_split, observer_sigma, seed)
     return results
 
 
-def to_markdown(results):
-    """The results as a markdown table (one row per model)."""
-    columns = [c for c in COLUMNS if any(c in m["metrics"] for m in results["models"].values())]
-    names = {"kld": "KLD ↓", "cc": "CC ↑", "sim": "SIM ↑", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑",
-             "sauc": "sAUC ↑", "kld_true": "KLD vs truth ↓", "cc_true": "CC vs truth ↑"}
-    header = ["model"] + [names[c] for c in columns] + ["params", "images/s"]
+def _add_references(table, examples, others, split, centre_bias_split, observer_sigma, seed):
+    """Add the centre-bias and inter-observer rows to one data set's table (or a note saying why not)."""
+    entry = {"num_params": None, "images_per_s": None}
+    fitted, why = _centre_bias(examples, split, centre_bias_split)
+    if fitted is None:
+        table["notes"].append(f"no centre-bias row: {why}")
+    else:
+        scores = [score_map(centre_bias_map(*fitted, ex["saliency"].shape), ex, other, None, seed)
+                  for ex, other in zip(examples, others)]
+        table["models"][CENTRE_BIAS] = dict(metrics=_means(scores), **entry,
+                                            fit={"mean": fitted[0].tolist(), "covariance": fitted[1].tolist(),
+                                                 "split": centre_bias_split})
+    scores = [inter_observer_scores(ex, other, observer_sigma, seed) for ex, other in zip(examples, others)]
+    scores = [s for s in scores if s is not None]
+    if scores:
+        table["models"][INTER_OBSERVER] = dict(metrics=_means(scores), **entry, num_images=len(scores))
+    else:
+        table["notes"].append("no inter-observer row: the records do not say which observer made each fixation")
+
+
+_NAMES = {"kld": "KLD ↓", "cc": "CC ↑", "sim": "SIM ↑", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑",
+          "auc_borji": "AUC-Borji ↑", "sauc": "sAUC ↑", "kld_true": "KLD vs truth ↓", "cc_true": "CC vs truth ↑"}
+
+
+def _table(models):
+    columns = [c for c in COLUMNS if any(c in m["metrics"] for m in models.values())]
+    header = ["model"] + [_NAMES[c] for c in columns] + ["params", "images/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, entry in results["models"].items():
+    for model, entry in models.items():
         cells = [model] + [f"{entry['metrics'][c]:.4f}" if c in entry["metrics"] else "" for c in columns]
         cells.append(f"{entry['num_params'] / 1e6:.2f}M" if entry["num_params"] else "")
-        cells.append(f"{entry['images_per_s']:.1f}" if entry["images_per_s"] else "precomputed")
+        reference = model in REFERENCE_ROWS
+        cells.append("" if reference else f"{entry['images_per_s']:.1f}" if entry["images_per_s"] else "precomputed")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def to_markdown(results):
+    """The results as markdown: one table per data set (one row per model, reference rows last)."""
+    datasets = results.get("datasets") or {"": {"num_images": results["num_images"], "models": results["models"]}}
+    parts = []
+    for name, table in datasets.items():
+        if len(datasets) > 1 or name:
+            parts.append(f"**{name}**, split `{results['split']}`, {table['num_images']} images\n\n")
+        parts.append(_table(table["models"]))
+        for note in table.get("notes", []):
+            parts.append(f"\n({note})\n")
+        parts.append("\n")
+    return "".join(parts).rstrip("\n") + "\n"
 
 
 def write_results(results, out_dir, name="metrics"):

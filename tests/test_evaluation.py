@@ -90,3 +90,93 @@ def test_evaluate_cli_writes_markdown_and_json(exact_teacher_records, tmp_path, 
 def test_missing_records_are_a_clear_error(tmp_path, capsys):
     assert evaluate_cli.main(["--records-dir", str(tmp_path), "--quiet"]) == 2
     assert "export_teacher.py" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- real-data tables and reference rows
+REAL_SHAPE = (30, 40)
+
+
+def _fixation_records(path, split, dataset, n_images, rng, observers_agree):
+    """Records whose observers either all fixate the image's one hot spot, or each fixate at random."""
+    with tf.io.TFRecordWriter(str(path / records.shard_name(split, 0, 1))) as writer:
+        for i in range(n_images):
+            spot = (rng.integers(5, 25), rng.integers(5, 35))
+            points, observers = [], []
+            for observer in range(6):
+                for _ in range(4):
+                    if observers_agree:
+                        points.append((spot[0] + rng.integers(-1, 2), spot[1] + rng.integers(-1, 2)))
+                    else:
+                        points.append((rng.integers(0, REAL_SHAPE[0]), rng.integers(0, REAL_SHAPE[1])))
+                    observers.append(observer)
+            points = np.array(points)
+            human = evaluation.blurred_fixation_map(points, REAL_SHAPE, 3.0)
+            human = np.round(human / human.max() * 255).astype(np.uint8)
+            image = rng.integers(0, 256, size=(*REAL_SHAPE, 3), dtype=np.uint8)
+            writer.write(records.serialize_example(
+                f"{dataset}{i}", encode_png(image), *REAL_SHAPE, encode_png(human), human / 255.0, points,
+                observers=observers, durations=np.full(len(points), 200.0), dataset=dataset))
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    agree, scatter = tmp_path_factory.mktemp("agree"), tmp_path_factory.mktemp("scatter")
+    for split, n in (("train", 5), ("test", 4)):
+        _fixation_records(agree, split, "agree", n, rng, observers_agree=True)
+        _fixation_records(scatter, split, "scatter", n, rng, observers_agree=False)
+    return agree, scatter
+
+
+def test_one_table_per_data_set_with_floor_and_ceiling_rows(two_datasets):
+    results = evaluation.evaluate(list(two_datasets), "test", {"flat": UniformPredictor()}, progress=False,
+                                  observer_sigma=3.0)
+    assert set(results["datasets"]) == {"agree", "scatter"}
+    for name in ("agree", "scatter"):
+        table = results["datasets"][name]
+        assert table["num_images"] == 4
+        assert {evaluation.TEACHER_RECORDS, "flat", evaluation.CENTRE_BIAS, evaluation.INTER_OBSERVER} == set(
+            table["models"])
+        assert set(table["models"]["flat"]["metrics"]) >= {"nss", "auc_judd", "auc_borji", "sauc", "cc"}
+        # The inter-observer row has fixation scores only.
+        assert set(table["models"][evaluation.INTER_OBSERVER]["metrics"]) == {"nss", "auc_judd", "auc_borji", "sauc"}
+    agree = results["datasets"]["agree"]["models"][evaluation.INTER_OBSERVER]["metrics"]
+    scatter = results["datasets"]["scatter"]["models"][evaluation.INTER_OBSERVER]["metrics"]
+    # Observers looking at the same spot predict each other almost perfectly; random ones do not at all.
+    assert agree["auc_judd"] > 0.95 and agree["nss"] > 3.0
+    assert abs(scatter["auc_borji"] - 0.5) < 0.1 and abs(scatter["nss"]) < 0.5
+    markdown = evaluation.to_markdown(results)
+    assert "**agree**, split `test`, 4 images" in markdown and "**scatter**" in markdown
+    assert "AUC-Borji" in markdown and evaluation.INTER_OBSERVER in markdown
+
+
+def test_centre_bias_is_fitted_to_the_training_fixations():
+    rng = np.random.default_rng(4)
+    mean, covariance = np.array([0.45, 0.55]), np.array([[0.02, 0.004], [0.004, 0.03]])
+    fixations = []
+    for shape in ((60, 80), (80, 60), (50, 50)):
+        normalised = rng.multivariate_normal(mean, covariance, size=4000)
+        points = np.floor(normalised * shape).astype(int)
+        fixations.append((points, shape))
+    fitted_mean, fitted_cov = evaluation.fit_centre_bias(fixations)
+    np.testing.assert_allclose(fitted_mean, mean, atol=0.01)
+    np.testing.assert_allclose(fitted_cov, covariance, atol=0.003)
+    # The map peaks at the fitted mean, in each image's own coordinates.
+    peak = np.unravel_index(np.argmax(evaluation.centre_bias_map(mean, covariance, (100, 200))), (100, 200))
+    assert peak[0] in (44, 45) and peak[1] in (109, 110)  # (row + 0.5) / 100 = 0.45, (col + 0.5) / 200 = 0.55
+
+
+def test_centre_bias_needs_a_training_split(exact_teacher_records):
+    results = evaluation.evaluate(exact_teacher_records, "val", {}, progress=False)
+    table = next(iter(results["datasets"].values()))
+    assert evaluation.CENTRE_BIAS not in table["models"]
+    assert any("no 'train' records" in note for note in table["notes"])
+    assert any("inter-observer" in note for note in table["notes"])
+
+
+def test_sauc_negatives_come_from_the_same_data_set():
+    examples = [{"dataset": d, "fixations": np.array([[r, c]]), "saliency": np.zeros((10, 10))}
+                for d, r, c in (("a", 1, 1), ("a", 2, 2), ("b", 8, 8))]
+    others = evaluation._other_maps(examples, n_other=10, seed=0)
+    assert others[0][2, 2] == 1 and others[0].sum() == 1  # only the other "a" image
+    assert others[2] is None  # no other image of "b"
