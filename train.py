@@ -23,8 +23,10 @@ def build_parser():
     p.add_argument("--demo", action="store_true",
                    help="run the embedded demo: synthetic SALICON-like data, oracle teacher, A and B, evaluation "
                         "and figures in one run folder (ignores the data options)")
-    p.add_argument("--records-dir", default=_DEFAULTS.records_dir,
-                   help="folder of <split>-NNNNN-of-NNNNN.tfrecord shards written by export_teacher.py")
+    p.add_argument("--records-dir", nargs="+", default=[_DEFAULTS.records_dir],
+                   help="folders of <split>-NNNNN-of-NNNNN.tfrecord shards written by export_teacher.py; several "
+                        "(e.g. MIT1003, OSIE and an unlabelled photo folder) train together: records without a "
+                        "human map only teach variant B's distillation terms and are left out for A")
     p.add_argument("--run-dir", default=None,
                    help="output folder (default runs/<variant>; with --variant both, the parent of A/ and B/). "
                         "Rerunning with the same folder resumes an interrupted run")
@@ -34,6 +36,12 @@ def build_parser():
     p.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam learning rate")
     p.add_argument("--image-size", type=int, nargs=2, default=list(_DEFAULTS.image_size), metavar=("H", "W"),
                    help="training resolution in pixels (the teacher's SALICON input is 240 320)")
+    p.add_argument("--resize", choices=["letterbox", "stretch"], default=_DEFAULTS.resize,
+                   help="letterbox: keep each image's aspect ratio, pad, and train on its pixels only; stretch: "
+                        "resize to --image-size ignoring the aspect ratio")
+    p.add_argument("--label-fraction", type=float, default=_DEFAULTS.label_fraction,
+                   help="use the human maps of only this fraction of the training records (a fixed subset); the "
+                        "others count as teacher-only (label-scarce training)")
     p.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
                    help="distillation temperature T on the teacher and student logits (variant B)")
     p.add_argument("--kd-weight", type=float, default=_DEFAULTS.kd_weight,
@@ -65,6 +73,8 @@ def config_from_args(args, variant, run_dir, initial_weights=None):
         batch_size=args.batch_size,
         learning_rate=args.lr,
         image_size=tuple(args.image_size),
+        resize=args.resize,
+        label_fraction=args.label_fraction,
         temperature=args.temperature,
         kd_weight=args.kd_weight,
         kd_into_saliency=args.kd_into_saliency,

@@ -231,6 +231,17 @@ def letterbox(tensor, box, size, fill=0.0):
     return padded + fill
 
 
+LABEL_BUCKETS = 10000
+
+
+def keeps_human_map(stems, label_fraction):
+    """Whether each record keeps its human map when only `label_fraction` of the records may (label-scarce
+    training): a fixed pseudo-random subset, chosen by a fingerprint hash of the stem, so it is the same in every
+    epoch, run, variant and process, and nested (the 10% subset lies inside the 20% one)."""
+    buckets = tf.strings.to_hash_bucket_fast(stems, LABEL_BUCKETS)
+    return buckets < int(round(float(label_fraction) * LABEL_BUCKETS))
+
+
 def _fit(example, image_size, resize, with_teacher):
     """Bring one decoded record to `image_size`: image, maps and the `valid` mask of real (unpadded) pixels."""
     if resize == "stretch":
@@ -260,6 +271,7 @@ def training_dataset(
     drop_remainder=None,
     resize="letterbox",
     labelled_only=None,
+    label_fraction=1.0,
 ):
     """Batches of `(images, targets)` for training and validation, from the records of one or more record sets.
 
@@ -285,6 +297,8 @@ def training_dataset(
         resize: "letterbox" (default) or "stretch".
         labelled_only: keep only records with a human map; defaults to `not with_teacher` (variant A, and
             validation, have nothing to learn from or score on a record without one).
+        label_fraction: use the human maps of only this fraction of the records (`keeps_human_map`); the others
+            count as records without one.
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
@@ -303,12 +317,24 @@ def training_dataset(
         # Shuffle the serialized records, not decoded tensors: a SALICON record is ~0.25 MB against ~1.5 MB
         # decoded at 240x320, so the default buffer holds ~0.5 GB instead of ~3 GB.
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if not 0.0 < float(label_fraction) <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1]. Received: label_fraction={label_fraction!r}")
+    spec = {"saliency/encoded": FEATURES["saliency/encoded"], "stem": FEATURES["stem"]}
+
+    def labelled(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        has = tf.strings.length(ex["saliency/encoded"]) > 0
+        return has if label_fraction >= 1.0 else tf.logical_and(has, keeps_human_map(ex["stem"], label_fraction))
+
     if labelled_only:
-        spec = {"saliency/encoded": FEATURES["saliency/encoded"]}
-        ds = ds.filter(lambda x: tf.strings.length(tf.io.parse_single_example(x, spec)["saliency/encoded"]) > 0)
+        ds = ds.filter(labelled)
 
     def decode(serialized):
         ex = parse_example(serialized)
+        if label_fraction < 1.0:
+            keep = labelled(serialized)
+            ex["has_saliency"] = keep
+            ex["saliency"] = ex["saliency"] * tf.cast(keep, tf.float32)
         if with_teacher:
             tf.debugging.assert_equal(
                 ex["has_teacher"], True, message="a record has no teacher map: export it with a teacher"

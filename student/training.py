@@ -57,6 +57,8 @@ class TrainConfig:
         mixed_precision, jit_compile: mixed_float16 with loss scaling; XLA compilation of the train step.
         flips: "none", "horizontal" or "both" (the seed's horizontal and vertical flips).
         train_split, val_split: record splits to train and validate on.
+        label_fraction: train on the human maps of only this fraction of the training records (a fixed subset,
+            `datasets.records.keeps_human_map`); the rest count as teacher-only. Validation uses all its maps.
         steps_per_epoch, validation_steps: cap the steps (quick runs); None = the whole split.
         export: write the SavedModel at the end.
         resume: require an unfinished run to continue (otherwise one is continued if found).
@@ -83,6 +85,7 @@ class TrainConfig:
     flips: str = "horizontal"
     train_split: str = "train"
     val_split: str = "val"
+    label_fraction: float = 1.0
     steps_per_epoch: int = None
     validation_steps: int = None
     export: bool = True
@@ -95,6 +98,8 @@ class TrainConfig:
             self.records_dir = [os.fspath(d) for d in self.records_dir]
             if len(self.records_dir) == 1:
                 self.records_dir = self.records_dir[0]
+        if not 0.0 < float(self.label_fraction) <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1]. Received: label_fraction={self.label_fraction!r}")
         if self.resize not in records.RESIZE_MODES:
             raise ValueError(f"resize must be one of {records.RESIZE_MODES}. Received: resize={self.resize!r}")
         if self.variant not in ("A", "B"):
@@ -186,11 +191,16 @@ class StudentCheckpoints(keras.callbacks.Callback):
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
 
 
-def count_records(files):
-    """(with a human map, without one) over record shards; reads only the map field of each record."""
-    spec = {"saliency/encoded": records.FEATURES["saliency/encoded"]}
-    ds = tf.data.TFRecordDataset(list(files)).batch(256)
-    ds = ds.map(lambda x: tf.strings.length(tf.io.parse_example(x, spec)["saliency/encoded"]) > 0)
+def count_records(files, label_fraction=1.0):
+    """(with a human map, without one) over record shards; reads only the map and stem of each record."""
+    spec = {"saliency/encoded": records.FEATURES["saliency/encoded"], "stem": records.FEATURES["stem"]}
+
+    def labelled(batch):
+        ex = tf.io.parse_example(batch, spec)
+        has = tf.strings.length(ex["saliency/encoded"]) > 0
+        return has if label_fraction >= 1.0 else has & records.keeps_human_map(ex["stem"], label_fraction)
+
+    ds = tf.data.TFRecordDataset(list(files)).batch(256).map(labelled)
     labelled = total = 0
     for flags in ds.as_numpy_iterator():
         labelled += int(flags.sum())
@@ -246,6 +256,7 @@ def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_tea
             seed=config.seed * 100003 + epoch,
             with_teacher=with_teacher,
             resize=config.resize,
+            label_fraction=config.label_fraction,
         )
         epochs.append(ds.take(steps_per_epoch))
     return functools.reduce(lambda a, b: a.concatenate(b), epochs)
@@ -402,7 +413,7 @@ def train(config, strategy=None, extra_callbacks=()):
         strategy = strategy or make_strategy(config.strategy)
         distiller = build_distiller(config, strategy)
         with_teacher = config.variant == "B"
-        labelled, teacher_only = count_records(train_files)
+        labelled, teacher_only = count_records(train_files, config.label_fraction)
         n_train = labelled + teacher_only if with_teacher else labelled
         steps = n_train // config.batch_size
         if steps == 0:

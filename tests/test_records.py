@@ -255,3 +255,29 @@ def test_flipped_fixations_land_on_the_same_map_values():
 def test_unknown_flip_mode_is_rejected():
     with pytest.raises(ValueError, match="flips=.diagonal."):
         augment.random_flips(tf.data.Dataset.range(1), "diagonal")
+
+
+def test_label_fraction_keeps_a_fixed_nested_subset_of_human_maps(tmp_path):
+    stems = tf.constant([f"img{i:04d}" for i in range(2000)])
+    twenty = records.keeps_human_map(stems, 0.2).numpy()
+    ten = records.keeps_human_map(stems, 0.1).numpy()
+    assert abs(twenty.mean() - 0.2) < 0.03 and abs(ten.mean() - 0.1) < 0.03
+    assert not (ten & ~twenty).any()  # nested: every record kept at 10% is kept at 20%
+    np.testing.assert_array_equal(records.keeps_human_map(stems, 0.2).numpy(), twenty)
+    # In the pipeline: the dropped records keep their teacher map but lose the human map.
+    rng = np.random.default_rng(6)
+    examples = []
+    for i in range(40):
+        image = rng.integers(1, 256, (8, 8, 3), dtype=np.uint8)
+        examples.append(dict(stem=f"img{i:04d}", image_bytes=encode_png(image), height=8, width=8,
+                             saliency_png=encode_png(image[:, :, 0]), teacher_map=image[:, :, 1] / 255.0))
+    path = tmp_path / records.shard_name("train", 0, 1)
+    _write(path, examples)
+    expected = records.keeps_human_map(tf.constant([e["stem"] for e in examples]), 0.2).numpy()
+    _, targets = next(iter(records.training_dataset([path], 40, (8, 8), training=False, label_fraction=0.2)))
+    np.testing.assert_array_equal(targets["has_saliency"].numpy(), expected.astype(np.float32))
+    sums = targets["saliency"].numpy().sum(axis=(1, 2, 3))
+    assert (sums[~expected] == 0).all() and (sums[expected] > 0).all()
+    assert (targets["teacher"].numpy().sum(axis=(1, 2, 3)) > 0).all()
+    human_only = records.training_dataset([path], 40, (8, 8), training=False, with_teacher=False, label_fraction=0.2)
+    assert len(next(iter(human_only))[0]) == expected.sum()

@@ -77,6 +77,39 @@ def test_variant_a_trains_from_the_cli_without_teacher_maps(records_dir, tmp_pat
     assert "best val KLD" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def teacher_only_dir(records_dir, tmp_path_factory):
+    """The training records again, renamed and without their human maps and fixations: an 'unlabelled folder'."""
+    out = tmp_path_factory.mktemp("unlabelled")
+    path = out / records.shard_name("train", 0, 1)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for ex in records.read_records(records.list_shards(records_dir, "train")).as_numpy_iterator():
+            writer.write(records.serialize_example(
+                "u_" + ex["stem"].decode(), encode_png(ex["image"]), int(ex["height"]), int(ex["width"]),
+                teacher_map=ex["teacher"]))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
+def test_several_record_sets_and_teacher_only_records(records_dir, teacher_only_dir, tmp_path, capsys, variant):
+    n_train = training.count_records(records.list_shards(records_dir, "train"))[0]
+    config = TrainConfig(variant=variant, records_dir=[str(records_dir), str(teacher_only_dir)],
+                         run_dir=str(tmp_path / variant), **dict(TINY, verbose=1, epochs=1, steps_per_epoch=None,
+                                                                 batch_size=n_train))
+    result = training.train(config)
+    out = capsys.readouterr().out
+    if variant == "A":
+        assert f"{n_train} with a human map ({n_train} teacher-only left out: variant A)" in out
+        assert f"epoch 1: trained on {n_train} examples with a human map and 0 teacher-only" in out
+        assert result.history[0]["labelled"] == pytest.approx(1.0)
+    else:
+        assert f"{n_train} with a human map + {n_train} teacher-only training records" in out
+        # Two steps of a batch of n_train: half the examples the epoch saw had a human map.
+        assert f"epoch 1: trained on {n_train} examples with a human map and {n_train} teacher-only" in out
+        assert result.history[0]["labelled"] == pytest.approx(0.5)
+    assert np.isfinite(result.history[0]["val_kld"])
+
+
 class _Interrupt(Exception):
     pass
 
