@@ -1,0 +1,261 @@
+"""Does a real pretrained teacher help the student? The A-versus-B study on real photos and real fixations.
+
+    python -m student.real_study --records-dir data/distill_mit1003 data/distill_osie --seeds 0 1 2
+
+The records come from `export_teacher.py` with any teacher (the README uses FastGaze, a real pretrained gaze
+model) for the train, val and test splits of each data set. For every seed, all variants start from the same
+initial weights, each with its own optimizer, and train on the train splits of all data sets together:
+
+| variant | human maps | teacher maps | loss |
+|---|---|---|---|
+| `A` | all | - | KLD to the human map (the seed's model A) |
+| `B` | all | all | + the teacher on head 2 (the seed's two heads) |
+| `B_kd` | all | all | + the teacher also on the saliency head (`kd_into_saliency`) |
+| `A_20` | 20% | - | A on the labelled fifth only |
+| `B_kd_20` | 20% | all | B_kd where 80% of the images have only the teacher's map |
+
+After every epoch each run is scored on the val splits (KLD, CC against the human maps; NSS on the fixations);
+at the end its best checkpoint is scored on the test splits at the original resolution with evaluate.py's code,
+next to the teacher's own maps, the centre-bias floor and the inter-observer ceiling. Everything is resumable: a
+finished run is kept, an unfinished one continues from its last epoch, scores are cached per run. Output in
+`--out` (default `runs/real_study`): `study.json`, `study.md`, `curves.png`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+from datasets.io import atomic_write
+
+VARIANTS = {
+    "A": dict(variant="A"),
+    "B": dict(variant="B"),
+    "B_kd": dict(variant="B", kd_into_saliency=1.0),
+    "A_20": dict(variant="A", label_fraction=0.2),
+    "B_kd_20": dict(variant="B", kd_into_saliency=1.0, label_fraction=0.2),
+}
+CURVE_METRICS = ("kld", "cc", "nss")
+TEST_METRICS = ("nss", "auc_judd", "sauc", "cc", "kld")
+
+
+@dataclasses.dataclass
+class StudySettings:
+    """A budget that fits 2 CPU cores: small training images, a short schedule (see the README for timings)."""
+
+    records_dirs: tuple = ("data/distill_mit1003", "data/distill_osie")
+    image_size: tuple = (96, 128)
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    jit_compile: bool = True
+
+    def train_config(self, name, run_dir, initial_weights, seed):
+        from student.training import TrainConfig
+
+        return TrainConfig(
+            records_dir=list(self.records_dirs), run_dir=run_dir, epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, image_size=self.image_size, initial_weights=initial_weights,
+            seed=seed, strategy="one_device", jit_compile=self.jit_compile, verbose=0, **VARIANTS[name],
+        )
+
+
+class ValCurves(keras.callbacks.Callback):
+    """After each epoch, score the saliency head on the val images at their original size (as served)."""
+
+    def __init__(self, examples, image_size, path):
+        super().__init__()
+        self.examples = examples
+        self.image_size = tuple(image_size)
+        self.path = path
+        self.rows = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                self.rows = {int(k): v for k, v in json.load(f).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        from metrics.evaluation import score_map
+        from student.serving import predict_saliency
+
+        scores = []
+        for ex in self.examples:
+            density = predict_saliency(self.model.student, ex["image"][None], self.image_size)["density"]
+            scores.append(score_map(np.asarray(density, np.float64)[0, ..., 0], ex))
+        self.rows[epoch] = {k: float(np.mean([s[k] for s in scores if k in s])) for k in CURVE_METRICS}
+        with atomic_write(self.path, "w") as f:
+            json.dump(self.rows, f, indent=2)
+
+
+def _completed(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("completed"))
+
+
+def _cached(path, compute):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = compute()
+    with atomic_write(path, "w") as f:
+        json.dump(value, f, indent=2)
+    return value
+
+
+def _test_tables(results):
+    """{dataset: {row: {metric: value}}} of an `evaluation.evaluate` result."""
+    return {name: {row: entry["metrics"] for row, entry in table["models"].items()}
+            for name, table in results["datasets"].items()}
+
+
+def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS)):
+    """Train every variant for every seed (resuming), score them, and write the summary."""
+    from metrics.evaluation import evaluate, load_examples
+    from student.training import save_initial_weights, train
+
+    settings = settings or StudySettings()
+    dirs = list(settings.records_dirs)
+    for directory in dirs:
+        for split in ("train", "val", "test"):
+            if not os.path.exists(os.path.join(directory, f"{split}.json")):
+                raise FileNotFoundError(
+                    f"{directory}: no finished '{split}' export ({split}.json); run `python export_teacher.py "
+                    f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+    os.makedirs(out_dir, exist_ok=True)
+    references = _cached(os.path.join(out_dir, "references.json"), lambda: _test_tables(
+        evaluate(dirs, "test", {}, include_teacher=True, references=True, progress=False)))
+    val_examples = [ex for d in dirs for ex in load_examples(d, "val")]
+
+    runs = {name: [] for name in variants}
+    for seed in seeds:
+        seed_dir = os.path.join(out_dir, f"seed{seed}")
+        initial = save_initial_weights(os.path.join(seed_dir, "initial.weights.h5"), seed)
+        for name in variants:
+            run_dir = os.path.join(seed_dir, name)
+            curves_path = os.path.join(run_dir, "val_curves.json")
+            if not _completed(run_dir):
+                print(f"[study] seed {seed}, {name}", flush=True)
+                os.makedirs(run_dir, exist_ok=True)
+                train(settings.train_config(name, run_dir, initial, seed),
+                      extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
+            test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
+                evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
+                         references=False, progress=False)))
+            with open(curves_path) as f:
+                curves = {int(k): v for k, v in json.load(f).items()}
+            runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
+                               "curves": [curves[e] for e in sorted(curves)]})
+    summary = summarise(runs, references, seeds, settings)
+    with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with atomic_write(os.path.join(out_dir, "study.md"), "w") as f:
+        f.write(to_markdown(summary))
+    plot_curves(summary, os.path.join(out_dir, "curves.png"))
+    print(to_markdown(summary))
+    return summary
+
+
+def _mean_sd(values):
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(runs, references, seeds, settings):
+    """Per variant and data set: mean and sd over seeds of the test scores, and of the val curves per epoch."""
+    summary = {"seeds": list(seeds), "settings": dataclasses.asdict(settings), "references": references,
+               "variants": {}}
+    for name, results in runs.items():
+        test = {}
+        for dataset in results[0]["test"]:
+            test[dataset] = {m: dict(zip(("mean", "sd"), _mean_sd([r["test"][dataset][m] for r in results])),
+                                     per_seed=[r["test"][dataset][m] for r in results])
+                             for m in TEST_METRICS if m in results[0]["test"][dataset]}
+        n_epochs = min(len(r["curves"]) for r in results)
+        curves = {m: [_mean_sd([r["curves"][e][m] for r in results]) for e in range(n_epochs)] for m in CURVE_METRICS}
+        summary["variants"][name] = {"config": VARIANTS[name], "test": test, "val_curves": curves}
+    return summary
+
+
+_NAMES = {"nss": "NSS ↑", "auc_judd": "AUC-Judd ↑", "sauc": "sAUC ↑", "cc": "CC ↑", "kld": "KLD ↓"}
+
+
+def to_markdown(summary):
+    """One table per data set: the variants (mean ± sd over seeds), the teacher and the two reference rows."""
+    from metrics.evaluation import CENTRE_BIAS, INTER_OBSERVER, TEACHER_RECORDS
+
+    s = summary["settings"]
+    lines = [f"Test splits, mean ± sd over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}); "
+             f"training at {s['image_size'][0]}x{s['image_size'][1]}, {s['epochs']} epochs, batch {s['batch_size']}, "
+             "scored at the original resolution.", ""]
+    for dataset, refs in summary["references"].items():
+        lines += [f"**{dataset}**", "", "| model | " + " | ".join(_NAMES[m] for m in TEST_METRICS) + " |",
+                  "|---|" + "---|" * len(TEST_METRICS)]
+        for name, entry in summary["variants"].items():
+            stats = entry["test"].get(dataset, {})
+            cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" if m in stats else "" for m in TEST_METRICS]
+            lines.append(f"| student {name} | " + " | ".join(cells) + " |")
+        for row, label in ((TEACHER_RECORDS, "teacher"), (CENTRE_BIAS, "centre bias (floor)"),
+                           (INTER_OBSERVER, "inter-observer (ceiling)")):
+            if row in refs:
+                lines.append(f"| {label} | " + " | ".join(f"{refs[row][m]:.3f}" if m in refs[row] else ""
+                                                         for m in TEST_METRICS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_curves(summary, path):
+    """Val KLD, CC and NSS per epoch, mean ± sd over seeds, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4.2 * len(CURVE_METRICS), 3.4))
+    for ax, metric in zip(axes, CURVE_METRICS):
+        for name, entry in summary["variants"].items():
+            values = np.array(entry["val_curves"][metric])
+            epochs = np.arange(1, len(values) + 1)
+            ax.plot(epochs, values[:, 0], marker="o", ms=3, label=name)
+            ax.fill_between(epochs, values[:, 0] - values[:, 1], values[:, 0] + values[:, 1], alpha=0.2)
+        ax.set_title(f"val {metric}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Real data (MIT1003 + OSIE val), mean ± sd over {len(summary['seeds'])} seeds", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
+    defaults = StudySettings()
+    p = argparse.ArgumentParser(description="A-versus-B study on real eye-tracking data with a real teacher.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--records-dir", nargs="+", default=list(defaults.records_dirs),
+                   help="record folders with train, val and test splits (export_teacher.py --split all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", default="runs/real_study", help="output folder (rerun to resume)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"))
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    args = p.parse_args(argv)
+    settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
+                             epochs=args.epochs, batch_size=args.batch_size)
+    try:
+        run_study(args.seeds, args.out, settings, tuple(args.variants))
+    except FileNotFoundError as e:
+        print(f"real_study: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
