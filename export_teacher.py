@@ -3,14 +3,18 @@
     python export_teacher.py --split train                     # data/salicon -> data/distill/train-*.tfrecord
     python export_teacher.py --split all --verify
     python export_teacher.py --split train --data-dir data/synthetic --teacher oracle --out data/synthetic_distill
+    python export_teacher.py --dataset mit1003 --data-dir data/mit1003 --split train   # -> data/distill_mit1003
+    python export_teacher.py --images photos/ --out data/distill_photos               # teacher maps only
 
 An interrupted export resumes when run again with the same arguments. Exit codes: 0 done, 1 export or
 verification error (e.g. an unreadable image without --skip-bad), 2 missing data or teacher (or bad arguments).
 """
 
 import argparse
+import os
 import sys
 
+from datasets import nusvip, sources
 from teacher import export
 
 
@@ -19,13 +23,27 @@ def build_parser():
         prog="export_teacher.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--dataset", default="salicon", choices=[d for d in sources.DATASETS if d != "images"],
+                        help="the data set in --data-dir: SALICON, MIT1003 or OSIE, or 'nus' for any data set in "
+                             "the NUS-VIP layout (stimuli/ + eye/fixations.mat)")
     parser.add_argument("--split", default="train", choices=("train", "val", "test", "all"),
-                        help="split to export; 'all' exports train and val")
-    parser.add_argument("--data-dir", default=export.DEFAULT_DATA_DIR,
-                        help="SALICON folder (2017 release or MSI-Net download layout)")
+                        help="split to export (MIT1003 and OSIE: the stored splits in datasets/splits); 'all' "
+                             "exports train and val (SALICON) or train, val and test")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"the data set's folder (default for SALICON: {export.DEFAULT_DATA_DIR})")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="a folder of images without human data: records with the teacher maps only (every "
+                             "image; --split only names the shards)")
+    parser.add_argument("--split-file", default=None,
+                        help="a split JSON overriding the stored one (format of datasets/splits/*.json)")
+    parser.add_argument("--sigma", type=float, default=nusvip.DEFAULT_SIGMA_PX,
+                        help="Gaussian sigma in pixels for human maps built from fixation points (data sets without "
+                             "maps/): one degree of visual angle; OSIE's is 24")
     parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
                         help="MSI-Net weights (frozen .pb, SavedModel folder, .keras) or 'oracle' for synthetic data")
-    parser.add_argument("--out", default=export.DEFAULT_OUT_DIR, help="output folder for shards and manifests")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder for shards and manifests (default: {export.DEFAULT_OUT_DIR} for SALICON, "
+                             "data/distill_<dataset> otherwise)")
     parser.add_argument("--batch-size", type=int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
     parser.add_argument("--shard-size-mb", type=float, default=export.DEFAULT_SHARD_SIZE_MB,
                         help="target shard size in MB (10^6 bytes), estimated from the files' sizes")
@@ -46,7 +64,11 @@ def build_parser():
 
 def _summary(split, manifest):
     skipped = f", {manifest['num_skipped']} skipped" if manifest["num_skipped"] else ""
-    return f"{split}: {manifest['num_images']} images in {manifest['num_shards']} shards{skipped}"
+    human = ""
+    if manifest.get("dataset", "salicon") != "salicon":
+        human = f" ({manifest['dataset']}: {manifest['num_with_human_map']} with human maps, " \
+                f"{manifest['num_without_human_map']} without)"
+    return f"{split}: {manifest['num_images']} images in {manifest['num_shards']} shards{skipped}{human}"
 
 
 def _fail(error, code):
@@ -58,16 +80,26 @@ def _fail(error, code):
 def main(argv=None):
     """Parse arguments and export (or verify); returns the exit code."""
     args = build_parser().parse_args(argv)
-    splits = export.ALL_SPLITS if args.split == "all" else (args.split,)
+    dataset, data_dir = ("images", args.images) if args.images else (args.dataset, args.data_dir)
+    if args.images and args.data_dir:
+        return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both", 2)
+    if data_dir is None:
+        data_dir = export.DEFAULT_DATA_DIR if dataset == "salicon" else os.path.join("data", dataset)
+    if args.out is None:
+        name = os.path.basename(os.path.normpath(data_dir)) if dataset in ("images", "nus") else dataset
+        args.out = export.DEFAULT_OUT_DIR if dataset == "salicon" else os.path.join("data", f"distill_{name}")
+    all_splits = export.ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset)
+    splits = all_splits if args.split == "all" else (args.split,)
     try:
         if args.verify_only:
             for split in splits:
                 print(_summary(split, export.verify_split(args.out, split)) + ": verified")
             return 0
         manifests = export.export_split(
-            args.data_dir, args.split, args.teacher, args.out, batch_size=args.batch_size,
+            data_dir, args.split, args.teacher, args.out, batch_size=args.batch_size,
             shard_size_mb=args.shard_size_mb, images_per_shard=args.images_per_shard, skip_bad=args.skip_bad,
             verify=args.verify, progress=not args.no_progress, pipeline=args.pipeline, input_size=args.input_size,
+            dataset=dataset, split_file=args.split_file, sigma=args.sigma,
         )
     except FileNotFoundError as e:
         return _fail(e, 2)

@@ -33,7 +33,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from datasets import records
+from datasets import nusvip, records, sources
 from datasets.io import atomic_write, decode_image, encode_png, read_map
 from datasets.salicon import list_salicon, load_fixations
 from teacher import preprocessing
@@ -137,8 +137,11 @@ def _same_teacher(a, b):
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _list_samples(data_dir, split):
+def _list_samples(data_dir, split, dataset="salicon", split_file=None, sigma=nusvip.DEFAULT_SIGMA_PX):
+    """The samples of `split` of `dataset` (`datasets.sources.list_samples`; SALICON errors say how to get it)."""
     data_dir = os.fspath(data_dir)
+    if dataset != "salicon":
+        return sources.list_samples(dataset, data_dir, split, split_file, sigma)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"{data_dir}: SALICON folder not found. {DATA_HINT}")
     try:
@@ -289,7 +292,8 @@ def load_inputs(sample):
 
     Returns:
         dict: `image_bytes` (the file, unchanged), `image` (uint8 RGB), `saliency_png` (b"" without a map),
-        `fixations` (int32 (N, 2), 0-based (row, col); empty without a fixation file).
+        `fixations` (int32 (N, 2), 0-based (row, col); empty without a fixation file), `observers` (int32 (N,))
+        and `durations` (float32 (N,)), empty when unknown (SALICON).
 
     Raises:
         ValueError: naming the file if any of them is unreadable or inconsistent.
@@ -302,9 +306,17 @@ def load_inputs(sample):
     image = decode_image(image_bytes, sample.image_path)
     saliency_png = _map_png(sample.map_path, image.shape) if sample.map_path else b""
     fixations = np.zeros((0, 2), np.int32)
+    observers, durations = np.zeros(0, np.int32), np.zeros(0, np.float32)
     if sample.fixations_path:
         fixations = np.asarray(load_fixations(sample.fixations_path, image.shape), np.int32).reshape(-1, 2)
-    return {"image_bytes": image_bytes, "image": image, "saliency_png": saliency_png, "fixations": fixations}
+    if isinstance(sample, nusvip.EyeSample):  # points in memory; a map built from them when there is no file
+        if image.shape[:2] != (sample.height, sample.width):
+            raise ValueError(f"{sample.image_path}: decoded as {image.shape[0]}x{image.shape[1]}, its header says "
+                             f"{sample.height}x{sample.width}")
+        fixations, observers, durations = sample.fixations, sample.observers, sample.durations
+        saliency_png = saliency_png or encode_png(nusvip.load_human_map(sample))
+    return {"image_bytes": image_bytes, "image": image, "saliency_png": saliency_png, "fixations": fixations,
+            "observers": observers, "durations": durations}
 
 
 def _input_dataset(samples, input_size, pipeline, batch_size):
@@ -315,12 +327,15 @@ def _input_dataset(samples, input_size, pipeline, batch_size):
         try:
             inputs = load_inputs(sample)
         except (ValueError, OSError) as e:
-            return (False, str(e).encode(), b"", np.zeros((1, 1, 3), np.uint8), b"", np.zeros((0, 2), np.int32))
-        return (True, b"", inputs["image_bytes"], inputs["image"], inputs["saliency_png"], inputs["fixations"])
+            return (False, str(e).encode(), b"", np.zeros((1, 1, 3), np.uint8), b"", np.zeros((0, 2), np.int32),
+                    np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return (True, b"", inputs["image_bytes"], inputs["image"], inputs["saliency_png"], inputs["fixations"],
+                np.asarray(inputs["observers"], np.int32), np.asarray(inputs["durations"], np.float32))
 
     def load_and_preprocess(index):
-        ok, error, image_bytes, image, saliency_png, fixations = tf.numpy_function(
-            load, [index], [tf.bool, tf.string, tf.string, tf.uint8, tf.string, tf.int32], stateful=False
+        ok, error, image_bytes, image, saliency_png, fixations, observers, durations = tf.numpy_function(
+            load, [index], [tf.bool, tf.string, tf.string, tf.uint8, tf.string, tf.int32, tf.int32, tf.float32],
+            stateful=False,
         )
         image = tf.ensure_shape(image, [None, None, 3])
         padded, box = preprocessing.preprocess(image, input_size, pipeline)
@@ -332,6 +347,8 @@ def _input_dataset(samples, input_size, pipeline, batch_size):
             "size": tf.shape(image)[:2],
             "saliency_png": tf.ensure_shape(saliency_png, []),
             "fixations": tf.io.serialize_tensor(tf.ensure_shape(fixations, [None, 2])),
+            "observers": tf.io.serialize_tensor(tf.ensure_shape(observers, [None])),
+            "durations": tf.io.serialize_tensor(tf.ensure_shape(durations, [None])),
             "padded": padded,
             "box": box,
         }
@@ -351,9 +368,10 @@ class _ShardWriter:
     Only the writer thread calls `add`; `abort` runs after that thread has drained.
     """
 
-    def __init__(self, out_dir, split, plan, finished, kill_after=None):
+    def __init__(self, out_dir, split, plan, finished, kill_after=None, dataset=""):
         self.out_dir = out_dir
         self.split = split
+        self.dataset = dataset  # stored in every record
         self.progress = dict(finished)
         self.remaining_shards = [shard for shard in plan["shards"] if shard["name"] not in finished]
         self._position = 0  # index into self.remaining_shards
@@ -368,9 +386,10 @@ class _ShardWriter:
         shard = self.remaining_shards[self._position]
         self._tmp = os.path.join(self.out_dir, f".{shard['name']}.tmp-{os.getpid()}")
         self._writer = tf.io.TFRecordWriter(self._tmp)
-        self._entry = {"name": shard["name"], "count": 0, "skipped": [], "image_sizes": {}, "teacher_sizes": {}}
+        self._entry = {"name": shard["name"], "count": 0, "skipped": [], "image_sizes": {}, "teacher_sizes": {},
+                       "with_human_map": 0}
 
-    def add(self, stem, record=None, image_size=None, teacher_size=None, skipped=None):
+    def add(self, stem, record=None, image_size=None, teacher_size=None, skipped=None, has_map=False):
         """Add one stem's record (or its `skipped` entry); stems must come in plan order."""
         if self._writer is None:
             self._open()
@@ -383,6 +402,7 @@ class _ShardWriter:
         else:
             self._writer.write(record)
             self._entry["count"] += 1
+            self._entry["with_human_map"] += int(bool(has_map))
             for key, size in (("image_sizes", image_size), ("teacher_sizes", teacher_size)):
                 name = f"{size[0]}x{size[1]}"
                 self._entry[key][name] = self._entry[key].get(name, 0) + 1
@@ -422,11 +442,15 @@ def _write_batch(writer, items):
             writer.add(item["stem"], skipped=item["skipped"])
             continue
         fixations = item["fixations"]
+        known = len(item["observers"]) == len(fixations) and len(fixations)  # empty: unknown (SALICON)
         record = records.serialize_example(
             item["stem"], item["image_bytes"], int(item["size"][0]), int(item["size"][1]),
             saliency_png=item["saliency_png"], teacher_map=item["teacher_map"], fixations=fixations,
+            observers=item["observers"] if known else None, durations=item["durations"] if known else None,
+            dataset=writer.dataset,
         )
-        writer.add(item["stem"], record, tuple(item["size"]), item["teacher_map"].shape[:2])
+        writer.add(item["stem"], record, tuple(item["size"]), item["teacher_map"].shape[:2],
+                   has_map=bool(item["saliency_png"]))
 
 
 def _run_teacher(teacher, images, stems):
@@ -467,6 +491,8 @@ def _batch_items(batch, samples, teacher, skip_bad):
             "size": batch["size"][i].numpy(),
             "saliency_png": batch["saliency_png"][i].numpy(),
             "fixations": tf.io.parse_tensor(batch["fixations"][i], tf.int32).numpy(),
+            "observers": tf.io.parse_tensor(batch["observers"][i], tf.int32).numpy(),
+            "durations": tf.io.parse_tensor(batch["durations"][i], tf.float32).numpy(),
             "teacher_map": teacher_map,
         })
     return items, None
@@ -490,8 +516,11 @@ def export_split(
     progress=True,
     pipeline="repo",
     input_size=None,
+    dataset="salicon",
+    split_file=None,
+    sigma=nusvip.DEFAULT_SIGMA_PX,
 ):
-    """Export one split (or "all": train and val) to sharded distillation records with a manifest.
+    """Export one split (or "all") to sharded distillation records with a manifest.
 
     Resumable: rerun with the same arguments after an interruption and finished shards are kept (see the
     module docstring). A rerun over a complete export only re-checks the shards and rewrites the manifest.
@@ -509,9 +538,15 @@ def export_split(
         progress: show a progress bar (images/s and ETA).
         pipeline: the teacher's preprocessing, "repo" (the author's TF1 pipeline, default) or "hub".
         input_size: (H, W) overriding the teacher's input size (e.g. small sizes in tests).
+        dataset: the data set in `data_dir`, one of `datasets.sources.DATASETS` ("salicon" by default; "images"
+            is a folder of images without human data, exported with the teacher maps only, whatever `split`).
+        split_file: a split JSON overriding the data set's stored split (`datasets/splits/<name>.json`).
+        sigma: Gaussian sigma in pixels for human maps built from fixation points (OSIE and other NUS-VIP
+            sets without `maps/`; `datasets.nusvip`).
 
     Returns:
-        The manifest dict (for "all": {split: manifest}).
+        The manifest dict (for "all": {split: manifest}; SALICON's "all" is train and val, the other data
+        sets' train, val and test).
 
     Raises:
         FileNotFoundError: missing data folder or teacher file (the message says what to download).
@@ -522,12 +557,13 @@ def export_split(
         teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
         return {
             name: export_split(data_dir, name, teacher, out_dir, batch_size, shard_size_mb, images_per_shard,
-                               skip_bad, verify, progress, pipeline)
-            for name in ALL_SPLITS
+                               skip_bad, verify, progress, pipeline, dataset=dataset, split_file=split_file,
+                               sigma=sigma)
+            for name in (ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset))
         }
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    samples = _list_samples(data_dir, split)
+    samples = _list_samples(data_dir, split, dataset, split_file, sigma)
     teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
     if getattr(teacher, "pipeline", pipeline) != pipeline:
         raise ValueError(
@@ -542,11 +578,13 @@ def export_split(
 
     by_stem = {sample.stem: sample for sample in samples}
     todo = [by_stem[stem] for shard in plan["shards"] if shard["name"] not in finished for stem in shard["stems"]]
-    writer = _ShardWriter(out_dir, split, plan, finished, _kill_after_from_env())
+    name = sources.dataset_name(dataset, data_dir)
+    writer = _ShardWriter(out_dir, split, plan, finished, _kill_after_from_env(), dataset=name)
     if todo:
         _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)
 
     manifest = _manifest(data_dir, split, plan, writer.progress, description, pipeline)
+    manifest.update(_human_data(name, samples, manifest))
     _write_json(manifest_path(out_dir, split), manifest)
     if os.path.exists(_progress_path(out_dir, split)):
         os.remove(_progress_path(out_dir, split))
@@ -594,6 +632,27 @@ def _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, pla
             raise
 
 
+def _human_data(name, samples, manifest):
+    """The manifest's data set entries: name, images with and without a human map, where the maps come from."""
+    with_map = sum(entry.get("with_human_map", 0) for entry in manifest["shards"])
+    eye = [sample for sample in samples if isinstance(sample, nusvip.EyeSample)]
+    if eye and eye[0].map_path:
+        maps = "the data set's own maps (maps/)"
+    elif eye:
+        maps = (f"built from the fixation points (datasets.nusvip.fixation_density: rounded, clamped, Gaussian "
+                f"sigma {eye[0].sigma:g} px, window ceil(7 sigma), divided by the maximum)")
+    else:
+        maps = "the data set's map files" if with_map else "none"
+    return {
+        "dataset": name,
+        "num_with_human_map": with_map,
+        "num_without_human_map": manifest["num_images"] - with_map,
+        "human_maps": maps,
+        "fixations": {"images_with_observers": len(eye), "points": int(sum(len(s.fixations) for s in eye)),
+                      "clamped_points": int(sum(s.num_outside for s in eye))},
+    }
+
+
 def _manifest(data_dir, split, plan, progress, description, pipeline):
     shards = [progress[shard["name"]] for shard in plan["shards"]]
     image_sizes, teacher_sizes = collections.Counter(), collections.Counter()
@@ -622,7 +681,8 @@ def _manifest(data_dir, split, plan, progress, description, pipeline):
         },
         "sizes": {"image": dict(sorted(image_sizes.items())), "teacher": dict(sorted(teacher_sizes.items()))},
         "shards": [
-            {key: entry[key] for key in ("name", "count", "bytes", "sha256", "skipped", "image_sizes", "teacher_sizes")}
+            {key: entry[key] for key in ("name", "count", "bytes", "sha256", "skipped", "image_sizes", "teacher_sizes",
+                                         "with_human_map") if key in entry}
             for entry in shards
         ],
         "skipped": skipped,
