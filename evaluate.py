@@ -32,8 +32,8 @@ def build_parser():
     p.add_argument("--centre-bias-split", default="train",
                    help="split of the same records folders whose fixations the centre-bias Gaussian is fitted on")
     p.add_argument("--observer-sigma", type=float, default=None,
-                   help="blur in pixels of the inter-observer maps (default: 24 px per 800 px of the longer side, "
-                        "OSIE's recipe)")
+                   help="blur in pixels of the inter-observer maps (default: 24, the lab's recipe, which also "
+                        "reproduces MIT1003's official maps)")
     p.add_argument("--seed", type=int, default=0, help="AUC-Judd jitter and sAUC negatives")
     p.add_argument("--out", default="runs/eval", help="folder for metrics.json and metrics.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -18,7 +18,8 @@ Each table has two reference rows, a floor and a ceiling for every fixation scor
 - **centre bias**: one Gaussian fitted (mean and covariance of the fixations in coordinates normalised by the
   image's height and width) to all fixations of the data set's *training* split, the same map for every image;
 - **inter-observer**: each observer's fixations predicted by the map of the other observers (their fixations
-  as a binary map blurred with a Gaussian of `observer_sigma` px, the lab's map recipe), averaged over observers,
+  as a binary map blurred with a Gaussian of `observer_sigma` px, the lab's map recipe
+  `datasets.nusvip.fixation_density`; 24 px, which reproduces OSIE's and MIT1003's maps), averaged over observers,
   as the MIT benchmark's human baseline. Only the fixation metrics: the human map itself is made from all
   observers, so a distribution score against it would not be a ceiling but a tautology.
 """
@@ -30,7 +31,7 @@ import time
 import cv2
 import numpy as np
 
-from datasets import records
+from datasets import nusvip, records
 from datasets.io import atomic_write
 from metrics import saliency
 
@@ -42,17 +43,6 @@ TEACHER_RECORDS = "teacher (records)"
 CENTRE_BIAS = "centre bias (train fixations)"
 INTER_OBSERVER = "inter-observer (leave one out)"
 REFERENCE_ROWS = (CENTRE_BIAS, INTER_OBSERVER)
-# OSIE's map recipe blurs with sigma = 24 px on its 800x600 images (about one degree of visual angle); other
-# data sets get the same angle if their displays spanned a similar field of view: sigma scales with image size.
-OSIE_SIGMA_PX = 24.0
-OSIE_LONG_SIDE = 800
-
-
-def default_observer_sigma(shape):
-    """Blur (px) of the inter-observer maps for an image of `shape`: OSIE's 24 px, scaled by the longer side."""
-    return OSIE_SIGMA_PX * max(shape) / OSIE_LONG_SIDE
-
-
 def resize_map(saliency_map, shape):
     """Bilinear resize of a 2-D map to `shape` (H, W): the one resize used for stored teacher maps."""
     saliency_map = np.asarray(saliency_map, np.float32)
@@ -131,13 +121,6 @@ def centre_bias_map(mean, covariance, shape):
     return np.exp(-0.5 * np.einsum("...i,ij,...j->...", grid, precision, grid))
 
 
-def blurred_fixation_map(points, shape, sigma):
-    """The lab's map recipe: a binary fixation map blurred with a Gaussian of `sigma` px (window 7 sigma)."""
-    binary = saliency.fixation_map_from_points(points, shape)
-    size = int(np.ceil(7 * sigma)) | 1
-    return cv2.GaussianBlur(binary, (size, size), sigma, borderType=cv2.BORDER_CONSTANT)
-
-
 def fixation_scores(prediction, points, other_map=None, seed=0):
     """NSS, AUC-Judd, AUC-Borji and (with `other_map`) sAUC of a prediction for a set of fixation points."""
     fixation_map = saliency.fixation_map_from_points(points, prediction.shape)
@@ -161,11 +144,11 @@ def inter_observer_scores(example, other_map=None, sigma=None, seed=0):
     if len(known) < 2:
         return None
     shape = example["saliency"].shape
-    sigma = default_observer_sigma(shape) if sigma is None else sigma
+    sigma = nusvip.DEFAULT_SIGMA_PX if sigma is None else sigma
     per_observer = []
     for observer in known:
         mine = observers == observer
-        prediction = blurred_fixation_map(example["fixations"][~mine], shape, sigma)
+        prediction = nusvip.fixation_density(example["fixations"][~mine], shape, sigma).astype(np.float64)
         per_observer.append(fixation_scores(prediction, example["fixations"][mine], other_map, seed))
     return {k: float(np.mean([s[k] for s in per_observer])) for k in per_observer[0]}
 
@@ -246,7 +229,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         progress: show a progress bar.
         references: add the centre-bias and inter-observer rows where the records allow them.
         centre_bias_split: the split whose fixations the centre bias is fitted on.
-        observer_sigma: blur (px) of the inter-observer maps; None = `default_observer_sigma` of each image.
+        observer_sigma: blur (px) of the inter-observer maps; None = `datasets.nusvip.DEFAULT_SIGMA_PX` (24).
 
     Returns:
         {"split", "num_images", "records_dir", "models": {name: {"metrics": {metric: mean}, "num_params",

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import evaluate as evaluate_cli
-from datasets import records
+from datasets import nusvip, records
 from datasets.io import encode_png
 from metrics import evaluation
 
@@ -110,7 +110,7 @@ def _fixation_records(path, split, dataset, n_images, rng, observers_agree):
                         points.append((rng.integers(0, REAL_SHAPE[0]), rng.integers(0, REAL_SHAPE[1])))
                     observers.append(observer)
             points = np.array(points)
-            human = evaluation.blurred_fixation_map(points, REAL_SHAPE, 3.0)
+            human = nusvip.fixation_density(points, REAL_SHAPE, 3.0)
             human = np.round(human / human.max() * 255).astype(np.uint8)
             image = rng.integers(0, 256, size=(*REAL_SHAPE, 3), dtype=np.uint8)
             writer.write(records.serialize_example(
