@@ -24,7 +24,14 @@ def build_parser():
     parser.add_argument("--data-dir", default=export.DEFAULT_DATA_DIR,
                         help="SALICON folder (2017 release or MSI-Net download layout)")
     parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
-                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras) or 'oracle' for synthetic data")
+                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following the "
+                        "contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
+                        "(B, H, W, 1) out, e.g. FastGaze), or 'oracle' for synthetic data")
+    parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
+                        help="force how --teacher loads; auto: MSI-Net when the file holds MSI-Net's published "
+                        "weight names, else the contract")
+    parser.add_argument("--teacher-max-side", type=int, default=None,
+                        help="contract teachers: shrink images whose longest side is larger (default: own size)")
     parser.add_argument("--out", default=export.DEFAULT_OUT_DIR, help="output folder for shards and manifests")
     parser.add_argument("--batch-size", type=int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
     parser.add_argument("--shard-size-mb", type=float, default=export.DEFAULT_SHARD_SIZE_MB,
@@ -68,6 +75,7 @@ def main(argv=None):
             args.data_dir, args.split, args.teacher, args.out, batch_size=args.batch_size,
             shard_size_mb=args.shard_size_mb, images_per_shard=args.images_per_shard, skip_bad=args.skip_bad,
             verify=args.verify, progress=not args.no_progress, pipeline=args.pipeline, input_size=args.input_size,
+            teacher_format=args.teacher_format, teacher_max_side=args.teacher_max_side,
         )
     except FileNotFoundError as e:
         return _fail(e, 2)
