@@ -104,7 +104,7 @@ def score_map(prediction, example, other_map=None, true_density=None, seed=0):
 
 
 def evaluate(records_dir, split, models=None, include_teacher=True, densities_dir=None, max_images=None,
-             sauc_other=10, seed=0, progress=True):
+             sauc_other=10, seed=0, progress=True, teacher_format="auto"):
     """Score the teacher maps in the records and each model on one split.
 
     Args:
@@ -117,6 +117,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         sauc_other: number of other images whose fixations are sAUC's negatives.
         seed: AUC-Judd jitter and sAUC sampling.
         progress: show a progress bar.
+        teacher_format: how teacher paths in `models` load ("auto", "msinet" or "contract").
 
     Returns:
         {"split", "num_images", "models": {name: {"metrics": {metric: mean}, "num_params", "images_per_s"}}}.
@@ -135,7 +136,8 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     if include_teacher and any(ex["teacher"] is not None for ex in examples):
         sources[TEACHER_RECORDS] = None
     for name, model in (models or {}).items():
-        sources[name] = load_predictor(model) if isinstance(model, (str, os.PathLike)) else model
+        sources[name] = (load_predictor(model, teacher_format=teacher_format)
+                         if isinstance(model, (str, os.PathLike)) else model)
 
     results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dir), "models": {}}
     for name, predictor in sources.items():
