@@ -21,9 +21,11 @@ contract is checked when the file loads: the declared input (rank, dtype, channe
 small image (output shape, finite and non-negative values); an error names the part that fails.
 
 Which route (`teacher_kind`, `teacher_format="auto"`): a frozen `.pb` and a `.weights.h5` are MSI-Net; a
-SavedModel is MSI-Net when its graph holds MSI-Net's published weight constants (`conv1/conv1_1/kernel` and
-`decoder/conv4/kernel`, the author's scope names, msinet.md 2.9 / 3.2), and a `.keras`/`.h5` file when its
-layers carry `teacher.msinet`'s names; anything else follows the contract. `teacher_format="msinet"` or
+SavedModel is MSI-Net when its `serving_default` signature has the author's published names (input
+`input_1`, output `output` or `layer_from_saved_model`) or its graph holds MSI-Net's published weight
+constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names; msinet.md 2.9, 3.2);
+a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
+contract. `teacher_format="msinet"` or
 `"contract"` forces a route.
 """
 
@@ -52,6 +54,8 @@ DEFAULT_MAP_MAX_SIDE = 320
 # The probe image: small, odd-sized and not square, so a model that only works at one size fails at load.
 PROBE_SHAPE = (2, 37, 53, 3)
 _MSINET_CONSTANTS = ("conv1/conv1_1/kernel", "decoder/conv4/kernel")
+# (inputs, outputs) of the author's TF2 SavedModel revisions (msinet.md 3.2).
+_MSINET_SIGNATURES = [({"input_1"}, {"output"}), ({"input_1"}, {"layer_from_saved_model"})]
 _KERAS_SUFFIXES = (".keras", ".h5")
 
 DEFAULT_WEIGHTS = os.path.join("weights", "model_salicon_cpu.pb")
@@ -522,11 +526,15 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
 
 
 def _saved_model_is_msinet(path):
-    """True when the SavedModel's graph holds MSI-Net's published weight constants (by their scope names)."""
+    """True when the SavedModel has MSI-Net's published signature names or weight constants (module docstring)."""
     try:
         proto = convert.read_saved_model_proto(path)
     except (FileNotFoundError, ValueError):
         return True  # not a readable SavedModel: the MSI-Net loader reports it as before
+    for meta_graph in proto.meta_graphs:
+        signature = meta_graph.signature_def.get("serving_default")
+        if signature is not None and (set(signature.inputs), set(signature.outputs)) in _MSINET_SIGNATURES:
+            return True
     names = {node.name for meta_graph in proto.meta_graphs for node in convert._graph_nodes(meta_graph.graph_def)}
     return all(name in names for name in _MSINET_CONSTANTS)
 

@@ -158,10 +158,13 @@ def test_msinet_or_contract_is_recognised_and_can_be_forced(blob_model, tmp_path
     def msinet_like(images):  # MSI-Net's published constant names (msinet.md 2.9), a [0, 1] map
         kernel = tf.constant(np.full((1, 1, 3, 1), 1 / 765, np.float32), name="conv1/conv1_1/kernel")
         bias = tf.constant(np.zeros(1, np.float32), name="decoder/conv4/kernel")
-        return {"output": tf.nn.conv2d(images, kernel, 1, "SAME") + bias}
+        return {"saliency": tf.nn.conv2d(images, kernel, 1, "SAME") + bias}
 
-    fake = save_module(tmp_path / "hf", msinet_like, tf.TensorSpec([None, None, None, 3], tf.float32, name="input_1"))
+    fake = save_module(tmp_path / "hf", msinet_like, IMAGE_SPEC)  # recognised by its constants
     assert teacher_kind(fake) == "msinet" and teacher_kind(fake, "contract") == "contract"
+    by_signature = save_module(tmp_path / "hf2", lambda x: {"layer_from_saved_model": x[..., :1] / 255},
+                               tf.TensorSpec([None, None, None, 3], tf.float32, name="input_1"))
+    assert teacher_kind(by_signature) == "msinet" and teacher_kind(blob_model) == "contract"
     msinet = load_teacher(fake)
     assert isinstance(msinet, Teacher) and msinet.input_size == (240, 320) and msinet.manifest()["contract"] == "msinet"
     assert isinstance(load_teacher(fake, teacher_format="contract"), ContractTeacher)
