@@ -24,8 +24,8 @@ def build_parser():
     parser.add_argument("--data-dir", default=export.DEFAULT_DATA_DIR,
                         help="SALICON folder (2017 release or MSI-Net download layout)")
     parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
-                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following the "
-                        "contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
+                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following "
+                        "the contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
                         "(B, H, W, 1) out, e.g. FastGaze), or 'oracle' for synthetic data")
     parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
                         help="force how --teacher loads; auto: MSI-Net when the file holds MSI-Net's published "
