@@ -2,6 +2,7 @@
 models built here, MSI-Net versus contract recognition, the export / predict / evaluate routes on mixed image
 sizes, and FastGaze (../shared/models/fastgaze, skipped when absent) through all three on MIT1003 images."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -255,9 +256,14 @@ def fastgaze():
     return FASTGAZE_PLAIN
 
 
+@functools.cache
+def plain_fastgaze():
+    return tf.saved_model.load(str(FASTGAZE_PLAIN))
+
+
 def reference_density(image):
     """FastGaze's density the way its README runs it: plain TensorFlow, no project code."""
-    serve = tf.saved_model.load(str(FASTGAZE_PLAIN)).signatures["serving_default"]
+    serve = plain_fastgaze().signatures["serving_default"]
     return list(serve(tf.cast(image[None], tf.float32)).values())[0].numpy()[0, ..., 0]
 
 
