@@ -22,7 +22,10 @@ def build_parser():
                    help="distillation records from export_teacher.py (several folders: one table per data set)")
     p.add_argument("--split", default="val", help="split of the records to score")
     p.add_argument("--models", nargs="*", default=[],
-                   help="run folders, exported SavedModels or teacher files (.pb / MSI-Net SavedModel) to score")
+                   help="run folders, exported SavedModels, teacher files (.pb / MSI-Net SavedModel) or contract "
+                   "models (SavedModel / .keras, e.g. FastGaze) to score")
+    p.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
+                   help="force how teacher files in --models load: MSI-Net or the saliency-model contract")
     p.add_argument("--no-teacher", action="store_true", help="do not score the teacher maps stored in the records")
     p.add_argument("--densities-dir", default=None,
                    help="true densities <stem>.npy (synthetic data) to add KLD/CC against the truth")
@@ -47,7 +50,8 @@ def main(argv=None):
         results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
                            densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
                            progress=not args.quiet, references=not args.no_references,
-                           centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma)
+                           centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma,
+                           teacher_format=args.teacher_format)
     except (FileNotFoundError, ValueError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2

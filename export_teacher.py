@@ -40,7 +40,14 @@ def build_parser():
                         help="Gaussian sigma in pixels for human maps built from fixation points (data sets without "
                              "maps/): one degree of visual angle; OSIE's is 24")
     parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
-                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras) or 'oracle' for synthetic data")
+                        help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following "
+                        "the contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
+                        "(B, H, W, 1) out, e.g. FastGaze), or 'oracle' for synthetic data")
+    parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
+                        help="force how --teacher loads; auto: MSI-Net when the file holds MSI-Net's published "
+                        "weight names, else the contract")
+    parser.add_argument("--teacher-max-side", type=int, default=None,
+                        help="contract teachers: shrink images whose longest side is larger (default: own size)")
     parser.add_argument("--out", default=None,
                         help=f"output folder for shards and manifests (default: {export.DEFAULT_OUT_DIR} for SALICON, "
                              "data/distill_<dataset> otherwise)")
@@ -100,6 +107,7 @@ def main(argv=None):
             shard_size_mb=args.shard_size_mb, images_per_shard=args.images_per_shard, skip_bad=args.skip_bad,
             verify=args.verify, progress=not args.no_progress, pipeline=args.pipeline, input_size=args.input_size,
             dataset=dataset, split_file=args.split_file, sigma=args.sigma,
+            teacher_format=args.teacher_format, teacher_max_side=args.teacher_max_side,
         )
     except FileNotFoundError as e:
         return _fail(e, 2)

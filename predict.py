@@ -21,7 +21,8 @@ def build_parser():
         "--model",
         required=True,
         help="run folder from train.py (with saved_model/), a student SavedModel folder, or an MSI-Net teacher "
-        "(.pb frozen graph, SavedModel folder or Keras file)",
+        "(.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the contract "
+        "(SavedModel folder or .keras/.h5, e.g. FastGaze)",
     )
     parser.add_argument(
         "images", nargs="+", help="image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp)"
@@ -41,6 +42,9 @@ def build_parser():
         help="input size in pixels a teacher runs at (default: the size its weights were trained at, from the "
         "file name model_<dataset>_..., e.g. 240 320 for SALICON)",
     )
+    parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
+                        help="force how a teacher file loads: MSI-Net or the saliency-model contract (float32 RGB "
+                        "0..255 (B, H, W, 3) in, non-negative (B, H, W, 1) out); auto decides from the file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -48,7 +52,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        predictor = load_predictor(args.model, teacher_input_size=args.teacher_size)
+        predictor = load_predictor(args.model, teacher_input_size=args.teacher_size, teacher_format=args.teacher_format)
         report = predict_files(
             predictor,
             args.images,

@@ -214,7 +214,7 @@ def _centre_bias(examples, split, centre_bias_split):
 
 def evaluate(records_dir, split, models=None, include_teacher=True, densities_dir=None, max_images=None,
              sauc_other=10, seed=0, progress=True, references=True, centre_bias_split="train",
-             observer_sigma=None):
+             observer_sigma=None, teacher_format="auto"):
     """Score the teacher maps in the records, each model and the reference rows on one split.
 
     Args:
@@ -230,6 +230,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         references: add the centre-bias and inter-observer rows where the records allow them.
         centre_bias_split: the split whose fixations the centre bias is fitted on.
         observer_sigma: blur (px) of the inter-observer maps; None = `datasets.nusvip.DEFAULT_SIGMA_PX` (24).
+        teacher_format: how teacher paths in `models` load ("auto", "msinet" or "contract").
 
     Returns:
         {"split", "num_images", "records_dir", "models": {name: {"metrics": {metric: mean}, "num_params",
@@ -254,7 +255,8 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     if include_teacher and any(ex["teacher"] is not None for ex in examples):
         sources[TEACHER_RECORDS] = None
     for name, model in (models or {}).items():
-        sources[name] = load_predictor(model) if isinstance(model, (str, os.PathLike)) else model
+        sources[name] = (load_predictor(model, teacher_format=teacher_format)
+                         if isinstance(model, (str, os.PathLike)) else model)
 
     results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dirs[0]),
                "records_dirs": [os.fspath(d) for d in records_dirs], "models": {},

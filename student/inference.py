@@ -5,6 +5,7 @@
 - a run folder from train.py (it holds `saved_model/`),
 - a student SavedModel written by `student.serving.export_saved_model` (outputs "saliency_map"/"density"),
 - an MSI-Net teacher: a frozen `.pb`, a TF2 SavedModel (the author's Hub/HF export) or a Keras file,
+- any saliency model following `teacher.loading.CONTRACT` (a SavedModel folder or Keras file, e.g. FastGaze),
 
 and returns a `Predictor` whose `predict(image)` maps a uint8 RGB image (H, W, 3) to a float32 (H, W)
 saliency map in [0, 1] at the image's own size. The student's pre- and post-processing live inside its
@@ -158,7 +159,7 @@ class TeacherPredictor(Predictor):
                 f"`teacher_input_size` must be (height, width), positive multiples of 8 (MSI-Net's output stride). "
                 f"Received: {input_size!r}; e.g. (240, 320) for SALICON"
             )
-        self._teacher = load_teacher(os.fspath(path))
+        self._teacher = load_teacher(os.fspath(path), teacher_format="msinet")
         self.pipeline = pipeline
         super().__init__(path, input_size or self._teacher.input_size,
                          getattr(self._teacher, "num_params", None), batch_size)
@@ -178,6 +179,32 @@ class TeacherPredictor(Predictor):
         return np.clip(maps, 0.0, 1.0)
 
 
+class ContractPredictor(Predictor):
+    """A contract teacher (`teacher.loading.ContractTeacher`): each image at its own size, no padding.
+
+    The density comes back at the size the model ran at (the image's, or shrunk to the teacher's
+    `max_input_side`), is resized to the image bilinearly if needed and divided by its maximum: [0, 1].
+    """
+
+    kind = "teacher"
+
+    def __init__(self, path, batch_size=8, teacher_format="contract", max_input_side=None):
+        from teacher.loading import load_teacher
+
+        self._teacher = load_teacher(os.fspath(path), teacher_format=teacher_format, max_input_side=max_input_side)
+        super().__init__(path, None, self._teacher.num_params, batch_size)
+
+    def _predict_group(self, images):
+        from teacher.loading import resize_map
+
+        maps = []
+        for density in self._teacher.run_images(list(images), batch_size=self.batch_size):
+            density = resize_map(density, images.shape[1:3])
+            peak = float(density.max())
+            maps.append(density / peak if peak > 0 else density)
+        return np.stack(maps).astype(np.float32)
+
+
 def _saved_model_outputs(directory):
     """Output keys of the SavedModel's serving_default signature, read from saved_model.pb without loading it."""
     from tensorflow.core.protobuf import saved_model_pb2
@@ -193,11 +220,12 @@ def _saved_model_outputs(directory):
     return keys
 
 
-def load_predictor(path, teacher_input_size=None, batch_size=8):
-    """Load a run folder, a student SavedModel or an MSI-Net teacher file as a `Predictor`.
+def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="auto"):
+    """Load a run folder, a student SavedModel, an MSI-Net teacher file or a contract model as a `Predictor`.
 
     A SavedModel whose `serving_default` signature has the "saliency_map" and "density" outputs is ours
-    (a student); any other SavedModel is taken to be an MSI-Net export and goes to the teacher loader.
+    (a student); any other SavedModel or Keras file goes to the teacher loader, as MSI-Net or as a model
+    following the saliency-model contract (`teacher.loading.teacher_kind` decides, or `teacher_format`).
 
     Args:
         path: a run folder (containing `saved_model/`), a SavedModel folder, or a teacher file
@@ -205,9 +233,10 @@ def load_predictor(path, teacher_input_size=None, batch_size=8):
         teacher_input_size: (height, width) a teacher runs at. Defaults to None: the size its weights were
             trained at (from the file name `model_<dataset>_...`, else SALICON's (240, 320)).
         batch_size: most images per model call in `predict_batch`. Defaults to 8.
+        teacher_format: "auto" (default), "msinet" or "contract": force how a teacher file loads.
 
     Returns:
-        A `StudentPredictor` or a `TeacherPredictor`.
+        A `StudentPredictor`, a `TeacherPredictor` (MSI-Net) or a `ContractPredictor`.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -235,6 +264,12 @@ def load_predictor(path, teacher_input_size=None, batch_size=8):
             )
         if set(STUDENT_OUTPUTS) <= _saved_model_outputs(path):
             return StudentPredictor(path, batch_size=batch_size)
+    from teacher.loading import teacher_kind
+
+    if teacher_kind(path, teacher_format) == "contract":
+        if teacher_input_size is not None:
+            raise ValueError(f"{path}: a contract model runs at each image's own size; drop the teacher input size")
+        return ContractPredictor(path, batch_size=batch_size)
     return TeacherPredictor(path, input_size=teacher_input_size, batch_size=batch_size)
 
 

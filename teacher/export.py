@@ -19,6 +19,14 @@ few batches, whatever the split size.
 Teachers: anything with `input_size` (H, W) and a call on float32 (N, H, W, 3) RGB 0..255 batches returning
 (N, H, W, 1) maps in [0, 1] (`teacher.loading.Teacher`); `manifest()` describes it. A teacher whose
 `needs_stems` is True (`teacher.oracle.OracleTeacher`) is called as `teacher(images, stems=stems)`.
+
+A contract teacher (`teacher.loading.ContractTeacher`: any saliency model, e.g. FastGaze) has no input size
+and no MSI-Net padding: it receives each original image at its own size (shrunk first, area, aspect kept, when
+its longest side exceeds the teacher's `max_input_side`, `--teacher-max-side`; by default never), equal-size
+images of a batch together. Its unnormalised density is resized (area) so that its longest side is at most
+`map_max_side` (320; aspect kept) and divided by its maximum, so the stored map is in [0, 1] with maximum 1;
+the manifest's `preprocessing` says so and `sizes.teacher` counts the stored sizes. Training resizes that map
+to the training size exactly as it resizes the image (both cover the whole image).
 """
 
 import collections
@@ -97,7 +105,8 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def resolve_teacher(teacher, data_dir=DEFAULT_DATA_DIR, input_size=None, pipeline="repo"):
+def resolve_teacher(teacher, data_dir=DEFAULT_DATA_DIR, input_size=None, pipeline="repo", teacher_format="auto",
+                    teacher_max_side=None):
     """Turn `teacher` into a teacher object.
 
     Args:
@@ -106,9 +115,12 @@ def resolve_teacher(teacher, data_dir=DEFAULT_DATA_DIR, input_size=None, pipelin
         data_dir: the data set folder (used by the oracle).
         input_size: optional (H, W) overriding the teacher's input size (the dataset's size by default).
         pipeline: the preprocessing pipeline the oracle is made for ("repo" or "hub").
+        teacher_format: "auto", "msinet" or "contract" (`teacher.loading.teacher_kind`).
+        teacher_max_side: a contract teacher's `max_input_side` (None: each image at its own size).
 
     Raises:
         FileNotFoundError: for a missing weights file; the message says where to get it.
+        ValueError: `input_size` for a contract teacher or `teacher_max_side` for another one.
     """
     if isinstance(teacher, (str, os.PathLike)):
         if os.fspath(teacher) == "oracle":
@@ -118,14 +130,31 @@ def resolve_teacher(teacher, data_dir=DEFAULT_DATA_DIR, input_size=None, pipelin
             return OracleTeacher(data_dir, pipeline=pipeline, **kwargs)
         from teacher.loading import load_teacher
 
-        teacher = load_teacher(os.fspath(teacher))
+        teacher = load_teacher(os.fspath(teacher), teacher_format=teacher_format, max_input_side=teacher_max_side)
+    if _is_contract(teacher):
+        if input_size is not None:
+            raise ValueError(f"{teacher.path}: --input-size (input_size) is MSI-Net's padded input size; a contract "
+                             "teacher receives each image at its own size (bound it with --teacher-max-side)")
+        return teacher
+    if teacher_max_side is not None:
+        raise ValueError("--teacher-max-side (teacher_max_side) applies to contract teachers only; MSI-Net runs at "
+                         "its --input-size")
     if input_size is not None:
         teacher.input_size = tuple(int(s) for s in input_size)
     return teacher
 
 
+def _is_contract(teacher):
+    """True for a `teacher.loading.ContractTeacher` (or its manifest entry): no input size, no padding."""
+    contract = teacher.get("contract") if isinstance(teacher, dict) else getattr(teacher, "contract", None)
+    return contract not in (None, "msinet")
+
+
 def _teacher_description(teacher, pipeline):
     description = dict(teacher.manifest()) if hasattr(teacher, "manifest") else {"name": type(teacher).__name__}
+    if _is_contract(teacher):
+        description.update(path=os.path.abspath(teacher.path), pipeline=None)
+        return description
     description["input_size"] = [int(s) for s in teacher.input_size]
     description["path"] = os.path.abspath(teacher.path) if getattr(teacher, "path", None) else None
     description["pipeline"] = pipeline
@@ -133,7 +162,7 @@ def _teacher_description(teacher, pipeline):
 
 
 def _same_teacher(a, b):
-    keys = ("name", "sha256", "input_size", "pipeline")
+    keys = ("name", "sha256", "input_size", "pipeline", "max_input_side", "map_max_side")
     return all(a.get(k) == b.get(k) for k in keys)
 
 
@@ -187,7 +216,8 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
         A JSON-ready dict with `shards`: [{"name", "stems"}] in order.
     """
     stems = sorted(sample.stem for sample in samples)
-    estimate = estimate_record_bytes(samples, teacher_description["input_size"])
+    map_bound = teacher_description["input_size"] or [teacher_description["map_max_side"]] * 2  # contract: None
+    estimate = estimate_record_bytes(samples, map_bound)
     if images_per_shard is None:
         if shard_size_mb <= 0:
             raise ValueError(f"shard_size_mb must be positive. Received: shard_size_mb={shard_size_mb}")
@@ -498,6 +528,94 @@ def _batch_items(batch, samples, teacher, skip_bad):
     return items, None
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Contract teachers (teacher.loading.ContractTeacher): the original images, any sizes, no padding.
+
+
+def _contract_batches(samples, batch_size):
+    """Lists of up to `batch_size` read samples (index, ok, error, inputs), read in a parallel tf.data map."""
+
+    def load(index):
+        try:
+            inputs = load_inputs(samples[int(index)])
+        except (ValueError, OSError) as e:
+            return (False, str(e).encode(), b"", np.zeros((1, 1, 3), np.uint8), b"", np.zeros((0, 2), np.int32),
+                    np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return (True, b"", inputs["image_bytes"], inputs["image"], inputs["saliency_png"],
+                np.asarray(inputs["fixations"], np.int32), np.asarray(inputs["observers"], np.int32),
+                np.asarray(inputs["durations"], np.float32))
+
+    def read(index):
+        values = tf.numpy_function(
+            load, [index], [tf.bool, tf.string, tf.string, tf.uint8, tf.string, tf.int32, tf.int32, tf.float32],
+            stateful=False)
+        return (index, *values)
+
+    ds = tf.data.Dataset.range(len(samples))
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2 * batch_size)
+    batch = []
+    for index, ok, error, image_bytes, image, saliency_png, fixations, observers, durations in ds.as_numpy_iterator():
+        batch.append({"index": int(index), "ok": bool(ok), "error": error.decode(), "image_bytes": image_bytes,
+                      "image": image, "saliency_png": saliency_png, "fixations": fixations.reshape(-1, 2),
+                      "observers": observers, "durations": durations})
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def contract_teacher_map(density, image_size, map_max_side):
+    """The record's teacher map from a contract teacher's density: resized (area) so the longest side is at most
+    `map_max_side` (aspect kept, from the image's size), divided by its maximum (all zeros stay zeros)."""
+    from teacher.loading import resize_map, scaled_size
+
+    stored = resize_map(density, scaled_size(image_size[0], image_size[1], map_max_side))
+    peak = float(stored.max())
+    return stored / peak if peak > 0 else stored
+
+
+def _contract_batch_items(batch, samples, teacher, skip_bad):
+    """`_batch_items` for a contract teacher: the good images of a batch at their own sizes, same-size together."""
+    good = [entry for entry in batch if entry["ok"]]
+    densities = teacher.run_images([entry["image"] for entry in good], batch_size=max(len(good), 1))
+    maps = {entry["index"]: density for entry, density in zip(good, densities)}
+    items = []
+    for entry in batch:
+        sample = samples[entry["index"]]
+        if not entry["ok"]:
+            if not skip_bad:
+                return items, entry["error"]
+            items.append({"stem": sample.stem, "skipped": {"stem": sample.stem, "error": entry["error"]}})
+            continue
+        size = entry["image"].shape[:2]
+        items.append({
+            "stem": sample.stem,
+            "image_bytes": entry["image_bytes"],
+            "size": size,
+            "saliency_png": entry["saliency_png"],
+            "fixations": entry["fixations"],
+            "observers": entry["observers"],
+            "durations": entry["durations"],
+            "teacher_map": contract_teacher_map(maps[entry["index"]], size, teacher.map_max_side),
+        })
+    return items, None
+
+
+def _contract_preprocessing(description):
+    side = description.get("max_input_side")
+    return {
+        "pipeline": None,
+        "teacher_input": "each original image at its own size" if side is None else
+                         f"each original image, shrunk (area, aspect kept) when its longest side exceeds {side}",
+        "teacher_map": f"the teacher's density resized (area) to a longest side of at most "
+                       f"{description['map_max_side']} (aspect kept) and divided by its maximum, stored as 16-bit "
+                       "PNG round(map * 65535); sizes.teacher counts the stored sizes",
+        "max_input_side": side,
+        "map_max_side": description["map_max_side"],
+    }
+
+
 def _kill_after_from_env():
     value = os.environ.get(KILL_AFTER_SHARDS_ENV)
     return int(value) if value else None
@@ -519,6 +637,8 @@ def export_split(
     dataset="salicon",
     split_file=None,
     sigma=nusvip.DEFAULT_SIGMA_PX,
+    teacher_format="auto",
+    teacher_max_side=None,
 ):
     """Export one split (or "all") to sharded distillation records with a manifest.
 
@@ -543,6 +663,8 @@ def export_split(
         split_file: a split JSON overriding the data set's stored split (`datasets/splits/<name>.json`).
         sigma: Gaussian sigma in pixels for human maps built from fixation points (OSIE and other NUS-VIP
             sets without `maps/`; `datasets.nusvip`).
+        teacher_format: how a teacher path loads: "auto" (default), "msinet" or "contract".
+        teacher_max_side: a contract teacher's largest input side (None: each image at its own size).
 
     Returns:
         The manifest dict (for "all": {split: manifest}; SALICON's "all" is train and val, the other data
@@ -554,7 +676,7 @@ def export_split(
             `out_dir` made from other data or another teacher; a failed verification.
     """
     if split == "all":
-        teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
+        teacher = resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
         return {
             name: export_split(data_dir, name, teacher, out_dir, batch_size, shard_size_mb, images_per_shard,
                                skip_bad, verify, progress, pipeline, dataset=dataset, split_file=split_file,
@@ -564,7 +686,7 @@ def export_split(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     samples = _list_samples(data_dir, split, dataset, split_file, sigma)
-    teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
+    teacher = resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
     if getattr(teacher, "pipeline", pipeline) != pipeline:
         raise ValueError(
             f"the teacher was made for the {teacher.pipeline!r} preprocessing pipeline, the export uses {pipeline!r}"
@@ -607,8 +729,11 @@ def _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, pla
     pending = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as executor:
         try:
-            for batch in _input_dataset(todo, teacher.input_size, pipeline, batch_size):
-                items, error = _batch_items(batch, todo, teacher, skip_bad)
+            contract = _is_contract(teacher)
+            batches = (_contract_batches(todo, batch_size) if contract
+                       else _input_dataset(todo, teacher.input_size, pipeline, batch_size))
+            for batch in batches:
+                items, error = (_contract_batch_items if contract else _batch_items)(batch, todo, teacher, skip_bad)
                 pending.append(executor.submit(_write_batch, writer, items))
                 if error is not None:
                     while pending:
@@ -672,7 +797,7 @@ def _manifest(data_dir, split, plan, progress, description, pipeline):
         "images_per_shard": plan["images_per_shard"],
         "plan": os.path.basename(_plan_path("", split)),
         "teacher": description,
-        "preprocessing": {
+        "preprocessing": _contract_preprocessing(description) if _is_contract(description) else {
             "pipeline": pipeline,
             "input_size": description["input_size"],
             "pad_value": preprocessing.PAD_VALUES[pipeline],

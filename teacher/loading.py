@@ -12,18 +12,51 @@ Accepted files (the loader is chosen from the path):
 
 Every route returns a `Teacher`: float32 NHWC RGB 0..255 batches -> (N, H, W, 1) maps in [0, 1], plus the
 dataset's input size and a name/sha256 for manifests.
+
+Any other saliency model (FastGaze, a user's DeepGaze or UNISAL export) loads as a `ContractTeacher` when it
+follows the saliency-model contract (`CONTRACT`): a Keras file (`.keras`, or a full-model `.h5`) or a TF
+SavedModel folder taking float32 RGB 0..255 images (B, H, W, 3) of any size and returning a non-negative map
+(B, H, W, 1) at the input size (an unnormalised density; the model carries its own preprocessing). The
+contract is checked when the file loads: the declared input (rank, dtype, channels) and one probe call on a
+small image (output shape, finite and non-negative values); an error names the part that fails.
+
+Which route (`teacher_kind`, `teacher_format="auto"`): a frozen `.pb` and a `.weights.h5` are MSI-Net; a
+SavedModel is MSI-Net when its `serving_default` signature has the author's published names (input
+`input_1`, output `output` or `layer_from_saved_model`) or its graph holds MSI-Net's published weight
+constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names; msinet.md 2.9, 3.2);
+a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
+contract. `teacher_format="msinet"` or
+`"contract"` forces a route.
 """
 
 import hashlib
+import json
 import logging
 import os
 import re
+import zipfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from teacher import convert, msinet
 from teacher.preprocessing import INPUT_SIZES
+
+TEACHER_FORMATS = ("auto", "msinet", "contract")
+CONTRACT = "saliency-model/v1"
+CONTRACT_TEXT = (
+    "float32 RGB 0..255 images (B, H, W, 3) of any size in, a non-negative map (B, H, W, 1) at the input size "
+    "out (an unnormalised density; the model does its own preprocessing)"
+)
+# The stored teacher map's longest side in distillation records (aspect kept): small records.
+DEFAULT_MAP_MAX_SIDE = 320
+# The probe image: small, odd-sized and not square, so a model that only works at one size fails at load.
+PROBE_SHAPE = (2, 37, 53, 3)
+_MSINET_CONSTANTS = ("conv1/conv1_1/kernel", "decoder/conv4/kernel")
+# (inputs, outputs) of the author's TF2 SavedModel revisions (msinet.md 3.2).
+_MSINET_SIGNATURES = [({"input_1"}, {"output"}), ({"input_1"}, {"layer_from_saved_model"})]
+_KERAS_SUFFIXES = (".keras", ".h5")
 
 DEFAULT_WEIGHTS = os.path.join("weights", "model_salicon_cpu.pb")
 DEFAULT_DATASET = "salicon"
@@ -87,6 +120,7 @@ class Teacher:
             "backend": self.backend,
             "dataset": self.dataset,
             "input_size": list(self.input_size),
+            "contract": "msinet",
         }
 
     def __repr__(self):
@@ -228,8 +262,327 @@ def _load_keras(path, jit_compile):
     return _keras_function(model, jit_compile)
 
 
-def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", jit_compile=False):
-    """Load MSI-Net from a published frozen `.pb`, the published SavedModel folder, or a Keras file.
+# ---------------------------------------------------------------------------------------------------------
+# Any saliency model that follows the contract.
+
+
+def scaled_size(height, width, max_side):
+    """(h, w) with the longest side at most `max_side`, aspect kept (rounded, >= 1); unchanged if it fits or None."""
+    height, width = int(height), int(width)
+    if max_side is None or max(height, width) <= int(max_side):
+        return height, width
+    scale = int(max_side) / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_map(saliency_map, size):
+    """Resize a 2-D float map to `size` (h, w): area averaging when shrinking, bilinear otherwise."""
+    import cv2
+
+    saliency_map = np.asarray(saliency_map, np.float32)
+    size = (int(size[0]), int(size[1]))
+    if saliency_map.shape == size:
+        return saliency_map
+    shrink = size[0] <= saliency_map.shape[0] and size[1] <= saliency_map.shape[1]
+    return cv2.resize(saliency_map, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class ContractTeacher:
+    """A saliency model that follows `CONTRACT`: call it on same-size batches, or `run_images` on any sizes.
+
+    Attributes:
+        name, sha256, path: the file or folder, its hash (every file of a folder) and where it was loaded from.
+        format: "saved_model" or "keras"; backend: "graph" (signature) or "keras".
+        contract: `CONTRACT`.
+        input_size: None (there is no fixed input size: each image runs at its own size).
+        max_input_side: images with a longer side are shrunk (area, aspect kept) before the model; None: never.
+        map_max_side: the longest side of the teacher map stored in distillation records (aspect kept).
+        num_params: number of weights (variables), or None when the model has none (frozen constants).
+    """
+
+    contract = CONTRACT
+    input_size = None
+
+    def __init__(self, function, *, name, sha256, path, format, backend, num_params=None, max_input_side=None,
+                 map_max_side=DEFAULT_MAP_MAX_SIDE, keep_alive=None):
+        for arg, value in (("max_input_side", max_input_side), ("map_max_side", map_max_side)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{path}: `{arg}` must be a positive int or None. Received: {arg}={value!r}")
+        if map_max_side is None:
+            raise ValueError(f"{path}: `map_max_side` must be a positive int. Received: None")
+        self._function = function
+        self._keep_alive = keep_alive  # the loaded SavedModel / Keras model behind `function`
+        self.name = name
+        self.sha256 = sha256
+        self.path = path
+        self.format = format
+        self.backend = backend
+        self.num_params = num_params
+        self.max_input_side = None if max_input_side is None else int(max_input_side)
+        self.map_max_side = int(map_max_side)
+
+    def _violation(self, part, detail, fix):
+        return ValueError(f"{self.path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): {part} "
+                          f"{detail}. {fix}")
+
+    def __call__(self, images):
+        """The model's maps for a batch of same-size images.
+
+        Args:
+            images: (B, H, W, 3) RGB 0..255 (numpy or tensor, any real dtype; cast to float32).
+
+        Returns:
+            float32 tensor (B, H, W, 1), non-negative (an unnormalised density).
+
+        Raises:
+            ValueError: the input is not a batch of RGB images, or the model's output breaks the contract
+                (its shape, non-finite or negative values), naming the file.
+        """
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"{self.name}: expected a batch of RGB images (B, H, W, 3), got shape {tuple(images.shape)}; "
+                "add a batch axis with images[None] for a single image"
+            )
+        outputs = self._function(tf.cast(images, tf.float32))
+        if isinstance(outputs, dict):
+            outputs = list(outputs.values())
+        if isinstance(outputs, (list, tuple)):
+            if len(outputs) != 1:
+                raise self._violation("outputs:", f"the model returns {len(outputs)} tensors",
+                                      "Return a single map (B, H, W, 1)")
+            outputs = outputs[0]
+        maps = tf.convert_to_tensor(outputs)
+        expected = (*images.shape[:3], 1)
+        if tuple(maps.shape) != expected:
+            raise self._violation(
+                "output shape", f"is {tuple(maps.shape)} for an input of {tuple(images.shape)}",
+                f"Expected {expected}: one channel at the input's own size (resize back inside the model)")
+        maps = tf.cast(maps, tf.float32)
+        if not bool(tf.reduce_all(tf.math.is_finite(maps))):
+            raise self._violation("output values", "are not all finite (NaN or inf)", "Fix the model")
+        low = float(tf.reduce_min(maps))
+        if low < 0:
+            raise self._violation(
+                "output has negative values", f"(min {low:.4g})",
+                "Return a non-negative density, e.g. exp of log-density, a softmax, or clip at 0 inside the model")
+        return maps
+
+    def run_images(self, images, batch_size=8):
+        """Density maps for images of any sizes, each at the size it ran at.
+
+        Images are shrunk to `max_input_side` first when set (area, aspect kept); equal-size images run
+        together, `batch_size` at a time.
+
+        Args:
+            images: a sequence of (H_i, W_i, 3) RGB 0..255 arrays.
+            batch_size: most images per model call.
+
+        Returns:
+            A list of float32 (h_i, w_i) maps: (H_i, W_i), or the shrunk size.
+        """
+        import cv2
+
+        inputs = []
+        for image in images:
+            image = np.asarray(image)
+            size = scaled_size(image.shape[0], image.shape[1], self.max_input_side)
+            if size != image.shape[:2]:
+                image = cv2.resize(image.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            inputs.append(np.asarray(image, np.float32))
+        groups = {}
+        for i, image in enumerate(inputs):
+            groups.setdefault(image.shape, []).append(i)
+        maps = [None] * len(inputs)
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                batch = self(np.stack([inputs[i] for i in chunk])).numpy()
+                for i, saliency_map in zip(chunk, batch):
+                    maps[i] = saliency_map[:, :, 0]
+        return maps
+
+    def manifest(self):
+        """A JSON-ready description of the teacher for export manifests."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "format": self.format,
+            "backend": self.backend,
+            "contract": self.contract,
+            "input_size": None,
+            "max_input_side": self.max_input_side,
+            "map_max_side": self.map_max_side,
+        }
+
+    def __repr__(self):
+        return (f"ContractTeacher({self.name!r}, format={self.format!r}, max_input_side={self.max_input_side}, "
+                f"map_max_side={self.map_max_side})")
+
+
+def _check_input_spec(path, where, shape, dtype):
+    """The declared input against the contract: rank 4, float32, 3 channels, any H and W."""
+    head = f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}):"
+    shape = tf.TensorShape(shape)
+    if shape.rank is not None and shape.rank != 4:
+        raise ValueError(f"{head} input rank is {shape.rank} ({where} has shape {shape}); the contract needs rank 4 "
+                         "(B, H, W, 3): give the model a batch axis")
+    dtype = tf.as_dtype(dtype)
+    if dtype != tf.float32:
+        raise ValueError(f"{head} input dtype is {dtype.name} ({where}); the contract needs float32 RGB 0..255: "
+                         "take float32 and cast inside the model if it needs another type")
+    if shape.rank == 4 and shape[-1] is not None and shape[-1] != 3:
+        raise ValueError(f"{head} input channels are {shape[-1]} ({where} has shape {shape}); the contract needs "
+                         "3 (RGB)")
+    if shape.rank == 4 and (shape[1] is not None or shape[2] is not None):
+        raise ValueError(f"{head} input shape {shape} ({where}) fixes H and W; the contract needs any size "
+                         "(None, None, None, 3): resize inside the model")
+
+
+def _contract_saved_model(path):
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001 - TF raises many types for a bad folder; all mean the same here.
+        raise ValueError(f"{path}: cannot load as a TF2 SavedModel ({type(e).__name__}: {e})") from e
+    signatures = getattr(loaded, "signatures", {})
+    if "serving_default" not in signatures:
+        raise ValueError(
+            f"{path}: the SavedModel has no 'serving_default' signature (found: {sorted(signatures)}); save it "
+            f"with tf.saved_model.save(module, path, signatures=...) or Keras model.export(path), following the "
+            f"saliency-model contract ({CONTRACT_TEXT})"
+        )
+    signature = signatures["serving_default"]
+    _, input_specs = signature.structured_input_signature
+    if len(input_specs) != 1:
+        raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): inputs: the "
+                         f"signature takes {sorted(input_specs)}; the contract needs a single image input")
+    ((key, spec),) = input_specs.items()
+    _check_input_spec(path, f"signature input {key!r}", spec.shape, spec.dtype)
+
+    def run(images):
+        return signature(**{key: images})
+
+    variables = getattr(loaded, "variables", None) or []
+    return run, int(sum(np.prod(v.shape) for v in variables)) or None, loaded
+
+
+def _contract_keras(path):
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - deserialisation fails in many ways; the fix is the same.
+        raise ValueError(f"{path}: cannot load as a Keras model ({type(e).__name__}: {e}); a model with custom "
+                         "layers needs them registered (keras.saving.register_keras_serializable), or export it "
+                         "as a SavedModel (model.export(path))") from e
+    if len(model.inputs) != 1:
+        raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): inputs: the "
+                         f"model takes {len(model.inputs)} inputs; the contract needs a single image input")
+    _check_input_spec(path, f"Keras input {model.inputs[0].name!r}", model.inputs[0].shape, model.inputs[0].dtype)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def run(images):
+        return model(images, training=False)
+
+    return run, int(model.count_params()) or None, model
+
+
+def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MAX_SIDE):
+    """Load a Keras file or SavedModel folder that follows `CONTRACT`, checked with a probe call.
+
+    Args:
+        path: a SavedModel folder (signature `serving_default`, one image input) or a `.keras` / `.h5` file.
+        max_input_side: shrink images with a longer side before the model (aspect kept); None: never.
+        map_max_side: longest side of the teacher maps the export stores. Defaults to 320.
+
+    Returns:
+        A `ContractTeacher`.
+
+    Raises:
+        ValueError: the file cannot be loaded, or breaks the contract; the message names the part (inputs,
+            input rank, input dtype, input channels, input shape, outputs, output shape, output values,
+            negative values).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        fmt, backend = "saved_model", "graph"
+        function, num_params, keep_alive = _contract_saved_model(path)
+    elif path.endswith(_KERAS_SUFFIXES):
+        fmt, backend = "keras", "keras"
+        function, num_params, keep_alive = _contract_keras(path)
+    else:
+        raise ValueError(f"{path}: a contract teacher is a SavedModel folder or a Keras file (.keras, .h5)")
+    teacher = ContractTeacher(function, name=os.path.basename(os.path.normpath(path)), sha256=file_sha256(path),
+                              path=path, format=fmt, backend=backend, num_params=num_params,
+                              max_input_side=max_input_side, map_max_side=map_max_side, keep_alive=keep_alive)
+    probe = np.random.default_rng(0).uniform(0.0, 255.0, PROBE_SHAPE).astype(np.float32)
+    try:
+        teacher(probe)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises on a valid input breaks the contract.
+        if isinstance(e, ValueError) and str(e).startswith(path):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): the probe call on "
+                         f"a float32 {PROBE_SHAPE} batch failed ({type(e).__name__}: {first})") from e
+    return teacher
+
+
+def _saved_model_is_msinet(path):
+    """True when the SavedModel has MSI-Net's published signature names or weight constants (module docstring)."""
+    try:
+        proto = convert.read_saved_model_proto(path)
+    except (FileNotFoundError, ValueError):
+        return True  # not a readable SavedModel: the MSI-Net loader reports it as before
+    for meta_graph in proto.meta_graphs:
+        signature = meta_graph.signature_def.get("serving_default")
+        if signature is not None and (set(signature.inputs), set(signature.outputs)) in _MSINET_SIGNATURES:
+            return True
+    names = {node.name for meta_graph in proto.meta_graphs for node in convert._graph_nodes(meta_graph.graph_def)}
+    return all(name in names for name in _MSINET_CONSTANTS)
+
+
+def _keras_file_is_msinet(path):
+    """True when a `.keras` / `.h5` model's layers have all of `teacher.msinet`'s convolution names."""
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                config = json.loads(f.attrs["model_config"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False  # unreadable: the contract loader reports it
+    names = {layer.get("name") for layer in config.get("config", {}).get("layers", [])}
+    return set(msinet.SCOPE_TO_LAYER.values()) <= names
+
+
+def teacher_kind(path, teacher_format="auto"):
+    """Which loader a teacher file takes: "msinet" (MSI-Net's published formats) or "contract".
+
+    `teacher_format="auto"` decides from the file without running it (module docstring); "msinet" or
+    "contract" forces the route. A frozen `.pb` and a `.weights.h5` can only be MSI-Net.
+    """
+    if teacher_format not in TEACHER_FORMATS:
+        raise ValueError(f"teacher_format must be one of {TEACHER_FORMATS}. Received: {teacher_format!r}")
+    path = os.fspath(path)
+    if not os.path.isdir(path) and path.endswith((".pb", ".weights.h5")):
+        if teacher_format == "contract":
+            raise ValueError(f"{path}: a {'.pb' if path.endswith('.pb') else '.weights.h5'} file cannot be a "
+                             "contract teacher; the contract takes a SavedModel folder or a Keras file (.keras, .h5)")
+        return "msinet"
+    if teacher_format != "auto":
+        return teacher_format
+    if os.path.isdir(path):
+        return "msinet" if _saved_model_is_msinet(path) else "contract"
+    if path.endswith(_KERAS_SUFFIXES):
+        return "msinet" if _keras_file_is_msinet(path) else "contract"
+    return "msinet"  # the MSI-Net loader names the unsupported extension
+
+
+def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", jit_compile=False,
+                 teacher_format="auto", max_input_side=None, map_max_side=DEFAULT_MAP_MAX_SIDE):
+    """Load MSI-Net from a published frozen `.pb`, the published SavedModel folder, or a Keras file, or any
+    saliency model that follows the contract (a `ContractTeacher`; see the module docstring).
 
     Args:
         path: `model_<dataset>_{cpu,gpu}.pb`, a SavedModel folder, `.keras` or `.weights.h5`. Defaults to
@@ -239,9 +592,11 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         nchw_fallback: what to do with a `_gpu` (NCHW) graph TF cannot run on this CPU: "convert" (default)
             runs its constants through the Keras MSI-Net with a warning; "error" raises.
         jit_compile: compile the Keras MSI-Net with XLA (Keras routes only).
+        teacher_format: "auto" (default; `teacher_kind` decides), "msinet" or "contract".
+        max_input_side, map_max_side: contract teachers only, see `load_contract_teacher`.
 
     Returns:
-        A `Teacher`.
+        A `Teacher` (MSI-Net) or a `ContractTeacher`.
 
     Raises:
         FileNotFoundError: if `path` does not exist (the message says where to get the weights).
@@ -256,6 +611,8 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         raise ValueError(f"load_teacher: unknown dataset {dataset!r}; choose one of {sorted(INPUT_SIZES)}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}")
+    if teacher_kind(path, teacher_format) == "contract":
+        return load_contract_teacher(path, max_input_side, map_max_side)
 
     if os.path.isdir(path):
         fmt, backend, function = "saved_model", "graph", _load_saved_model(path)

@@ -127,6 +127,7 @@ def test_manifest_names_and_hashes_the_file(published, frozen_teacher):
         "backend": "graph",
         "dataset": "salicon",
         "input_size": [240, 320],
+        "contract": "msinet",
     }
 
 
