@@ -44,10 +44,11 @@ def build_parser():
                         "the contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
                         "(B, H, W, 1) out, e.g. FastGaze), or 'oracle' for synthetic data")
     parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
-                        help="force how --teacher loads; auto: MSI-Net when the file holds MSI-Net's published "
-                        "weight names, else the contract")
+                        help="force how --teacher loads; auto: MSI-Net when the file has MSI-Net's published "
+                        "signature or weight names, else the contract")
     parser.add_argument("--teacher-max-side", type=int, default=None,
-                        help="contract teachers: shrink images whose longest side is larger (default: own size)")
+                        help="contract teachers: shrink images whose longest side is larger, aspect kept; "
+                        "None: each image at its own size")
     parser.add_argument("--out", default=None,
                         help=f"output folder for shards and manifests (default: {export.DEFAULT_OUT_DIR} for SALICON, "
                              "data/distill_<dataset> otherwise)")

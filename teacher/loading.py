@@ -10,7 +10,7 @@ Accepted files (the loader is chosen from the path):
   cannot `load_model` this legacy format.
 * `.keras` / `.weights.h5`: the Keras MSI-Net of `teacher.msinet`.
 
-Every route returns a `Teacher`: float32 NHWC RGB 0..255 batches -> (N, H, W, 1) maps in [0, 1], plus the
+Every MSI-Net route returns a `Teacher`: float32 NHWC RGB 0..255 batches -> (N, H, W, 1) maps in [0, 1], plus the
 dataset's input size and a name/sha256 for manifests.
 
 Any other saliency model (FastGaze, a user's DeepGaze or UNISAL export) loads as a `ContractTeacher` when it
@@ -25,8 +25,7 @@ SavedModel is MSI-Net when its `serving_default` signature has the author's publ
 `input_1`, output `output` or `layer_from_saved_model`) or its graph holds MSI-Net's published weight
 constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names; msinet.md 2.9, 3.2);
 a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
-contract. `teacher_format="msinet"` or
-`"contract"` forces a route.
+contract. `teacher_format="msinet"` or `"contract"` (`--teacher-format`) forces a route.
 """
 
 import hashlib
