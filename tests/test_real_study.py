@@ -1,0 +1,75 @@
+"""The real-data study end to end on two tiny NUS-VIP data sets: variants, tables, resumption."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from student import real_study
+from teacher import export
+from tests.nusvip_fixtures import make_nusvip
+
+
+def _entries(rng, sizes, observers=3, per_observer=5):
+    """Random fixations (1-based MATLAB x, y) of a few observers on each image."""
+    entries = {}
+    for stem, (h, w) in sizes.items():
+        entries[f"{stem}.jpg"] = [
+            (list(rng.uniform(1, w, per_observer)), list(rng.uniform(1, h, per_observer)), [200.0] * per_observer)
+            for _ in range(observers)
+        ]
+    return entries
+
+
+@pytest.fixture(scope="module")
+def study_records(tmp_path_factory):
+    """Two data sets (landscape and portrait images) with train/val/test splits, exported with a contract teacher."""
+    root = tmp_path_factory.mktemp("study")
+    inputs = keras.Input((None, None, 3))
+    keras.utils.set_random_seed(0)
+    teacher = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="softplus")(inputs / 255.0))
+    teacher.save(root / "teacher.keras")
+    rng = np.random.default_rng(0)
+    dirs = []
+    for name, shape in (("land", (24, 32)), ("port", (32, 24))):
+        stems = [f"{name}{i}" for i in range(8)]
+        make_nusvip(root / name, _entries(rng, {s: shape for s in stems}), {s: shape for s in stems})
+        split_file = root / f"{name}.json"
+        split_file.write_text(json.dumps({"train": stems[:4], "val": stems[4:6], "test": stems[6:]}))
+        out = root / f"distill_{name}"
+        export.export_split(root / name, "all", str(root / "teacher.keras"), out, progress=False, dataset="nus",
+                            split_file=split_file, sigma=3.0)
+        dirs.append(str(out))
+    return dirs
+
+
+def test_study_trains_every_variant_and_reports_floor_teacher_and_ceiling(study_records, tmp_path, capsys):
+    settings = real_study.StudySettings(records_dirs=tuple(study_records), image_size=(32, 32), epochs=1,
+                                        batch_size=2, jit_compile=False)
+    summary = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B_kd_20"))
+    assert set(summary["variants"]) == {"A", "B_kd_20"}
+    for name in ("A", "B_kd_20"):
+        test = summary["variants"][name]["test"]
+        assert set(test) == {"land", "port"}
+        assert len(test["land"]["nss"]["per_seed"]) == 1 and np.isfinite(test["port"]["kld"]["mean"])
+        assert len(summary["variants"][name]["val_curves"]["kld"]) == 1
+    markdown = (tmp_path / "study.md").read_text()
+    for row in ("student A", "student B_kd_20", "teacher", "centre bias (floor)", "inter-observer (ceiling)"):
+        assert f"| {row} |" in markdown
+    assert "**land**" in markdown and "**port**" in markdown and (tmp_path / "curves.png").stat().st_size > 0
+    # The label-scarce run trained on 20% of the human maps plus the teacher maps of all images.
+    config = json.loads((tmp_path / "seed0" / "B_kd_20" / "config.json").read_text())
+    assert config["label_fraction"] == 0.2 and config["kd_into_saliency"] == 1.0 and config["completed"]
+
+    # A rerun reuses every finished run and cached score: nothing is trained again.
+    capsys.readouterr()
+    again = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B_kd_20"))
+    assert "[study] seed" not in capsys.readouterr().out
+    assert again["variants"] == summary["variants"]
+
+
+def test_study_says_which_export_is_missing(tmp_path):
+    settings = real_study.StudySettings(records_dirs=(str(tmp_path / "nothing"),))
+    with pytest.raises(FileNotFoundError, match=r"no finished 'train' export .* export_teacher\.py"):
+        real_study.run_study(seeds=(0,), out_dir=str(tmp_path / "out"), settings=settings)
