@@ -124,7 +124,7 @@ def test_malformed_files_name_the_file(tmp_path, writer):
 
 def test_stimulus_and_entry_pairing_errors(tmp_path):
     root = _folder(tmp_path, {**QUIRKS, "c.jpg": QUIRKS["a.jpg"]})
-    with pytest.raises(FileNotFoundError, match=r"fixations\.mat: entry 3 names 'c\.jpg', which has no file in .*stimuli"):
+    with pytest.raises(FileNotFoundError, match=r"fixations\.mat: entry 3 names 'c\.jpg', which has no file in"):
         nusvip.list_nusvip(root)
     root = _folder(tmp_path, {"a.jpg": QUIRKS["a.jpg"]})
     with pytest.raises(FileNotFoundError, match=r"stimuli/b\.jpg: stimulus without an entry in .*fixations\.mat"):
@@ -267,3 +267,14 @@ def test_real_exports_list_the_stored_splits(real):
             lists = [sources.list_samples(name, EYETRACKING / name, split) for split in splits.SPLIT_NAMES]
         assert [len(x) for x in lists] == list(sizes)
         assert all(s.dataset == name for x in lists for s in x)
+
+
+def test_mit1003_maps_only_layouts_still_list_by_split(tmp_path):
+    """The original release layout (ALLSTIMULI/, no fixations.mat) goes through datasets.mit1003 with the split."""
+    from tests.test_mit1003 import _original_layout
+
+    _original_layout(tmp_path / "mit", [[1, 1]])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["b"], "val": ["a"], "test": []}))
+    (b,) = sources.list_samples("mit1003", tmp_path / "mit", "train", split_file=split)
+    assert b.stem == "b" and b.map_path.endswith("b_fixMap.jpg") and b.fixations_path.endswith("b_fixPts.png")
