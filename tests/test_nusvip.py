@@ -223,6 +223,8 @@ def test_real_folders_load_with_points_inside(real):
     assert all(s.map_path for s in data["mit1003"]) and not any(s.map_path for s in data["osie"])
     assert {(s.height, s.width) for s in data["osie"]} == {(600, 800)}
     # README: 129 observers without a fixation and 283 with one in MIT1003; about 104 and 140 points per image.
+    counts = np.concatenate([np.bincount(s.observers, minlength=15) for s in data["mit1003"]])
+    assert ((counts == 0).sum(), (counts == 1).sum()) == (129, 283)
     assert 100 < np.mean([len(s.fixations) for s in data["mit1003"]]) < 108
     assert 135 < np.mean([len(s.fixations) for s in data["osie"]]) < 145
     clamped = sum(s.num_outside for s in data["mit1003"])
