@@ -2,10 +2,10 @@
 
 | name | folder | split |
 |---|---|---|
-| `salicon` | SALICON (2017 release or MSI-Net download layout) | its own train/val/test folders |
-| `mit1003` | the NUS-VIP layout (points, observers, durations, official `maps/`), or a maps-only MIT1003 layout (`datasets.mit1003`) | `datasets/splits/mit1003.json` |
-| `osie` | the NUS-VIP layout (maps built from the points) | `datasets/splits/osie.json` |
-| `nus` | any data set in the NUS-VIP layout; named after its folder | `datasets/splits/<name>.json`, or a `split_file` |
+| `salicon` | SALICON (2017 release or MSI-Net download layout) | its own folders |
+| `mit1003` | NUS-VIP layout (points, official `maps/`), or a maps-only MIT1003 layout | `splits/mit1003.json` |
+| `osie` | NUS-VIP layout (maps built from the points) | `splits/osie.json` |
+| `nus` | any data set in the NUS-VIP layout, named after its folder | `splits/<name>.json` or a file |
 | `images` | a folder of images without human data (teacher maps only) | none: every image |
 
 Samples are `datasets.salicon.SaliconSample` (files on disk) or `datasets.nusvip.EyeSample` (points in memory).

@@ -504,6 +504,11 @@ def _batch_items(batch, samples, teacher, skip_bad):
                 f"teacher {getattr(teacher, 'name', teacher)!r} returned maps of shape {maps.shape} for inputs of "
                 f"{tuple(batch['padded'].shape[1:3])}; expected {expected} (N, H, W, 1) at its input size"
             )
+        if not (np.isfinite(maps).all() and maps.min() >= -1e-6 and maps.max() <= 1 + 1e-6):
+            raise ValueError(  # the records store [0, 1] maps; anything else would be clipped silently
+                f"teacher {getattr(teacher, 'name', teacher)!r} returned values in [{np.nanmin(maps):.4g}, "
+                f"{np.nanmax(maps):.4g}]; expected maps in [0, 1] (normalise an unnormalised density first)"
+            )
     items, position = [], {int(i): k for k, i in enumerate(good)}
     for i, index in enumerate(indices):
         sample = samples[int(index)]

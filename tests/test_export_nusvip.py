@@ -143,3 +143,20 @@ def test_real_dataset_split(msinet_pb, msinet, tmp_path, dataset, split, stems):
     assert (manifest["dataset"], manifest["num_with_human_map"], manifest["num_without_human_map"]) == (
         dataset, len(pick), 0)
     assert ("maps/" in manifest["human_maps"]) == (dataset == "mit1003")
+
+
+class _DensityTeacher:
+    """An unnormalised density (values up to 22, like FastGaze's raw output): must not be clipped silently."""
+
+    input_size = (24, 32)
+    name = "raw-density"
+
+    def __call__(self, images):
+        return np.full((len(images), *self.input_size, 1), 22.0, np.float32)
+
+
+def test_teacher_maps_outside_unit_range_are_refused(tmp_path):
+    root = make_nusvip(tmp_path / "mini")
+    with pytest.raises(ValueError, match=r"'raw-density' returned values in \[22, 22\]; expected maps in \[0, 1\]"):
+        export.export_split(root / "stimuli", "train", _DensityTeacher(), tmp_path / "o", progress=False,
+                            dataset="images")

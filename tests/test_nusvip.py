@@ -124,7 +124,7 @@ def test_malformed_files_name_the_file(tmp_path, writer):
 
 def test_stimulus_and_entry_pairing_errors(tmp_path):
     root = _folder(tmp_path, {**QUIRKS, "c.jpg": QUIRKS["a.jpg"]})
-    with pytest.raises(FileNotFoundError, match=r"fixations\.mat: entry 3 names 'c\.jpg', which has no file in .*stimuli"):
+    with pytest.raises(FileNotFoundError, match=r"fixations\.mat: entry 3 names 'c\.jpg', which has no file in"):
         nusvip.list_nusvip(root)
     root = _folder(tmp_path, {"a.jpg": QUIRKS["a.jpg"]})
     with pytest.raises(FileNotFoundError, match=r"stimuli/b\.jpg: stimulus without an entry in .*fixations\.mat"):
@@ -223,6 +223,8 @@ def test_real_folders_load_with_points_inside(real):
     assert all(s.map_path for s in data["mit1003"]) and not any(s.map_path for s in data["osie"])
     assert {(s.height, s.width) for s in data["osie"]} == {(600, 800)}
     # README: 129 observers without a fixation and 283 with one in MIT1003; about 104 and 140 points per image.
+    counts = np.concatenate([np.bincount(s.observers, minlength=15) for s in data["mit1003"]])
+    assert ((counts == 0).sum(), (counts == 1).sum()) == (129, 283)
     assert 100 < np.mean([len(s.fixations) for s in data["mit1003"]]) < 108
     assert 135 < np.mean([len(s.fixations) for s in data["osie"]]) < 145
     clamped = sum(s.num_outside for s in data["mit1003"])
@@ -267,3 +269,14 @@ def test_real_exports_list_the_stored_splits(real):
             lists = [sources.list_samples(name, EYETRACKING / name, split) for split in splits.SPLIT_NAMES]
         assert [len(x) for x in lists] == list(sizes)
         assert all(s.dataset == name for x in lists for s in x)
+
+
+def test_mit1003_maps_only_layouts_still_list_by_split(tmp_path):
+    """The original release layout (ALLSTIMULI/, no fixations.mat) goes through datasets.mit1003 with the split."""
+    from tests.test_mit1003 import _original_layout
+
+    _original_layout(tmp_path / "mit", [[1, 1]])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["b"], "val": ["a"], "test": []}))
+    (b,) = sources.list_samples("mit1003", tmp_path / "mit", "train", split_file=split)
+    assert b.stem == "b" and b.map_path.endswith("b_fixMap.jpg") and b.fixations_path.endswith("b_fixPts.png")
