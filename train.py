@@ -27,6 +27,9 @@ def build_parser():
                    help="folders of <split>-NNNNN-of-NNNNN.tfrecord shards written by export_teacher.py; several "
                         "(e.g. MIT1003, OSIE and an unlabelled photo folder) train together: records without a "
                         "human map only teach variant B's distillation terms and are left out for A")
+    p.add_argument("--train-split", default=_DEFAULTS.train_split,
+                   help="record split to train on (MIT1003 and OSIE: the fixed splits train / val / test)")
+    p.add_argument("--val-split", default=_DEFAULTS.val_split, help="record split to validate on")
     p.add_argument("--run-dir", default=None,
                    help="output folder (default runs/<variant>; with --variant both, the parent of A/ and B/). "
                         "Rerunning with the same folder resumes an interrupted run")
@@ -75,6 +78,8 @@ def config_from_args(args, variant, run_dir, initial_weights=None):
         image_size=tuple(args.image_size),
         resize=args.resize,
         label_fraction=args.label_fraction,
+        train_split=args.train_split,
+        val_split=args.val_split,
         temperature=args.temperature,
         kd_weight=args.kd_weight,
         kd_into_saliency=args.kd_into_saliency,
