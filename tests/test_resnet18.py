@@ -201,6 +201,18 @@ def test_sync_batchnorm_uses_two_pass_statistics():
     np.testing.assert_allclose(out, np.asarray(plain(x, training=True)), atol=1e-6)
 
 
+def test_sync_batchnorm_keeps_float64_statistics():
+    """Under a float64 policy the statistics stay float64 (only float16 / bfloat16 are raised to float32), so a
+    float64 clone of the student is an exact reference for float32 training (the mirrored parity test)."""
+    rng = np.random.default_rng(0)
+    x = 1000.0 + rng.standard_normal((4, 8, 8, 3))
+    mean = x.mean(axis=(0, 1, 2))
+    reference = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=(0, 1, 2)) + 1e-3)
+    out = np.asarray(SyncBatchNormalization(epsilon=1e-3, dtype="float64")(x, training=True))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, reference, rtol=0, atol=1e-9)
+
+
 def test_safetensors_conversion_matches_numpy_reference(safetensors_path, state_dict, input_and_reference):
     encoder = build_resnet18_encoder()
     load_resnet18_weights(encoder, safetensors_path)
