@@ -8,6 +8,9 @@ TensorFlow (no Keras, no code from this project):
     out["saliency_map"]   # (1, H, W, 1) float32 in [0, 1], the density divided by its per-image max
     out["density"]        # (1, H, W, 1) float32, sums to 1 over each image
 
+The images must be upright as displayed: the model does not read EXIF. `tf.io.decode_jpeg` ignores a phone
+photo's EXIF orientation, so rotate such images first (`datasets.io.read_image` applies it, as predict.py does).
+
 Inside: resize the batch to the training resolution, run the student, spatial softmax of the saliency
 head's logits, resize the density back to the input size and renormalise it. `saliency_from_logits`
 and `predict_saliency` are the same computation in-process, for callers holding a Keras student.
