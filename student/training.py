@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from datasets import records
-from datasets.io import atomic_write
+from datasets.io import atomic_write, check_writable_dir
 
 BACKUP_DIR = "backup"
 # Settings that may change when a run is resumed without changing its result.
@@ -266,8 +266,12 @@ def _prepare_run_dir(config):
         changed = _changed_settings(previous, config)
         if changed and os.path.isdir(backup_dir):
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            both = ""
+            if "initial_weights" in changed and previous.get("initial_weights"):
+                parent = os.path.dirname(os.path.abspath(run_dir))
+                both = f" (it was started by --variant both: rerun that command with --run-dir {parent})"
             raise ValueError(
-                f"{run_dir} holds an unfinished run with other settings ({detail}); resume it with the same "
+                f"{run_dir} holds an unfinished run with other settings ({detail}){both}; resume it with the same "
                 f"settings or choose another --run-dir"
             )
     elif config.resume:
@@ -401,6 +405,7 @@ def train(config, strategy=None, extra_callbacks=()):
     )
     for difference in mixed:
         print(f"[train] warning: mixed records (--allow-mixed-records): {difference}")
+    check_writable_dir(config.run_dir, "--run-dir")
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
