@@ -59,7 +59,7 @@ def main(argv=None):
     if not args.overlay:
         unused = [f"--{name}" for name in ("colormap", "alpha") if getattr(args, name) != parser.get_default(name)]
         if unused:
-            _warn(f"{' and '.join(unused)} only apply with --overlay; ignored")
+            _warn(f"{' and '.join(unused)} only appl{'y' if len(unused) > 1 else 'ies'} with --overlay; ignored")
     try:
         check_writable_dir(args.out)
         predictor = load_predictor(args.model, teacher_input_size=args.teacher_size)

@@ -180,6 +180,13 @@ def main(argv=None):
             return 0
         from student.training import train, train_both
 
+        if args.variant == "A":
+            unused = [f"--{dest.replace('_', '-')}" for dest in ("temperature", "kd_weight", "kd_into_saliency")
+                      if getattr(args, dest) != parser.get_default(dest)]
+            if unused:
+                print(f"train.py: warning: {', '.join(unused)} only apply to variant B (the teacher's loss); ignored",
+                      file=sys.stderr)
+
         if args.variant == "both":
             results = train_both(lambda v, d, w: config_from_args(args, v, d, w), args.run_dir or "runs")
         else:

@@ -247,7 +247,7 @@ def test_files_of_other_types_are_listed_and_inapplicable_flags_warned(run_dir, 
     err = capsys.readouterr().err
     assert code == 0
     assert "skipped 2 file(s)" in err and "notes.txt" in err and "scan.tif" in err
-    assert "--colormap only apply with --overlay" in err
+    assert "--colormap only applies with --overlay" in err
     assert "--teacher-size only applies to an MSI-Net teacher" in err
 
 

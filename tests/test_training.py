@@ -314,3 +314,12 @@ def test_demo_honours_its_flags_and_refuses_the_others_by_name():
     assert (settings.epochs, settings.train_size, settings.batch_size, settings.learning_rate) == (3, (32, 48), 4, 0.01)
     with pytest.raises(ValueError, match="--demo does not use --records-dir, --kd-weight"):
         train_cli.demo_settings(parser.parse_args(["--demo", "--records-dir", "x", "--kd-weight", "1"]), parser)
+
+
+def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, capsys):
+    def fake_train(config):
+        return training.TrainResult(config.run_dir, [], 0.5, None)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
+    assert "--kd-weight only apply to variant B" in capsys.readouterr().err
