@@ -33,6 +33,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -150,6 +151,19 @@ def _list_samples(data_dir, split):
         return list_salicon(data_dir, split)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. {DATA_HINT}") from e
+
+
+def _report_other_files(samples):
+    """Name the files beside the images that the listing skipped (other types, e.g. .tif or .webp)."""
+    folders = sorted({os.path.dirname(sample.image_path) for sample in samples})
+    listed = {os.path.basename(sample.image_path) for sample in samples}
+    others = [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))
+              if not name.startswith(".") and name not in listed and os.path.isfile(os.path.join(folder, name))]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"export: skipped {len(others)} file(s) that are not images of a known type (.jpg/.jpeg/.png): {shown}",
+              file=sys.stderr)
+    return others
 
 
 def estimate_record_bytes(samples, teacher_size, num_samples=ESTIMATE_SAMPLES):
@@ -589,6 +603,7 @@ def export_split(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     samples = _list_samples(data_dir, split)
+    _report_other_files(samples)
     teacher = resolve_teacher(teacher, data_dir, input_size, pipeline)
     if getattr(teacher, "pipeline", pipeline) != pipeline:
         raise ValueError(

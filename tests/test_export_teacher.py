@@ -345,3 +345,10 @@ def test_unwritable_out_is_refused_before_the_export(synthetic_salicon_dir, tmp_
     code = export_teacher.main(["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
                                 "--out", str(blocker / "out"), "--no-progress"])
     assert code == 1 and f"{blocker / 'out'}: cannot write output there" in capsys.readouterr().err
+
+
+def test_other_files_beside_the_images_are_listed(data_copy, tmp_path, capsys):
+    (data_copy / "images" / "train" / "scan.tif").write_bytes(b"II*\x00")
+    export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s)" in err and str(data_copy / "images" / "train" / "scan.tif") in err
