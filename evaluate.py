@@ -12,7 +12,11 @@ import argparse
 import os
 import sys
 
-from metrics.evaluation import evaluate, to_markdown, write_results
+from datasets.io import check_writable_dir, import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+
+from metrics.evaluation import evaluate, to_markdown, write_results  # noqa: E402
 
 
 def build_parser():
@@ -43,10 +47,36 @@ def build_parser():
     return p
 
 
+def model_names(paths):
+    """A unique row name per model path: its shortest trailing part that no other path shares.
+
+    `runs/A runs/B` give `A`, `B`; `runs/s0/B runs/s1/B` give `s0/B`, `s1/B`. Returns {name: path} in order.
+
+    Raises:
+        ValueError: the same model is given twice.
+    """
+    parts = [os.path.normpath(os.path.abspath(p)).strip(os.sep).split(os.sep) for p in paths]
+    seen = {}
+    for path, part in zip(paths, parts):
+        key = tuple(part)
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {path} are the same model; give it once")
+        seen[key] = path
+    depth = [1] * len(paths)
+    while True:
+        names = [os.sep.join(part[-d:]) for part, d in zip(parts, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        if not clashes:
+            break
+        depth = [d + 1 if n in clashes else d for n, d in zip(names, depth)]
+    return dict(zip(names, paths))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    models = {os.path.basename(os.path.normpath(m)) or m: m for m in args.models}
     try:
+        models = model_names(args.models)
+        check_writable_dir(args.out)
         results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
                            densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
                            progress=not args.quiet, references=not args.no_references,

@@ -14,8 +14,23 @@ import argparse
 import os
 import sys
 
-from datasets import nusvip, sources
-from teacher import export
+from datasets.io import check_writable_dir, import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+
+from datasets import nusvip, sources  # noqa: E402
+from teacher import export  # noqa: E402
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def build_parser():
@@ -52,12 +67,12 @@ def build_parser():
     parser.add_argument("--out", default=None,
                         help=f"output folder for shards and manifests (default: {export.DEFAULT_OUT_DIR} for SALICON, "
                              "data/distill_<dataset> otherwise)")
-    parser.add_argument("--batch-size", type=int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
+    parser.add_argument("--batch-size", type=positive_int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
     parser.add_argument("--shard-size-mb", type=float, default=export.DEFAULT_SHARD_SIZE_MB,
                         help="target shard size in MB (10^6 bytes), estimated from the files' sizes")
-    parser.add_argument("--images-per-shard", type=int, default=None,
+    parser.add_argument("--images-per-shard", type=positive_int, default=None,
                         help="images per shard, overriding --shard-size-mb")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    parser.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                         help="teacher input size in pixels (default: the size its dataset was trained at, 240 320)")
     parser.add_argument("--pipeline", default="repo", choices=("repo", "hub"),
                         help="MSI-Net preprocessing: the author's repo (TF1 resize, pad 126) or Hugging Face card")
@@ -99,6 +114,8 @@ def main(argv=None):
     all_splits = export.ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset)
     splits = all_splits if args.split == "all" else (args.split,)
     try:
+        if not args.verify_only:
+            check_writable_dir(args.out)
         if args.verify_only:
             for split in splits:
                 print(_summary(split, export.verify_split(args.out, split)) + ": verified")
@@ -114,6 +131,11 @@ def main(argv=None):
         return _fail(e, 2)
     except (ValueError, RuntimeError) as e:
         return _fail(e, 1)
+    except (OSError, export.tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
+        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: free space "
+                     "(or fix the folder), then run the same command again to resume", 1)
     except KeyboardInterrupt:
         print("export_teacher.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -9,7 +9,11 @@ predictions/<stem>_overlay.jpg. Exit status 1 if any image failed (the others ar
 import argparse
 import sys
 
-from student.inference import load_predictor, predict_files
+from datasets.io import check_writable_dir, import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+
+from student.inference import load_predictor, predict_files  # noqa: E402
 
 
 def build_parser():
@@ -49,10 +53,22 @@ def build_parser():
     return parser
 
 
+def _warn(message):
+    print(f"predict.py: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.overlay:
+        unused = [f"--{name}" for name in ("colormap", "alpha") if getattr(args, name) != parser.get_default(name)]
+        if unused:
+            _warn(f"{' and '.join(unused)} only appl{'y' if len(unused) > 1 else 'ies'} with --overlay; ignored")
     try:
+        check_writable_dir(args.out)
         predictor = load_predictor(args.model, teacher_input_size=args.teacher_size, teacher_format=args.teacher_format)
+        if args.teacher_size is not None and predictor.kind != "teacher":
+            _warn(f"--teacher-size only applies to an MSI-Net teacher; {args.model} is a {predictor.kind}, ignored")
         report = predict_files(
             predictor,
             args.images,
@@ -65,6 +81,10 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         return 2
+    if report.skipped:
+        shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
+        print(f"predict.py: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",
+              file=sys.stderr)
     for _, message in report.failures:
         print(f"predict.py: failed: {message}", file=sys.stderr)
     n_images = len(report.written) // (2 if args.overlay else 1)

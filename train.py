@@ -5,11 +5,62 @@
 """
 
 import argparse
+import dataclasses
+import math
+import os
 import sys
 
-from student.training import TrainConfig, TrainingDivergedError
+from datasets.io import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+
+from student.training import TrainConfig, TrainingDivergedError  # noqa: E402
 
 _DEFAULTS = TrainConfig()
+# What --demo honours (flag dest -> DemoSettings field); any other flag changed from its default is refused.
+_DEMO_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "image_size": "train_size", "lr": "learning_rate"}
+_DEMO_ALSO_HONOURED = ("variant", "demo", "run_dir", "seed", "quiet", "jit_compile")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def finite_float(text, positive=False):
+    """argparse type: a finite float (and > 0 with `positive`); NaN and inf are refused here, not mid-training."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite{' positive' if positive else ''} number, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    return finite_float(text, positive=True)
+
+
+def non_negative_float(text):
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number in (0, 1]."""
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
 
 
 def build_parser():
@@ -22,7 +73,8 @@ def build_parser():
                         "the same initial weights")
     p.add_argument("--demo", action="store_true",
                    help="run the embedded demo: synthetic SALICON-like data, oracle teacher, A and B, evaluation "
-                        "and figures in one run folder (ignores the data options)")
+                        "and figures in one run folder; honours --epochs, --batch-size, --image-size, --lr, --seed, "
+                        "--run-dir and refuses the data and model options")
     p.add_argument("--records-dir", nargs="+", default=[_DEFAULTS.records_dir],
                    help="folders of <split>-NNNNN-of-NNNNN.tfrecord shards written by export_teacher.py; several "
                         "(e.g. MIT1003, OSIE and an unlabelled photo folder) train together: records without a "
@@ -34,22 +86,26 @@ def build_parser():
                    help="output folder (default runs/<variant>; with --variant both, the parent of A/ and B/). "
                         "Rerunning with the same folder resumes an interrupted run")
     p.add_argument("--resume", action="store_true", help="require an unfinished run in --run-dir and continue it")
-    p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="global batch over all replicas")
-    p.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="Adam learning rate")
-    p.add_argument("--image-size", type=int, nargs=2, default=list(_DEFAULTS.image_size), metavar=("H", "W"),
+    p.add_argument("--allow-mixed-records", action="store_true",
+                   help="train even if the train and val manifests name different teachers, input sizes or "
+                        "pipelines")
+    p.add_argument("--epochs", type=positive_int, default=_DEFAULTS.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size,
+                   help="global batch over all replicas")
+    p.add_argument("--lr", type=positive_float, default=_DEFAULTS.learning_rate, help="Adam learning rate")
+    p.add_argument("--image-size", type=positive_int, nargs=2, default=list(_DEFAULTS.image_size), metavar=("H", "W"),
                    help="training resolution in pixels (the teacher's SALICON input is 240 320)")
     p.add_argument("--resize", choices=["letterbox", "stretch"], default=_DEFAULTS.resize,
                    help="letterbox: keep each image's aspect ratio, pad, and train on its pixels only; stretch: "
                         "resize to --image-size ignoring the aspect ratio")
-    p.add_argument("--label-fraction", type=float, default=_DEFAULTS.label_fraction,
+    p.add_argument("--label-fraction", type=fraction, default=_DEFAULTS.label_fraction,
                    help="use the human maps of only this fraction of the training records (a fixed subset); the "
                         "others count as teacher-only (label-scarce training)")
-    p.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
+    p.add_argument("--temperature", type=positive_float, default=_DEFAULTS.temperature,
                    help="distillation temperature T on the teacher and student logits (variant B)")
-    p.add_argument("--kd-weight", type=float, default=_DEFAULTS.kd_weight,
+    p.add_argument("--kd-weight", type=non_negative_float, default=_DEFAULTS.kd_weight,
                    help="weight of the T^2-scaled teacher term on head 2 (variant B)")
-    p.add_argument("--kd-into-saliency", type=float, default=_DEFAULTS.kd_into_saliency,
+    p.add_argument("--kd-into-saliency", type=non_negative_float, default=_DEFAULTS.kd_into_saliency,
                    help="weight of an extra teacher term on the saliency head (variant B; 0 = off, as the seed)")
     p.add_argument("--backbone-weights", default=None,
                    help="ImageNet ResNet18 weights (.safetensors / .pth from torchvision or timm, or .weights.h5); "
@@ -61,9 +117,10 @@ def build_parser():
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--flips", choices=["none", "horizontal", "both"], default=_DEFAULTS.flips,
                    help="random flips; 'both' adds the seed project's vertical flips")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap the training steps per epoch")
-    p.add_argument("--validation-steps", type=int, default=None, help="cap the validation steps")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap the training steps per epoch")
+    p.add_argument("--validation-steps", type=positive_int, default=None, help="cap the validation steps")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (when stdout is not a terminal, one line per epoch is printed)")
     return p
 
 
@@ -93,20 +150,65 @@ def config_from_args(args, variant, run_dir, initial_weights=None):
         steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps,
         resume=args.resume,
-        verbose=0 if args.quiet else 1,
+        verbose=_verbosity(args),
+        allow_mixed_records=args.allow_mixed_records,
     )
 
 
+def _verbosity(args):
+    """Keras verbosity: none with --quiet, a progress bar on a terminal, else one line per epoch (logs)."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def demo_settings(args, parser):
+    """The `DemoSettings` for --demo from the flags it honours; other changed flags are an error naming them."""
+    from student.demo import DemoSettings
+
+    ignored = [
+        "--" + dest.replace("_", "-")
+        for dest, value in vars(args).items()
+        if dest not in _DEMO_SETTINGS and dest not in _DEMO_ALSO_HONOURED and value != parser.get_default(dest)
+    ]
+    if ignored:
+        raise ValueError(
+            f"--demo does not use {', '.join(ignored)}: it makes its own synthetic data, records and students. "
+            f"Drop {'it' if len(ignored) == 1 else 'them'}, or train on your records without --demo"
+        )
+    changes = {field: getattr(args, dest) for dest, field in _DEMO_SETTINGS.items()
+               if getattr(args, dest) != parser.get_default(dest)}
+    if "train_size" in changes:
+        changes["train_size"] = tuple(changes["train_size"])
+    return dataclasses.replace(DemoSettings(), **changes)
+
+
+def _resume_hint(argv):
+    """The command that continues this run."""
+    command = " ".join(["python train.py", *argv])
+    return f"run the same command again to continue from the last finished epoch ({command})"
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
     try:
         if args.demo:
             from student.demo import run_demo
 
             variants = ("A", "B") if args.variant == "both" else (args.variant,)
-            run_demo(run_dir=args.run_dir or "runs/demo", variants=variants, seed=args.seed)
+            run_demo(run_dir=args.run_dir or "runs/demo", variants=variants, seed=args.seed,
+                     settings=demo_settings(args, parser), verbose=_verbosity(args))
             return 0
         from student.training import train, train_both
+
+        if args.variant == "A":
+            unused = [f"--{dest.replace('_', '-')}" for dest in ("temperature", "kd_weight", "kd_into_saliency")
+                      if getattr(args, dest) != parser.get_default(dest)]
+            if unused:
+                print(f"train.py: warning: {', '.join(unused)} only apply to variant B (the teacher's loss); ignored",
+                      file=sys.stderr)
 
         if args.variant == "both":
             results = train_both(lambda v, d, w: config_from_args(args, v, d, w), args.run_dir or "runs")
@@ -118,6 +220,14 @@ def main(argv=None):
     except (FileNotFoundError, FileExistsError, ValueError, TrainingDivergedError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, TrainingDivergedError) else 1
+    except OSError as e:  # e.g. an unwritable --run-dir or a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"train.py: error: {where}{e.strerror or e}. Finished epochs are kept: free space or fix the "
+              f"permissions, then {_resume_hint(argv)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"train.py: interrupted; {_resume_hint(argv)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,10 +2,34 @@
 
 import contextlib
 import os
+import sys
 import tempfile
 
 import cv2
 import numpy as np
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow without its start-up lines (oneDNN notice, CUDA probing) on stderr; for the CLIs.
+
+    TensorFlow 2.21 writes them through absl before its log level applies, so stderr is pointed at /dev/null
+    during the import and the device probe only (Python errors still show). A user who set TF_CPP_MIN_LOG_LEVEL sees everything.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # probes CUDA now (its "failed call to cuInit" line); devices stay configurable
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @contextlib.contextmanager
@@ -35,17 +59,80 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+def check_writable_dir(path, option="--out"):
+    """Create folder `path` if needed and check that a file can be written in it, before any long work.
+
+    Raises:
+        ValueError: naming the folder, the reason and the `option` to change.
+    """
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write output there ({e.strerror or e}); choose another {option}") from e
+    return path
+
+
 def write_bytes_atomic(path, data):
     """Write `data` to `path` atomically."""
     with atomic_write(path, "wb") as f:
         f.write(data)
 
 
-def decode_image(data, path="<bytes>"):
+# Leading bytes of the formats tf.io.decode_image reads (what training decodes records with).
+_TF_DECODABLE = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"GIF87a", "GIF"),
+                 (b"GIF89a", "GIF"))
+_OTHER_FORMATS = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def check_tf_decodable(data, path="<bytes>"):
+    """Raise ValueError naming `path` unless `data` is a format tf.io.decode_image reads (JPEG, PNG, BMP, GIF, WebP).
+
+    OpenCV reads more (TIFF, JPEG 2000...), so a file can pass every OpenCV check and still stop training.
+    """
+    data = bytes(data[:16])
+    if any(data.startswith(sig) for sig, _ in _TF_DECODABLE) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return
+    kind = next((name for sig, name in _OTHER_FORMATS if data.startswith(sig)), "not a JPEG/PNG/BMP/GIF/WebP")
+    raise ValueError(
+        f"{path}: {kind} file (whatever its extension); training decodes images with tf.io.decode_image, which "
+        "reads only JPEG, PNG, BMP, GIF and WebP. Convert it (e.g. to PNG or JPEG) or remove it"
+    )
+
+
+def exif_orientation(data):
+    """The EXIF orientation (1..8) stored in encoded image bytes; 1 (as stored) when there is none."""
+    import io
+
+    from PIL import Image  # Pillow comes with matplotlib; it only parses the header here
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # unreadable or odd EXIF: OpenCV's decode reports unreadable files
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def apply_orientation(image, orientation):
+    """Turn an image (H, W[, C]) as stored into the orientation it is displayed in (EXIF orientation 1..8)."""
+    transforms = {
+        1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(transforms[int(orientation)](image))
+
+
+def decode_image(data, path="<bytes>", orientation=True):
     """Decode encoded image bytes (JPEG/PNG/BMP...) to uint8 RGB of shape (H, W, 3).
 
     Grayscale inputs are replicated to three channels and RGBA inputs drop alpha, so every caller
-    gets the same layout. Raises ValueError naming `path` if the bytes are not a readable image.
+    gets the same layout. With `orientation` (the default) an EXIF orientation is applied, so a phone photo
+    comes out as it is displayed. Raises ValueError naming `path` if the bytes are not a readable image.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
@@ -54,10 +141,13 @@ def decode_image(data, path="<bytes>"):
     if image.dtype != np.uint8:
         image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    # IMREAD_UNCHANGED ignores EXIF; apply it here (the other IMREAD flags would, but lose 16-bit and alpha).
+    return apply_orientation(image, exif_orientation(data)) if orientation else image
 
 
 def read_image(path):

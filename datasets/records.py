@@ -5,7 +5,7 @@ Training reads only these records, so each one carries everything about its imag
 | key | type | content |
 |---|---|---|
 | `stem` | bytes | file stem, e.g. `COCO_train2014_000000000009` |
-| `image/encoded` | bytes | the original encoded image file, unchanged |
+| `image/encoded` | bytes | the original encoded image file, unchanged (re-encoded upright as PNG by the export if it had an EXIF orientation, which tf.io.decode_image ignores) |
 | `image/height`, `image/width` | int64 | original size |
 | `saliency/encoded` | bytes | the human map as an 8-bit grayscale PNG at the original size (empty if none) |
 | `teacher/encoded` | bytes | the teacher map as a 16-bit grayscale PNG, values `round(map * 65535)` (empty if none) |
@@ -23,6 +23,7 @@ map, far below the float16 alternative's 4.9e-4 near 1) and compressed.
 """
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -178,9 +179,24 @@ def shard_name(split, index, num_shards):
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
-def list_shards(records_dir, split):
-    """The sorted shard files of `split` in `records_dir`; an error says how to make them when there are none."""
-    files = sorted(glob.glob(os.path.join(os.fspath(records_dir), f"{split}-*-of-*.tfrecord")))
+def list_shards(records_dir, split, require_finished=True):
+    """The sorted shard files of `split` in `records_dir`; an error says how to make them when there are none.
+
+    With `require_finished` (the default), a split whose export started but never finished (export_teacher's
+    `<split>.plan.json` or `<split>.progress.json` without the manifest `<split>.json`) is refused: its shards
+    hold only part of the images. Shards written by other means (no plan, no manifest) are accepted.
+    """
+    records_dir = os.fspath(records_dir)
+    files = sorted(glob.glob(os.path.join(records_dir, f"{split}-*-of-*.tfrecord")))
+    finish = f"`python export_teacher.py --split {split} --out {records_dir}` (with the data and teacher options"
+    if require_finished and not os.path.exists(os.path.join(records_dir, f"{split}.json")):
+        started = [name for name in (f"{split}.plan.json", f"{split}.progress.json")
+                   if os.path.exists(os.path.join(records_dir, name))]
+        if started:
+            raise FileNotFoundError(
+                f"{records_dir}: the export of split '{split}' has not finished ({started[0]} but no {split}.json "
+                f"manifest; {len(files)} shard(s) so far): finish it with {finish} of the first run; it resumes)"
+            )
     if not files:
         raise FileNotFoundError(
             f"no distillation records for split '{split}' in {records_dir} "
@@ -188,6 +204,53 @@ def list_shards(records_dir, split):
             f"--out {records_dir}` first"
         )
     return files
+
+
+# The manifest entries that make two exports' teacher maps comparable.
+_TEACHER_KEYS = ("name", "sha256", "input_size", "pipeline")
+
+
+def read_manifest(records_dir, split):
+    """export_teacher's manifest `<records_dir>/<split>.json` as a dict, or None when there is none."""
+    path = os.path.join(os.fspath(records_dir), f"{split}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_same_teacher(sources, allow_mixed=False):
+    """Refuse record splits whose manifests name different teachers, teacher input sizes or pipelines.
+
+    Args:
+        sources: (records_dir, split) pairs, e.g. the training and the validation split.
+        allow_mixed: only warn (the user asked for mixed records explicitly, e.g. --allow-mixed-records).
+
+    Returns:
+        The list of differences found (empty when they agree or a split has no manifest).
+
+    Raises:
+        ValueError: naming both manifests and what differs, unless `allow_mixed`.
+    """
+    described = []
+    for records_dir, split in sources:
+        manifest = read_manifest(records_dir, split)
+        if manifest is not None and isinstance(manifest.get("teacher"), dict):
+            teacher = {k: manifest["teacher"].get(k) for k in _TEACHER_KEYS}
+            described.append((os.path.join(os.fspath(records_dir), f"{split}.json"), teacher))
+    differences = []
+    for path, teacher in described[1:]:
+        first_path, first = described[0]
+        diff = [f"{k} {first[k]!r} vs {teacher[k]!r}" for k in _TEACHER_KEYS if first[k] != teacher[k]]
+        if diff:
+            differences.append(f"{first_path} and {path} differ: " + ", ".join(diff))
+    if differences and not allow_mixed:
+        raise ValueError(
+            "the records were made by different teachers or teacher settings (" + "; ".join(differences)
+            + "): export both splits with the same teacher, --input-size and --pipeline, or pass "
+            "--allow-mixed-records to use them anyway"
+        )
+    return differences
 
 
 def read_records(files, num_parallel_calls=tf.data.AUTOTUNE):

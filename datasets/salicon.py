@@ -154,7 +154,7 @@ def load_salicon_fixations(mat_path, image_shape=None):
 
     Raises:
         ValueError: naming the file if it is unreadable, has no `gaze`, has neither `resolution` nor an
-            `image_shape`, or its `resolution` differs from `image_shape`.
+            `image_shape`, its `resolution` differs from `image_shape`, or a fixation is NaN or infinite.
     """
     mat_path = os.fspath(mat_path)
     contents = read_gaze_mat(mat_path)
@@ -173,6 +173,12 @@ def load_salicon_fixations(mat_path, image_shape=None):
     if not points and contents["gaze"]:
         raise ValueError(f"{mat_path}: 'gaze' has no 'fixations' field; expected SALICON 2017 inferred fixations")
     xy = np.concatenate(points, axis=0) if points else np.zeros((0, 2))
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{mat_path}: {int(bad.sum())} of {len(xy)} fixations have NaN or infinite coordinates; the file is "
+            "damaged: re-download it, or remove the image with its map and fixation file"
+        )
     rows_cols = np.rint(xy[:, ::-1]).astype(np.int64) - 1
     return _clip(rows_cols, hw)
 

@@ -69,19 +69,21 @@ def _ensure_records(settings):
         export_split(settings.data_dir, split, teacher, settings.records_dir)
 
 
-def _train(settings, run_dir, variants, seed):
-    from student.training import save_initial_weights, train
+def _train(settings, run_dir, variants, seed, verbose=1):
+    from student.training import finished_run, save_initial_weights, train
 
     initial = save_initial_weights(os.path.join(run_dir, "initial.weights.h5"), seed)
     results = {}
     for variant in variants:
         variant_dir = os.path.join(run_dir, variant)
-        if os.path.exists(os.path.join(variant_dir, "saved_model", "saved_model.pb")):
+        config = settings.train_config(variant, variant_dir, initial, seed, verbose=verbose)
+        done = finished_run(config)
+        if done is not None and done.saved_model_dir:
             print(f"[demo] variant {variant}: reusing the finished run in {variant_dir}")
             results[variant] = variant_dir
             continue
         print(f"[demo] training variant {variant}")
-        train(settings.train_config(variant, variant_dir, initial, seed))
+        train(config)
         results[variant] = variant_dir
     return results
 
@@ -139,15 +141,19 @@ def plot_grid(records_dir, run_dirs, path, n_images=4):
     plt.close(fig)
 
 
-def run_demo(run_dir="runs/demo", variants=("A", "B"), seed=0, settings=None):
-    """Run (or finish) the demo in `run_dir`; returns the evaluation results."""
+def run_demo(run_dir="runs/demo", variants=("A", "B"), seed=0, settings=None, verbose=1):
+    """Run (or finish) the demo in `run_dir`; returns the evaluation results.
+
+    `seed` seeds the students' initial weights, data order and flips; the synthetic data set is always made
+    with seed 0 (the study's), so demos with different seeds share `data_dir` and `records_dir`.
+    """
     from metrics.evaluation import evaluate, to_markdown, write_results
 
     settings = settings or DemoSettings()
     os.makedirs(run_dir, exist_ok=True)
-    _ensure_data(settings, seed)
+    _ensure_data(settings, seed=0)
     _ensure_records(settings)
-    run_dirs = _train(settings, run_dir, variants, seed)
+    run_dirs = _train(settings, run_dir, variants, seed, verbose)
     print("[demo] evaluating the teacher and the students on the val split")
     results = evaluate(settings.records_dir, "val", {f"student {v}": os.path.join(d, "saved_model")
                                                    for v, d in run_dirs.items()},

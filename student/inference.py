@@ -209,9 +209,19 @@ def _saved_model_outputs(directory):
     """Output keys of the SavedModel's serving_default signature, read from saved_model.pb without loading it."""
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from google.protobuf.message import DecodeError
+
     proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
+    path = os.path.join(directory, "saved_model.pb")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as e:
+        raise ValueError(
+            f"{path}: not a readable SavedModel (corrupt or truncated: {e}). Copy it again, or export it anew from "
+            "the run's checkpoints/best.weights.h5 with student.serving.export_saved_model"
+        ) from e
     keys = set()
     for meta_graph in proto.meta_graphs:
         signature = meta_graph.signature_def.get("serving_default")
@@ -264,6 +274,8 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
             )
         if set(STUDENT_OUTPUTS) <= _saved_model_outputs(path):
             return StudentPredictor(path, batch_size=batch_size)
+    if path.lower().endswith(".weights.h5"):
+        return _teacher_from_weights(path, teacher_input_size, batch_size)
     from teacher.loading import teacher_kind
 
     if teacher_kind(path, teacher_format) == "contract":
@@ -271,6 +283,26 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
             raise ValueError(f"{path}: a contract model runs at each image's own size; drop the teacher input size")
         return ContractPredictor(path, batch_size=batch_size)
     return TeacherPredictor(path, input_size=teacher_input_size, batch_size=batch_size)
+
+
+def _teacher_from_weights(path, teacher_input_size, batch_size):
+    """A `.weights.h5` is a Keras MSI-Net teacher; a student checkpoint gets an error saying what to pass."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    hint = (f"{path} is a student training checkpoint; pass its run folder {run_dir} (which holds saved_model/) "
+            "or a SavedModel folder instead")
+    if os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints" and os.path.exists(
+        os.path.join(run_dir, "config.json")
+    ):
+        raise ValueError(hint)
+    try:
+        return TeacherPredictor(path, input_size=teacher_input_size, batch_size=batch_size)
+    except (FileNotFoundError, ImportError):
+        raise
+    except Exception as e:  # Keras/h5py raise several types for weights of another model
+        raise ValueError(
+            f"{path}: not MSI-Net teacher weights ({type(e).__name__}). If it is a student checkpoint, pass its "
+            "run folder (with saved_model/) or a SavedModel folder instead"
+        ) from e
 
 
 def _overlay_colormap(colormap, alpha):
@@ -311,7 +343,7 @@ def map_to_uint8(saliency_map):
     return np.round(np.clip(saliency_map, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def list_images(inputs, exclude=None):
+def list_images(inputs, exclude=None, skipped=None):
     """Expand files and folders into (image_path, output_stem) pairs.
 
     Folders are searched recursively for .jpg/.jpeg/.png/.bmp (case-insensitive), sorted; an image
@@ -320,30 +352,41 @@ def list_images(inputs, exclude=None):
 
     Args:
         inputs: paths of image files and folders.
-        exclude: a folder whose contents are skipped (the output folder, when it lies inside an input).
+        exclude: the output folder. Inside an input folder, its contents are skipped (earlier outputs are not
+            inputs); equal to an input folder, it is refused (maps would land among the images).
+        skipped: a list that receives the paths of other files found in the folders (not listed as images).
 
     Returns:
         A list of (path, stem) pairs.
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs would write the same output.
+        ValueError: two inputs would write the same output, or the output folder is an input folder.
     """
-    exclude = os.path.abspath(exclude) + os.sep if exclude else None
+    exclude = os.path.realpath(exclude) if exclude else None
     pairs = []
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item):
+            top = os.path.realpath(item)
+            if exclude == top:
+                raise ValueError(
+                    f"the output folder {exclude} is the input folder {item}: the maps would be mixed with the images "
+                    f"(and read as images next time); choose another --out, e.g. {os.path.join(item, 'predictions')}"
+                )
             found = []
             for root, dirs, files in os.walk(item):
                 dirs.sort()
-                if exclude and (os.path.abspath(root) + os.sep).startswith(exclude):
+                # Only an output folder strictly inside this input is skipped; one above it holds the input itself.
+                if exclude and os.path.realpath(root) == exclude:
                     dirs[:] = []
                     continue
                 for name in sorted(files):
+                    path = os.path.join(root, name)
                     if name.lower().endswith(IMAGE_EXTENSIONS):
-                        path = os.path.join(root, name)
                         found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+                    elif skipped is not None and not name.startswith("."):
+                        skipped.append(path)
             pairs.extend(found)
         elif os.path.isfile(item):
             pairs.append((item, os.path.splitext(os.path.basename(item))[0]))
@@ -361,10 +404,12 @@ def list_images(inputs, exclude=None):
 
 @dataclasses.dataclass
 class PredictionReport:
-    """What `predict_files` did: output files written and (input path, message naming it) failures."""
+    """What `predict_files` did: output files written, (input path, message naming it) failures, and the files
+    of the input folders that are not images of a known type (`skipped`)."""
 
     written: list
     failures: list
+    skipped: list = dataclasses.field(default_factory=list)
 
 
 def predict_files(predictor, inputs, out_dir="predictions", overlay=False, colormap="jet", alpha=0.5,
@@ -388,14 +433,21 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs would write the same output, or a bad `colormap` / `alpha` with `overlay`.
+        ValueError: no images, two inputs would write the same output, the output folder is an input folder, or
+            a bad `colormap` / `alpha` with `overlay`.
     """
     from tqdm import tqdm
 
     if overlay:
         _overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
-    pairs = list_images(inputs, exclude=out_dir)
     report = PredictionReport(written=[], failures=[])
+    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped)
+    if not pairs:
+        others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""
+        raise ValueError(
+            f"no images to predict in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
+            f"{'/'.join(IMAGE_EXTENSIONS)} files"
+        )
     for path, stem in tqdm(pairs, desc="predict", unit="image", disable=not progress):
         try:
             image = read_image(path)

@@ -8,6 +8,9 @@ TensorFlow (no Keras, no code from this project):
     out["saliency_map"]   # (1, H, W, 1) float32 in [0, 1], the density divided by its per-image max
     out["density"]        # (1, H, W, 1) float32, sums to 1 over each image
 
+The images must be upright as displayed: the model does not read EXIF. `tf.io.decode_jpeg` ignores a phone
+photo's EXIF orientation, so rotate such images first (`datasets.io.read_image` applies it, as predict.py does).
+
 Inside: the batch is resized to fit the training resolution with its aspect ratio kept and padded with the
 ImageNet mean colour (exactly as in training, `datasets.records.fit_box`), the student runs, the saliency
 head's logits are cropped to the image's box, their spatial softmax is resized back to the input size and

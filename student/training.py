@@ -28,11 +28,11 @@ import keras
 import tensorflow as tf
 
 from datasets import records
-from datasets.io import atomic_write
+from datasets.io import atomic_write, check_writable_dir
 
 BACKUP_DIR = "backup"
 # Settings that may change when a run is resumed without changing its result.
-_RESUMABLE_OVERRIDES = ("run_dir", "verbose", "export", "resume")
+_RESUMABLE_OVERRIDES = ("run_dir", "verbose", "export", "resume", "allow_mixed_records")
 
 
 @dataclasses.dataclass
@@ -62,7 +62,8 @@ class TrainConfig:
         steps_per_epoch, validation_steps: cap the steps (quick runs); None = the whole split.
         export: write the SavedModel at the end.
         resume: require an unfinished run to continue (otherwise one is continued if found).
-        verbose: Keras progress bar verbosity.
+        verbose: Keras progress bar verbosity (2: one line per epoch, for logs).
+        allow_mixed_records: train on train/val records whose manifests name different teachers.
     """
 
     variant: str = "B"
@@ -91,6 +92,7 @@ class TrainConfig:
     export: bool = True
     resume: bool = False
     verbose: int = 1
+    allow_mixed_records: bool = False
 
     def __post_init__(self):
         self.image_size = tuple(int(s) for s in self.image_size)
@@ -143,6 +145,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.run_dir = run_dir
         self._epoch = 0
 
+    def _best_note(self):
+        best = os.path.join(self.run_dir, "checkpoints", "best.weights.h5")
+        if os.path.exists(best):
+            return f"The best checkpoint {best} is intact."
+        return "No checkpoint was saved yet (no epoch finished), so there is nothing to keep."
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
@@ -150,9 +158,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise TrainingDivergedError(
-                f"training loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1}; stopped. The best "
-                f"checkpoint in {os.path.join(self.run_dir, 'checkpoints')} is intact. Lower --lr, check the "
-                f"records for empty maps, or drop --mixed-precision."
+                f"training loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1}; stopped. "
+                f"{self._best_note()} Lower --lr, check the records for empty maps, or drop --mixed-precision."
             )
 
 
@@ -176,9 +183,7 @@ class StudentCheckpoints(keras.callbacks.Callback):
                 self.best = json.load(f)[monitor]
 
     def _save(self, path):
-        tmp = path + ".tmp.weights.h5"
-        self.model.student.save_weights(tmp)
-        os.replace(tmp, path)
+        _save_weights_atomic(self.model.student, path)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -189,6 +194,18 @@ class StudentCheckpoints(keras.callbacks.Callback):
             self._save(self.best_path)
             with atomic_write(self._state_path, "w") as f:
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
+
+
+def _save_weights_atomic(model, path):
+    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk)."""
+    tmp = path + ".tmp.weights.h5"
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def count_records(files, label_fraction=1.0):
@@ -270,6 +287,30 @@ def _initial_epoch(backup_dir):
         return int(json.load(f)["epoch"])
 
 
+def _changed_settings(previous, config):
+    """{setting: (old, new)} for the settings of `config` that differ from a run's stored config.json."""
+    return {
+        k: (previous.get(k), v)
+        for k, v in config.to_json().items()
+        if k not in _RESUMABLE_OVERRIDES and previous.get(k) != v
+    }
+
+
+def finished_run(config):
+    """The `TrainResult` of a finished run in `config.run_dir` made with the same settings, else None."""
+    path = os.path.join(config.run_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        previous = json.load(f)
+    if not previous.get("completed") or _changed_settings(previous, config):
+        return None
+    saved_model_dir = os.path.join(config.run_dir, "saved_model")
+    return TrainResult(config.run_dir, read_history(os.path.join(config.run_dir, "history.csv")),
+                       float(previous.get("best_val_kld", float("nan"))),
+                       saved_model_dir if os.path.isdir(saved_model_dir) else None)
+
+
 def _prepare_run_dir(config):
     """Create the run folder or check that an existing one can be continued with this config."""
     run_dir = config.run_dir
@@ -282,15 +323,15 @@ def _prepare_run_dir(config):
             raise FileExistsError(
                 f"{run_dir} holds a finished run; choose another --run-dir or delete the folder to train again"
             )
-        changed = {
-            k: (previous.get(k), v)
-            for k, v in config.to_json().items()
-            if k not in _RESUMABLE_OVERRIDES and previous.get(k) != v
-        }
+        changed = _changed_settings(previous, config)
         if changed and os.path.isdir(backup_dir):
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            both = ""
+            if "initial_weights" in changed and previous.get("initial_weights"):
+                parent = os.path.dirname(os.path.abspath(run_dir))
+                both = f" (it was started by --variant both: rerun that command with --run-dir {parent})"
             raise ValueError(
-                f"{run_dir} holds an unfinished run with other settings ({detail}); resume it with the same "
+                f"{run_dir} holds an unfinished run with other settings ({detail}){both}; resume it with the same "
                 f"settings or choose another --run-dir"
             )
     elif config.resume:
@@ -355,6 +396,24 @@ def plot_kld(history, path, title):
     plt.close(fig)
 
 
+def _build_student_with_backbone(config):
+    """The student of `config`; a backbone weights file that cannot be read is a ValueError naming it."""
+    from student.model import build_student
+
+    try:
+        return build_student(config.variant, backbone_weights=config.backbone_weights)
+    except (FileNotFoundError, ImportError):
+        raise
+    except Exception as e:  # safetensors, h5py and torch raise their own types for a garbage file
+        if not config.backbone_weights:
+            raise
+        raise ValueError(
+            f"{config.backbone_weights}: not usable as --backbone-weights ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}). Pass torchvision's or timm's resnet18 state dict as .safetensors "
+            f"or .pth, or a .weights.h5 saved by this project's encoder"
+        ) from e
+
+
 def build_distiller(config, strategy):
     """The student (seeded) wrapped in a compiled Distiller, built under `strategy`."""
     from student.distillation import Distiller
@@ -362,7 +421,7 @@ def build_distiller(config, strategy):
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        student = build_student(config.variant, backbone_weights=config.backbone_weights)
+        student = _build_student_with_backbone(config)
         if config.initial_weights:
             from student.model import copy_common_weights
 
@@ -400,6 +459,12 @@ def train(config, strategy=None, extra_callbacks=()):
 
     train_files = record_files(config.records_dirs, config.train_split)
     val_files = record_files(config.records_dirs, config.val_split, required=False)
+    sources = [(d, s) for d in config.records_dirs for s in (config.train_split, config.val_split)
+               if os.path.exists(os.path.join(d, f"{s}.json"))]
+    mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
+    for difference in mixed:
+        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}")
+    check_writable_dir(config.run_dir, "--run-dir")
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
@@ -494,9 +559,7 @@ def save_initial_weights(path, seed):
     if not os.path.exists(path):
         keras.utils.set_random_seed(seed)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp.weights.h5"
-        build_student("B").save_weights(tmp)
-        os.replace(tmp, path)
+        _save_weights_atomic(build_student("B"), path)
     return path
 
 
@@ -506,7 +569,24 @@ def train_both(make_config, parent_dir):
     Args:
         make_config: `(variant, run_dir, initial_weights) -> TrainConfig`.
         parent_dir: folder that receives `initial.weights.h5`, `A/` and `B/`.
+
+    Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
+    B continues from its last finished epoch, ending as an uninterrupted run would.
     """
     seed = make_config("A", os.path.join(parent_dir, "A"), None).seed
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), seed)
-    return [train(make_config(v, os.path.join(parent_dir, v), initial)) for v in ("A", "B")]
+    configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
+    done = [finished_run(c) for c in configs]
+    if all(done) and any(c.resume for c in configs):
+        raise FileNotFoundError(f"--resume: both runs in {parent_dir} (A/ and B/) have finished; nothing to resume")
+    results = []
+    for config, result in zip(configs, done):
+        if result is not None:
+            if config.verbose:
+                print(f"[train] variant {config.variant}: reusing the finished run in {config.run_dir}")
+            results.append(result)
+            continue
+        if config.resume and not os.path.exists(os.path.join(config.run_dir, "config.json")):
+            config = dataclasses.replace(config, resume=False)  # --resume after A finished: B starts now
+        results.append(train(config))
+    return results

@@ -12,7 +12,12 @@
   the preprocessing, image and teacher-map sizes, and the skipped files. `<split>.progress.json` is then removed.
 
 Rerun after a kill: shards whose file still matches its recorded sha256 are kept, the unfinished shard and
-anything after it are redone, and the result holds every image exactly once. Decoding (a parallel `tf.data`
+anything after it are redone, and the result holds every image exactly once. An image removed after a failed
+run (a bad file) is dropped from the unfinished shards; a plan without any finished shard is simply replaced.
+
+Images are checked for what training will decode (tf.io.decode_image: JPEG, PNG, BMP, GIF, WebP) and human maps
+for mass (an all-black map is refused). An image with an EXIF orientation is stored re-encoded upright as PNG
+(the teacher saw it upright and tf.io.decode_image ignores EXIF); every other image is stored unchanged. Decoding (a parallel `tf.data`
 map with prefetch) and serialising/writing (a writer thread) overlap with the teacher; memory stays bounded by a
 few batches, whatever the split size.
 
@@ -36,14 +41,15 @@ import glob
 import hashlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from datasets import nusvip, records, sources
-from datasets.io import atomic_write, decode_image, encode_png, read_map
-from datasets.salicon import list_salicon, load_fixations
+from datasets.io import atomic_write, check_tf_decodable, decode_image, encode_png, exif_orientation, read_map
+from datasets.salicon import IMAGE_EXTENSIONS, list_salicon, load_fixations
 from teacher import preprocessing
 
 FORMAT_VERSION = 1
@@ -179,6 +185,20 @@ def _list_samples(data_dir, split, dataset="salicon", split_file=None, sigma=nus
         raise FileNotFoundError(f"{e}. {DATA_HINT}") from e
 
 
+def _report_other_files(samples):
+    """Name the files beside the images that the listing skipped (other types, e.g. .tif or .webp)."""
+    folders = sorted({os.path.dirname(sample.image_path) for sample in samples})
+    # Images of a known type that the listing left out belong to other splits; only other file types are news.
+    others = [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))
+              if not name.startswith(".") and os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS
+              and os.path.isfile(os.path.join(folder, name))]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"export: skipped {len(others)} file(s) that are not images of a known type (.jpg/.jpeg/.png): {shown}",
+              file=sys.stderr)
+    return others
+
+
 def estimate_record_bytes(samples, teacher_size, num_samples=ESTIMATE_SAMPLES):
     """Estimate one record's size from file sizes of up to `num_samples` evenly spread samples.
 
@@ -242,20 +262,66 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
     }
 
 
+def _drop_removed_stems(path, plan, finished, removed, fix):
+    """The plan without `removed` stems (files deleted after a failed export), if no finished shard holds them.
+
+    The stems left in the unfinished shards are spread over those shards again, so none is empty.
+    """
+    removed = set(removed)
+    in_finished = sorted(stem for shard in plan["shards"] if shard["name"] in finished
+                         for stem in shard["stems"] if stem in removed)
+    if in_finished:
+        raise ValueError(
+            f"{path}: {len(in_finished)} image(s) planned for finished shards are gone from the data folder, e.g. "
+            f"{in_finished[0]}; put them back to resume, or {fix}"
+        )
+    open_shards = [shard for shard in plan["shards"] if shard["name"] not in finished]
+    stems = [stem for shard in open_shards for stem in shard["stems"] if stem not in removed]
+    if len(stems) < len(open_shards):
+        raise ValueError(f"{path}: too few images are left for the planned shards; {fix}")
+    for shard, chunk in zip(open_shards, np.array_split(np.arange(len(stems)), len(open_shards))):
+        shard["stems"] = [stems[i] for i in chunk]
+    plan["num_images"] -= len(removed)
+    plan.setdefault("removed", []).extend(sorted(removed))
+    return plan
+
+
 def _load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_mb, images_per_shard):
+    """The split's plan and its finished shards ({name: entry}).
+
+    A plan without any finished shard is simply replaced when the data or teacher changed (e.g. a first run that
+    stopped at a bad file). With finished shards, images removed since (a bad file deleted) are dropped from the
+    unfinished shards, so the rerun resumes; new images or another teacher are refused.
+    """
     path = _plan_path(out_dir, split)
-    if not os.path.exists(path):
-        plan = make_plan(samples, split, teacher_description, shard_size_mb, images_per_shard)
-        _write_json(path, plan)
-        return plan
-    plan = _read_json(path)
+    current = sorted(sample.stem for sample in samples)
+    if os.path.exists(path):
+        plan = _read_json(path)
+        finished = _finished_shards(out_dir, split, plan)
+        planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
+        if finished or (planned == current and _same_teacher(plan["teacher"], teacher_description)):
+            return _check_plan(path, plan, finished, current, teacher_description, out_dir, split), finished
+    # No shard was finished: nothing to keep, whatever an earlier plan said.
+    for stale in glob.glob(os.path.join(out_dir, f"{split}-*-of-*.tfrecord")) + [_progress_path(out_dir, split)]:
+        if os.path.exists(stale):
+            os.remove(stale)
+    plan = make_plan(samples, split, teacher_description, shard_size_mb, images_per_shard)
+    _write_json(path, plan)
+    return plan, {}
+
+
+def _check_plan(path, plan, finished, current, teacher_description, out_dir, split):
     planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
     fix = f"delete {out_dir}/{split}.* and {out_dir}/{split}-*.tfrecord to start over, or choose another --out"
-    if planned != sorted(sample.stem for sample in samples):
-        raise ValueError(
-            f"{path}: the recorded plan lists {len(planned)} images but the data folder now has {len(samples)} "
-            f"(or other stems); the records would mix two versions of the data. {fix}"
-        )
+    if planned != current:
+        added = sorted(set(current) - set(planned))
+        if added:
+            raise ValueError(
+                f"{path}: the data folder has {len(added)} image(s) the recorded plan does not list, e.g. {added[0]}; "
+                f"the records would mix two versions of the data. Remove them to resume, or {fix}"
+            )
+        plan = _drop_removed_stems(path, plan, finished, set(planned) - set(current), fix)
+        _write_json(path, plan)
     if not _same_teacher(plan["teacher"], teacher_description):
         raise ValueError(
             f"{path}: the finished shards come from teacher {plan['teacher'].get('name')} "
@@ -304,6 +370,11 @@ def _remove_stale_files(out_dir, split, plan, finished):
 def _map_png(path, image_shape):
     """The human map as 8-bit grayscale PNG bytes: the file itself when it already is one."""
     saliency = read_map(path)
+    if not saliency.any():
+        raise ValueError(
+            f"{path}: the human map is all black (no saliency at all); it would train towards nothing and score "
+            "nothing. Fix the map, or remove the image with its map and fixation file"
+        )
     if saliency.shape != tuple(image_shape[:2]):
         raise ValueError(
             f"{path}: map is {saliency.shape[0]}x{saliency.shape[1]} but its image is "
@@ -321,7 +392,8 @@ def load_inputs(sample):
     """Read one sample's files.
 
     Returns:
-        dict: `image_bytes` (the file, unchanged), `image` (uint8 RGB), `saliency_png` (b"" without a map),
+        dict: `image_bytes` (the file, unchanged; re-encoded upright as PNG if it has an EXIF orientation),
+        `image` (uint8 RGB, EXIF orientation applied), `saliency_png` (b"" without a map),
         `fixations` (int32 (N, 2), 0-based (row, col); empty without a fixation file), `observers` (int32 (N,))
         and `durations` (float32 (N,)), empty when unknown (SALICON).
 
@@ -333,7 +405,11 @@ def load_inputs(sample):
             image_bytes = f.read()
     except OSError as e:
         raise ValueError(f"{sample.image_path}: cannot read image file ({e.strerror})") from e
+    check_tf_decodable(image_bytes, sample.image_path)
     image = decode_image(image_bytes, sample.image_path)
+    if exif_orientation(image_bytes) != 1:
+        # Training decodes records with tf.io.decode_image, which ignores EXIF: store the upright pixels instead.
+        image_bytes = encode_png(image)
     saliency_png = _map_png(sample.map_path, image.shape) if sample.map_path else b""
     fixations = np.zeros((0, 2), np.int32)
     observers, durations = np.zeros(0, np.int32), np.zeros(0, np.float32)
@@ -691,6 +767,7 @@ def export_split(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     samples = _list_samples(data_dir, split, dataset, split_file, sigma)
+    _report_other_files(samples)
     teacher = resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
     if getattr(teacher, "pipeline", pipeline) != pipeline:
         raise ValueError(
@@ -699,8 +776,7 @@ def export_split(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     description = _teacher_description(teacher, pipeline)
-    plan = _load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard)
-    finished = _finished_shards(out_dir, split, plan)
+    plan, finished = _load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard)
     _remove_stale_files(out_dir, split, plan, finished)
 
     by_stem = {sample.stem: sample for sample in samples}
@@ -744,8 +820,9 @@ def _stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, pla
                     while pending:
                         pending.popleft().result()
                     raise ValueError(
-                        f"{error}. Finished shards are kept: fix or remove the file and rerun to resume, or pass "
-                        "--skip-bad (skip_bad=True) to skip such files"
+                        f"{error}. Finished shards are kept: fix the file, or remove it (with its map and fixation "
+                        "file), then run the same command again to resume; or pass --skip-bad (skip_bad=True) to "
+                        "skip such files"
                     )
                 while len(pending) > PENDING_WRITES:
                     pending.popleft().result()

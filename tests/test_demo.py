@@ -53,3 +53,22 @@ def test_study_summarises_seeds_with_mean_and_spread(tiny_settings, tmp_path):
     table = (tmp_path / "study" / "study.md").read_text()
     assert "student A" in table and "teacher (oracle)" in table and "2 seeds" in table
     assert os.path.exists(tmp_path / "study" / "seed1" / "B" / "val_metrics.json")
+
+
+def test_demo_cli_with_another_seed_and_its_flags(tiny_settings, tmp_path, monkeypatch, capsys):
+    """`--demo --seed 1` reuses the data made with seed 0 (it used to fail pointing to an --out flag)."""
+    import train as train_cli
+    from datasets.synthetic import generate_synthetic_salicon
+
+    s = tiny_settings
+    generate_synthetic_salicon(s.data_dir, n_train=s.n_train, n_val=s.n_val, image_size=s.data_size, seed=0)
+    monkeypatch.setattr(demo, "DemoSettings", lambda: dataclasses.replace(tiny_settings))
+    run_dir = tmp_path / "demo_seed1"
+    code = train_cli.main(["--variant", "A", "--demo", "--seed", "1", "--epochs", "2", "--batch-size", "2",
+                           "--image-size", "32", "32", "--run-dir", str(run_dir), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((run_dir / "A" / "config.json").read_text())
+    assert (config["seed"], config["epochs"], config["batch_size"], config["image_size"]) == (1, 2, 2, [32, 32])
+    assert (run_dir / "metrics.md").exists()
+    assert train_cli.main(["--demo", "--records-dir", "elsewhere"]) == 2
+    assert "--demo does not use --records-dir" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """evaluate.py and metrics.evaluation on records whose answers are known."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -180,3 +181,42 @@ def test_sauc_negatives_come_from_the_same_data_set():
     others = evaluation._other_maps(examples, n_other=10, seed=0)
     assert others[0][2, 2] == 1 and others[0].sum() == 1  # only the other "a" image
     assert others[2] is None  # no other image of "b"
+
+
+def test_unfinished_export_is_refused_instead_of_scoring_part_of_it(exact_teacher_records, tmp_path, capsys):
+    import shutil
+
+    partial = shutil.copytree(exact_teacher_records, tmp_path / "partial")
+    (partial / "val.plan.json").write_text("{}")
+    assert evaluate_cli.main(["--records-dir", str(partial), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has not finished" in err and f"python export_teacher.py --split val --out {partial}" in err
+
+
+def test_models_with_the_same_folder_name_get_distinct_rows(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_evaluate(records_dir, split, models, **kwargs):
+        seen.update(models)
+        return {"split": split, "num_images": 1, "models": {n: {"metrics": {"kld": 0.5}, "num_params": None,
+                                                                "images_per_s": 1.0} for n in models}}
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)
+    paths = [str(tmp_path / "runs" / "s0" / "B"), str(tmp_path / "runs" / "s1" / "B"), str(tmp_path / "runs" / "A")]
+    assert evaluate_cli.main(["--models", *paths, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert seen == {os.path.join("s0", "B"): paths[0], os.path.join("s1", "B"): paths[1], "A": paths[2]}
+    table = (tmp_path / "out" / "metrics.md").read_text()
+    assert "| s0/B |" in table and "| s1/B |" in table
+    assert evaluate_cli.main(["--models", paths[0], paths[0] + "/", "--out", str(tmp_path / "out")]) == 2
+    assert "same model" in capsys.readouterr().err
+
+
+def test_unwritable_out_is_refused_before_scoring(monkeypatch, tmp_path, capsys):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("scored before checking --out")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", must_not_run)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 2
+    assert f"{blocker / 'eval'}: cannot write output there" in capsys.readouterr().err

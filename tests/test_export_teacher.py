@@ -217,3 +217,138 @@ def test_bad_image_cli_exit_code(data_copy, tmp_path, capsys):
     code, err = run_cli(["--split", "val", "--data-dir", str(data_copy), "--teacher", "oracle", "--input-size", "24",
                          "32", "--out", str(tmp_path / "o"), "--no-progress"], capsys)
     assert code == 1 and str(bad) in err and "--skip-bad" in err and err.count("\n") == 1
+
+
+# --- issue 10: bad inputs named at export, resume after removing a file, full disk --------------------------
+
+KW = dict(images_per_shard=3, batch_size=2, progress=False, input_size=(24, 32))
+
+
+def _remove_sample(data, split, stem):
+    for path in data.glob(f"*/{split}/{stem}.*"):
+        path.unlink()
+
+
+def test_tiff_named_jpg_is_refused_at_export_naming_the_file(data_copy, tmp_path):
+    import cv2
+
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[1]}.jpg"
+    ok, tiff = cv2.imencode(".tiff", read_image(bad)[:, :, ::-1])
+    bad.write_bytes(tiff.tobytes())
+    assert read_image(bad).shape == (48, 64, 3)  # OpenCV reads it: only tf.io.decode_image would fail
+    with pytest.raises(ValueError, match=rf"{bad}: TIFF file.*tf\.io\.decode_image"):
+        export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
+
+
+def test_all_black_human_map_is_refused_naming_the_file(data_copy, tmp_path):
+    import cv2
+
+    black = data_copy / "maps" / "train" / f"{TRAIN_STEMS[2]}.png"
+    cv2.imwrite(str(black), np.zeros((48, 64), np.uint8))
+    with pytest.raises(ValueError, match=rf"{black}: the human map is all black"):
+        export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
+
+
+def test_exif_rotated_jpeg_is_stored_upright_for_training(data_copy, tmp_path):
+    """A phone photo: pixels stored sideways with EXIF orientation 6. Its map has the displayed size."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    path = data_copy / "images" / "train" / f"{TRAIN_STEMS[0]}.jpg"
+    displayed = read_image(path)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(displayed, 1)))  # orientation 6 turns it back
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=98, exif=exif)
+    path.write_bytes(buffer.getvalue())
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB"))
+    assert reference.shape == (48, 64, 3)
+    assert np.abs(read_image(path).astype(int) - reference).mean() < 2  # the decoders differ by rounding only
+
+    out = tmp_path / "d"
+    export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), out, **KW)
+    first = read_back(out, "train")[0]  # decoded by tf.io.decode_image, as training does
+    assert first["stem"].decode() == TRAIN_STEMS[0] and first["image"].shape == (48, 64, 3)
+    assert np.abs(first["image"].astype(int) - reference).mean() < 2
+
+
+def test_removing_a_bad_file_resumes_and_keeps_finished_shards(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[4]}.jpg"  # second shard of 3
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="remove it .*run the same command again to resume"):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    first = (out / shard_names("train", 3)[0]).stat()
+    _remove_sample(data_copy, "train", TRAIN_STEMS[4])
+
+    manifest = export.export_split(data_copy, "train", teacher, out, verify=True, **KW)
+    assert (out / shard_names("train", 3)[0]).stat().st_mtime_ns == first.st_mtime_ns
+    assert manifest["num_images"] == 7 and manifest["num_shards"] == 3
+    assert [ex["stem"].decode() for ex in read_back(out, "train")] == TRAIN_STEMS[:4] + TRAIN_STEMS[5:]
+
+
+def test_a_plan_without_finished_shards_is_replaced(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[0]}.jpg"  # first shard: nothing gets finished
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=str(bad)):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    assert (out / "train.plan.json").exists() and not list(out.glob("train-*.tfrecord"))
+    _remove_sample(data_copy, "train", TRAIN_STEMS[0])
+    # Also another shard size: a plan with nothing finished does not bind the rerun.
+    manifest = export.export_split(data_copy, "train", teacher, out, verify=True, **dict(KW, images_per_shard=4))
+    assert manifest["num_images"] == 7 and manifest["num_shards"] == 2
+
+
+def test_removed_file_of_a_finished_shard_says_exactly_what_to_do(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[4]}.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    _remove_sample(data_copy, "train", TRAIN_STEMS[0])  # an image of the finished first shard
+    with pytest.raises(ValueError, match=rf"{TRAIN_STEMS[0]}; put them back to resume, or delete"):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+
+
+def test_full_disk_during_export_is_a_clear_error_and_leaves_no_temporary_file(
+        synthetic_salicon_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def no_space(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._tmp)
+
+    monkeypatch.setattr(export._ShardWriter, "_finish", no_space)
+    out = tmp_path / "d"
+    code = export_teacher.main(["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
+                                "--input-size", "24", "32", "--out", str(out), "--images-per-shard", "3",
+                                "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err and not list(out.glob(".*tmp*"))
+
+
+def test_zero_input_size_is_rejected_at_parse_time(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_teacher.main(["--input-size", "0", "0"])
+    assert exit_info.value.code == 2 and "--input-size: expected a positive integer" in capsys.readouterr().err
+
+
+def test_unwritable_out_is_refused_before_the_export(synthetic_salicon_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = export_teacher.main(["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
+                                "--out", str(blocker / "out"), "--no-progress"])
+    assert code == 1 and f"{blocker / 'out'}: cannot write output there" in capsys.readouterr().err
+
+
+def test_other_files_beside_the_images_are_listed(data_copy, tmp_path, capsys):
+    (data_copy / "images" / "train" / "scan.tif").write_bytes(b"II*\x00")
+    export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s)" in err and str(data_copy / "images" / "train" / "scan.tif") in err

@@ -1,6 +1,7 @@
 """predict.py and the shared model loader `student.inference.load_predictor`."""
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -204,3 +205,103 @@ def test_cli_runs_a_frozen_msinet_graph_through_the_same_code(reference_pb, tmp_
     written = cv2.imread(str(out / "img.png"), cv2.IMREAD_UNCHANGED)
     assert written.shape == (37, 53) and written.dtype == np.uint8
     assert written.max() > written.min()  # a real map, not a constant
+
+
+# --- issue 10: output inside the input tree, empty inputs, skipped files, warnings, bad model paths, EXIF ----
+
+
+def _one_image_folder(root, name="photos"):
+    folder = root / name
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    assert cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    return folder
+
+
+def test_output_folder_above_the_input_still_predicts_every_image(run_dir, tmp_path, monkeypatch, capsys):
+    _one_image_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert predict.main(["--model", str(run_dir), "photos", "--out", ".", "--no-progress"]) == 0
+    assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_GRAYSCALE).shape == (20, 30)
+    assert "1 image(s) written" in capsys.readouterr().out
+
+
+def test_output_folder_equal_to_the_input_or_no_images_is_an_error(run_dir, tmp_path, capsys):
+    photos = _one_image_folder(tmp_path)
+    assert predict.main(["--model", str(run_dir), str(photos), "--out", str(photos), "--no-progress"]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "scan.tif").write_bytes(b"II*\x00")
+    assert predict.main(["--model", str(run_dir), str(empty), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"no images to predict in {empty}" in err and "scan.tif" in err
+
+
+def test_files_of_other_types_are_listed_and_inapplicable_flags_warned(run_dir, tmp_path, capsys):
+    photos = _one_image_folder(tmp_path)
+    (photos / "scan.tif").write_bytes(b"II*\x00")
+    (photos / "notes.txt").write_text("x")
+    code = predict.main(["--model", str(run_dir), str(photos), "--out", str(tmp_path / "o"), "--colormap",
+                         "inferno", "--teacher-size", "240", "320", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "skipped 2 file(s)" in err and "notes.txt" in err and "scan.tif" in err
+    assert "--colormap only applies with --overlay" in err
+    assert "--teacher-size only applies to an MSI-Net teacher" in err
+
+
+def test_unwritable_out_is_refused_before_loading_the_model(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    photos = _one_image_folder(tmp_path)
+    assert predict.main(["--model", str(tmp_path / "no-model"), str(photos), "--out", str(blocker / "o")]) == 2
+    assert f"{blocker / 'o'}: cannot write output there" in capsys.readouterr().err
+
+
+def test_corrupt_saved_model_pb_is_a_clear_error(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    (copy / "saved_model" / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
+    with pytest.raises(ValueError, match=r"saved_model.pb: not a readable SavedModel \(corrupt or truncated"):
+        load_predictor(copy)
+    photos = _one_image_folder(tmp_path)
+    assert predict.main(["--model", str(copy), str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "not a readable SavedModel" in capsys.readouterr().err
+
+
+def test_a_student_checkpoint_as_model_says_to_pass_the_run_folder(tmp_path):
+    run = tmp_path / "runs" / "B"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    build_student("B", seed=0).save_weights(str(run / "checkpoints" / "best.weights.h5"))
+    with pytest.raises(ValueError, match=rf"student training checkpoint; pass its run folder {run}"):
+        load_predictor(run / "checkpoints" / "best.weights.h5")
+    loose = tmp_path / "student.weights.h5"
+    build_student("A", seed=0).save_weights(str(loose))
+    with pytest.raises(ValueError, match="not MSI-Net teacher weights.*student checkpoint, pass its run folder"):
+        load_predictor(loose)
+
+
+def test_exif_orientation_6_jpeg_is_predicted_as_displayed(student_predictor, tmp_path):
+    import io
+
+    from PIL import Image, ImageOps
+
+    from datasets.io import read_image
+    from student.inference import predict_files
+
+    rng = np.random.default_rng(3)
+    stored = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: 40 high, 24 wide
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif)
+    (tmp_path / "phone.jpg").write_bytes(buffer.getvalue())
+    displayed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB"))
+    assert displayed.shape == (40, 24, 3)
+    assert np.abs(read_image(tmp_path / "phone.jpg").astype(int) - displayed).mean() < 2
+    report = predict_files(student_predictor, [tmp_path / "phone.jpg"], out_dir=tmp_path / "o", progress=False)
+    assert not report.failures
+    assert cv2.imread(str(tmp_path / "o" / "phone.png"), cv2.IMREAD_GRAYSCALE).shape == (40, 24)

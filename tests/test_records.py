@@ -1,5 +1,7 @@
 """Round trip of the distillation record schema, the tf.data pipelines and the flips."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,6 +88,35 @@ def test_fixations_outside_the_image_are_rejected():
 def test_list_shards_error_says_to_run_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="export_teacher.py --split train"):
         records.list_shards(tmp_path, "train")
+
+
+def _manifest(folder, split, **teacher):
+    teacher = {"name": "msinet", "sha256": "ab" * 32, "input_size": [240, 320], "pipeline": "repo", **teacher}
+    (folder / f"{split}.json").write_text(json.dumps({"num_images": 1, "teacher": teacher}))
+
+
+def test_an_unfinished_export_is_refused_naming_the_folder_and_the_command(tmp_path):
+    (tmp_path / records.shard_name("val", 0, 3)).write_bytes(b"")
+    (tmp_path / "val.plan.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path}: the export of split 'val' has not finished.*"
+                                                rf"python export_teacher.py --split val --out {tmp_path}"):
+        records.list_shards(tmp_path, "val")
+    _manifest(tmp_path, "val")
+    assert records.list_shards(tmp_path, "val") == [str(tmp_path / records.shard_name("val", 0, 3))]
+
+
+def test_records_of_different_teachers_are_refused_unless_allowed(tmp_path):
+    _manifest(tmp_path, "train")
+    _manifest(tmp_path, "val")
+    sources = [(tmp_path, "train"), (tmp_path, "val")]
+    assert records.check_same_teacher(sources) == []
+    _manifest(tmp_path, "val", input_size=[480, 640])
+    with pytest.raises(ValueError, match=r"train.json and .*val.json differ: input_size \[240, 320\] vs \[480, 640\]"
+                                         r".*--allow-mixed-records"):
+        records.check_same_teacher(sources)
+    _manifest(tmp_path, "val", pipeline="hub", sha256="cd" * 32)
+    differences = records.check_same_teacher(sources, allow_mixed=True)
+    assert len(differences) == 1 and "sha256" in differences[0] and "pipeline 'repo' vs 'hub'" in differences[0]
 
 
 @pytest.fixture(scope="module")

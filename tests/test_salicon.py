@@ -214,3 +214,14 @@ def test_unreadable_image_names_the_file(synthetic_salicon_dir, tmp_path):
     (root / "images" / "val" / "COCO_val2014_000000000001.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match=r"COCO_val2014_000000000001\.jpg: not a readable image"):
         load_sample(list_salicon(root, "val")[0])
+
+
+def test_nan_or_infinite_fixations_are_refused_naming_the_file_and_count(tmp_path):
+    fields = [("location", object), ("timestamp", object), ("fixations", object)]
+    gaze = np.empty((2, 1), dtype=fields)
+    gaze[0, 0] = (DECOY_LOCATION, np.array([[10.0]]), np.array([[5.0, 6.0], [np.nan, 3.0]]))
+    gaze[1, 0] = (DECOY_LOCATION, np.array([[10.0]]), np.array([[np.inf, 2.0], [7.0, 8.0], [9.0, -np.inf]]))
+    path = tmp_path / "broken.mat"
+    scipy.io.savemat(path, {"gaze": gaze, "resolution": np.array([[48.0, 64.0]])})
+    with pytest.raises(ValueError, match=rf"{path}: 3 of 5 fixations have NaN or infinite coordinates"):
+        load_salicon_fixations(path)

@@ -205,3 +205,154 @@ def test_help_explains_the_options(capsys):
     out = capsys.readouterr().out
     for option in ("--variant", "--demo", "--resume", "--strategy", "--mixed-precision", "--backbone-weights"):
         assert option in out
+
+
+# --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
+
+TINY_CLI = ["--image-size", "32", "48", "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "1",
+            "--validation-steps", "1", "--quiet"]
+
+
+def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(records_dir, tmp_path, monkeypatch):
+    settings = dict(TINY, steps_per_epoch=1, export=False)
+
+    def make(v, d, w):
+        return TrainConfig(variant=v, records_dir=str(records_dir), run_dir=d, initial_weights=w, **settings)
+
+    straight = tmp_path / "straight"  # B alone from the same initial weights: what train_both's B must match
+    initial = training.save_initial_weights(str(straight / "initial.weights.h5"), seed=settings.get("seed", 0))
+    training.train(make("B", str(straight / "B"), initial))
+
+    resumed = tmp_path / "resumed"
+    real_train = training.train
+
+    def crash_in_b(config, strategy=None, extra_callbacks=()):
+        extra = [_InterruptAt(1)] if config.variant == "B" else []
+        return real_train(config, strategy, [*extra_callbacks, *extra])
+
+    monkeypatch.setattr(training, "train", crash_in_b)
+    with pytest.raises(_Interrupt):
+        training.train_both(make, str(resumed))
+    monkeypatch.setattr(training, "train", real_train)
+    a_last = (resumed / "A" / "checkpoints" / "last.weights.h5").stat().st_mtime_ns
+
+    code = train_cli.main(["--variant", "both", "--resume", "--records-dir", str(records_dir), "--run-dir",
+                           str(resumed), *TINY_CLI])
+    assert code == 0
+    assert (resumed / "A" / "checkpoints" / "last.weights.h5").stat().st_mtime_ns == a_last, "A was trained again"
+    assert (resumed / "B" / "saved_model" / "saved_model.pb").exists()
+    for a, b in zip(_student_weights(straight / "B", "B"), _student_weights(resumed / "B", "B")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([h["val_kld"] for h in training.read_history(resumed / "B" / "history.csv")],
+                               [h["val_kld"] for h in training.read_history(straight / "B" / "history.csv")],
+                               rtol=1e-5)
+    assert train_cli.main(["--variant", "both", "--resume", "--records-dir", str(records_dir), "--run-dir",
+                           str(resumed), *TINY_CLI]) == 2  # nothing left to resume
+
+
+class _NanFromTheStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.model.optimizer.learning_rate.assign(float("nan"))
+
+
+def test_divergence_before_any_checkpoint_does_not_claim_one(records_dir, tmp_path):
+    config = TrainConfig(variant="A", records_dir=str(records_dir), run_dir=str(tmp_path / "nan"),
+                         **dict(TINY, epochs=1, steps_per_epoch=3))
+    with pytest.raises(TrainingDivergedError, match="No checkpoint was saved yet") as info:
+        training.train(config, extra_callbacks=[_NanFromTheStart()])
+    assert "intact" not in str(info.value)
+
+
+def test_full_disk_while_checkpointing_is_a_clear_error_and_leaves_no_temporary_file(
+        records_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full_disk(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"\0" * 4096)  # a partly written file, as a full disk leaves
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filepath)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk)
+    run_dir = tmp_path / "run"
+    code = train_cli.main(["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(run_dir), *TINY_CLI])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "run the same command again" in err
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+
+
+def test_ctrl_c_says_how_to_resume(records_dir, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    args = ["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "run")]
+    assert train_cli.main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; run the same command again" in err and f"--run-dir {tmp_path / 'run'}" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "nan"], "--lr: expected a finite positive number"),
+    (["--lr", "inf"], "--lr: expected a finite positive number"),
+    (["--image-size", "0", "0"], "--image-size: expected a positive integer"),
+    (["--epochs", "0"], "--epochs: expected a positive integer"),
+])
+def test_bad_numbers_are_rejected_at_parse_time(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet18.safetensors", "resnet18.weights.h5"])
+def test_garbage_backbone_weights_are_a_clear_error(records_dir, tmp_path, capsys, name):
+    garbage = tmp_path / name
+    garbage.write_bytes(b"this is not a weights file" * 10)
+    code = train_cli.main(["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "r"),
+                           "--backbone-weights", str(garbage), *TINY_CLI])
+    assert code == 2 and f"{garbage}: not usable as --backbone-weights" in capsys.readouterr().err
+
+
+def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir, tmp_path, capsys):
+    import shutil
+
+    copy = shutil.copytree(records_dir, tmp_path / "records")
+    base = ["--variant", "A", "--records-dir", str(copy), "--run-dir", str(tmp_path / "run"), *TINY_CLI]
+    (copy / "train.plan.json").write_text("{}")
+    assert train_cli.main(base) == 2
+    assert f"python export_teacher.py --split train --out {copy}" in capsys.readouterr().err
+    (copy / "train.plan.json").unlink()
+    for split, size in (("train", [24, 32]), ("val", [48, 64])):
+        (copy / f"{split}.json").write_text(json.dumps(
+            {"num_images": 8 if split == "train" else 4,
+             "teacher": {"name": "oracle", "sha256": None, "input_size": size, "pipeline": "repo"}}))
+    assert train_cli.main(base) == 2
+    assert "--allow-mixed-records" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 2
+    assert f"{blocker / 'run'}: cannot write output there" in capsys.readouterr().err
+
+
+def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal():
+    args = train_cli.build_parser().parse_args([])
+    assert not __import__("sys").stdout.isatty()
+    assert train_cli.config_from_args(args, "B", "runs/B").verbose == 2
+    assert train_cli.config_from_args(train_cli.build_parser().parse_args(["--quiet"]), "B", "runs/B").verbose == 0
+
+
+def test_demo_honours_its_flags_and_refuses_the_others_by_name():
+    parser = train_cli.build_parser()
+    settings = train_cli.demo_settings(parser.parse_args(
+        ["--demo", "--epochs", "3", "--image-size", "32", "48", "--batch-size", "4", "--lr", "0.01"]), parser)
+    assert (settings.epochs, settings.train_size, settings.batch_size, settings.learning_rate) == (3, (32, 48), 4, 0.01)
+    with pytest.raises(ValueError, match="--demo does not use --records-dir, --kd-weight"):
+        train_cli.demo_settings(parser.parse_args(["--demo", "--records-dir", "x", "--kd-weight", "1"]), parser)
+
+
+def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, capsys):
+    def fake_train(config):
+        return training.TrainResult(config.run_dir, [], 0.5, None)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
+    assert "--kd-weight only apply to variant B" in capsys.readouterr().err
