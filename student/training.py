@@ -338,7 +338,7 @@ def _prepare_run_dir(config):
         raise FileNotFoundError(f"--resume: no unfinished run in {run_dir} (no config.json)")
     if config.resume and not os.path.isdir(backup_dir):
         raise FileNotFoundError(f"--resume: {run_dir} has no {BACKUP_DIR}/ to continue from")
-    os.makedirs(run_dir, exist_ok=True)
+    check_writable_dir(run_dir, "--run-dir")  # creates it; a clear error before any work if it cannot be written
     with atomic_write(config_path, "w") as f:
         json.dump(config.to_json(), f, indent=2)
     return _initial_epoch(backup_dir)
@@ -464,7 +464,6 @@ def train(config, strategy=None, extra_callbacks=()):
     mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
     for difference in mixed:
         print(f"[train] warning: mixed records (--allow-mixed-records): {difference}")
-    check_writable_dir(config.run_dir, "--run-dir")
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)

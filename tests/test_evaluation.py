@@ -220,3 +220,12 @@ def test_unwritable_out_is_refused_before_scoring(monkeypatch, tmp_path, capsys)
     blocker.write_text("")
     assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 2
     assert f"{blocker / 'eval'}: cannot write output there" in capsys.readouterr().err
+
+
+def test_corrupt_saved_model_is_a_clear_error(exact_teacher_records, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
+    code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--models", str(model), "--out",
+                              str(tmp_path / "out"), "--quiet"])
+    assert code == 2 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err
