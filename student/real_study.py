@@ -32,12 +32,13 @@ import numpy as np
 
 from datasets.io import atomic_write
 
+# In the order they run for each seed: the main comparison first, so a study cut short has it.
 VARIANTS = {
     "A": dict(variant="A"),
-    "B": dict(variant="B"),
     "B_kd": dict(variant="B", kd_into_saliency=1.0),
     "A_20": dict(variant="A", label_fraction=0.2),
     "B_kd_20": dict(variant="B", kd_into_saliency=1.0, label_fraction=0.2),
+    "B": dict(variant="B"),
 }
 CURVE_METRICS = ("kld", "cc", "nss")
 TEST_METRICS = ("nss", "auc_judd", "sauc", "cc", "kld")
@@ -65,26 +66,38 @@ class StudySettings:
 
 
 class ValCurves(keras.callbacks.Callback):
-    """After each epoch, score the saliency head on the val images at their original size (as served)."""
+    """After each epoch, score the saliency head on the val images at their original size (as served).
 
-    def __init__(self, examples, image_size, path):
+    The letterboxed inputs are made once; each epoch runs the student on them in batches, keeps the logits of
+    each image's box, and scores their softmax resized to the original size (`student.serving`'s computation).
+    """
+
+    def __init__(self, examples, image_size, path, batch_size=16):
         super().__init__()
+        import tensorflow as tf
+
+        from student.serving import image_box, resize_images
+
         self.examples = examples
-        self.image_size = tuple(image_size)
         self.path = path
+        self.batch_size = batch_size
+        self.inputs = np.concatenate([resize_images(ex["image"][None], image_size).numpy() for ex in examples])
+        self.boxes = [[int(v) for v in image_box(tf.shape(ex["image"][None]), image_size)] for ex in examples]
         self.rows = {}
         if os.path.exists(path):
             with open(path) as f:
                 self.rows = {int(k): v for k, v in json.load(f).items()}
 
     def on_epoch_end(self, epoch, logs=None):
-        from metrics.evaluation import score_map
-        from student.serving import predict_saliency
+        from metrics.evaluation import resize_map, score_map
 
+        logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
         scores = []
-        for ex in self.examples:
-            density = predict_saliency(self.model.student, ex["image"][None], self.image_size)["density"]
-            scores.append(score_map(np.asarray(density, np.float64)[0, ..., 0], ex))
+        for ex, (top, left, h, w), z in zip(self.examples, self.boxes, logits[..., 0]):
+            z = z[top:top + h, left:left + w].astype(np.float64)
+            density = np.exp(z - z.max())
+            prediction = np.maximum(resize_map(density / density.sum(), ex["saliency"].shape), 0).astype(np.float64)
+            scores.append(score_map(prediction, ex))
         self.rows[epoch] = {k: float(np.mean([s[k] for s in scores if k in s])) for k in CURVE_METRICS}
         with atomic_write(self.path, "w") as f:
             json.dump(self.rows, f, indent=2)
@@ -114,8 +127,12 @@ def _test_tables(results):
             for name, table in results["datasets"].items()}
 
 
-def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS)):
-    """Train every variant for every seed (resuming), score them, and write the summary."""
+def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False):
+    """Train every variant for every seed (resuming), score them, and write the summary.
+
+    With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
+    by its time budget reports what it has, with the number of seeds per variant).
+    """
     from metrics.evaluation import evaluate, load_examples
     from student.training import save_initial_weights, train
 
@@ -140,6 +157,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
             run_dir = os.path.join(seed_dir, name)
             curves_path = os.path.join(run_dir, "val_curves.json")
             if not _completed(run_dir):
+                if report_only:
+                    continue
                 print(f"[study] seed {seed}, {name}", flush=True)
                 os.makedirs(run_dir, exist_ok=True)
                 train(settings.train_config(name, run_dir, initial, seed),
@@ -151,6 +170,9 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
                 curves = {int(k): v for k, v in json.load(f).items()}
             runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
                                "curves": [curves[e] for e in sorted(curves)]})
+    runs = {name: results for name, results in runs.items() if results}
+    if not runs:
+        raise FileNotFoundError(f"{out_dir}: no finished run to report")
     summary = summarise(runs, references, seeds, settings)
     with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -178,7 +200,8 @@ def summarise(runs, references, seeds, settings):
                              for m in TEST_METRICS if m in results[0]["test"][dataset]}
         n_epochs = min(len(r["curves"]) for r in results)
         curves = {m: [_mean_sd([r["curves"][e][m] for r in results]) for e in range(n_epochs)] for m in CURVE_METRICS}
-        summary["variants"][name] = {"config": VARIANTS[name], "test": test, "val_curves": curves}
+        summary["variants"][name] = {"config": VARIANTS[name], "seeds": [r["seed"] for r in results], "test": test,
+                                     "val_curves": curves}
     return summary
 
 
@@ -190,20 +213,20 @@ def to_markdown(summary):
     from metrics.evaluation import CENTRE_BIAS, INTER_OBSERVER, TEACHER_RECORDS
 
     s = summary["settings"]
-    lines = [f"Test splits, mean ± sd over {len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}); "
-             f"training at {s['image_size'][0]}x{s['image_size'][1]}, {s['epochs']} epochs, batch {s['batch_size']}, "
-             "scored at the original resolution.", ""]
+    lines = [f"Test splits, mean ± sd over the seeds each variant ran (n in the table); training at "
+             f"{s['image_size'][0]}x{s['image_size'][1]}, {s['epochs']} epochs, batch {s['batch_size']}, scored at the "
+             "original resolution.", ""]
     for dataset, refs in summary["references"].items():
-        lines += [f"**{dataset}**", "", "| model | " + " | ".join(_NAMES[m] for m in TEST_METRICS) + " |",
-                  "|---|" + "---|" * len(TEST_METRICS)]
+        lines += [f"**{dataset}**", "", "| model | n | " + " | ".join(_NAMES[m] for m in TEST_METRICS) + " |",
+                  "|---|---|" + "---|" * len(TEST_METRICS)]
         for name, entry in summary["variants"].items():
             stats = entry["test"].get(dataset, {})
             cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" if m in stats else "" for m in TEST_METRICS]
-            lines.append(f"| student {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| student {name} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
         for row, label in ((TEACHER_RECORDS, "teacher"), (CENTRE_BIAS, "centre bias (floor)"),
                            (INTER_OBSERVER, "inter-observer (ceiling)")):
             if row in refs:
-                lines.append(f"| {label} | " + " | ".join(f"{refs[row][m]:.3f}" if m in refs[row] else ""
+                lines.append(f"| {label} | | " + " | ".join(f"{refs[row][m]:.3f}" if m in refs[row] else ""
                                                          for m in TEST_METRICS) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -227,7 +250,7 @@ def plot_curves(summary, path):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Real data (MIT1003 + OSIE val), mean ± sd over {len(summary['seeds'])} seeds", fontsize=10)
+    fig.suptitle("Real data (MIT1003 + OSIE val), mean ± sd over seeds", fontsize=10)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=90)
@@ -246,11 +269,12 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"))
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
                              epochs=args.epochs, batch_size=args.batch_size)
     try:
-        run_study(args.seeds, args.out, settings, tuple(args.variants))
+        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report)
     except FileNotFoundError as e:
         print(f"real_study: error: {e}", file=sys.stderr)
         return 2
