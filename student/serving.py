@@ -92,6 +92,68 @@ def predict_saliency(student_model, images, input_size=(240, 320)):
     return saliency_from_logits(logits, tf.shape(images)[1:3])
 
 
+def inference_student(student_model):
+    """The student's saliency logits as an inference-only graph: same outputs, fewer ops.
+
+    BatchNormalization (inference statistics) is folded into the convolution before it: the kernel is scaled
+    by ``gamma / sqrt(var + eps)`` per output channel and the shift becomes the conv's bias, so a conv-BN pair
+    is one op. Only the "saliency" head is kept (variant B's teacher branch is training-only). The result is
+    a new functional model (no weights shared with `student_model`) taking the same float 0..255 input and
+    returning ``{"saliency": logits}``; it matches `student_model(x, training=False)["saliency"]` to float
+    rounding.
+    """
+    _check_student(student_model)
+    folds = {}
+    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                conv = model.get_layer(layer.name[: -len("_bn")] + "_conv") if layer.name.endswith("_bn") else None
+                if not isinstance(conv, keras.layers.Conv2D) or layer.axis not in (-1, 3, [3], [-1]):
+                    raise ValueError(
+                        f"BatchNormalization {layer.name!r} does not follow a Conv2D named "
+                        f"{layer.name[:-3]}_conv; inference_student only folds the ResNet18 student's conv-BN pairs"
+                    )
+                folds[conv.name] = (conv, layer)
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer.name in folds:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call_layer(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return args[0]
+        return layer(*args, **kwargs)
+
+    clone = keras.models.clone_model(
+        student_model, clone_function=clone_layer, call_function=call_layer, recursive=True
+    )
+    saliency = keras.Model(clone.input, {"saliency": clone.output["saliency"]}, name=f"{student_model.name}_infer")
+    originals = {}
+    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+        originals.update({layer.name: layer for layer in model.layers})
+    for model in [saliency] + [l for l in saliency.layers if isinstance(l, keras.Model)]:
+        for layer in model.layers:
+            if not layer.weights or isinstance(layer, keras.Model):
+                continue
+            if layer.name in folds:
+                conv, bn = folds[layer.name]
+                kernel = keras.ops.convert_to_numpy(conv.kernel).astype("float64")
+                gamma = keras.ops.convert_to_numpy(bn.gamma).astype("float64") if bn.scale else 1.0
+                beta = keras.ops.convert_to_numpy(bn.beta).astype("float64") if bn.center else 0.0
+                mean = keras.ops.convert_to_numpy(bn.moving_mean).astype("float64")
+                var = keras.ops.convert_to_numpy(bn.moving_variance).astype("float64")
+                scale = gamma / (var + bn.epsilon) ** 0.5
+                bias = beta - mean * scale
+                if conv.use_bias:
+                    bias = bias + keras.ops.convert_to_numpy(conv.bias).astype("float64") * scale
+                layer.set_weights([(kernel * scale).astype("float32"), bias.astype("float32")])
+            else:
+                layer.set_weights(originals[layer.name].get_weights())
+    return saliency
+
+
 def _check_student(student_model):
     outputs = student_model.output if isinstance(student_model, keras.Model) else None
     if not isinstance(outputs, dict) or "saliency" not in outputs:
