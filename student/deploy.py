@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -35,14 +36,14 @@ def load_student(path, variant=None):
     Args:
         path: a run folder from train.py (its `config.json` gives the variant and training size; the best
             checkpoint is used, else the last) or a student `.weights.h5` file.
-        variant: "A" or "B" for a bare `.weights.h5`; None tries both.
+        variant: "A" or "B"; None reads it from the run's config or the weights file.
 
     Returns:
         (keras student, input_size or None). input_size is the run's training size; None for a bare file.
 
     Raises:
         FileNotFoundError: no such file, or a run folder without checkpoints.
-        ValueError: the weights fit neither variant.
+        ValueError: the weights do not fit the variant.
     """
     from student.model import build_student
 
@@ -67,15 +68,33 @@ def load_student(path, variant=None):
         path = weights
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
-    errors = []
-    for candidate in ([variant] if variant else ["B", "A"]):
-        student = build_student(candidate)
+    if variant is None:
+        variant = _weights_variant(path)
+    student = build_student(variant)
+    with warnings.catch_warnings():
+        # Keras only warns when a file lacks some of the model's layers; a student half-loaded is an error.
+        warnings.simplefilter("error", UserWarning)
         try:
             student.load_weights(path)
-            return student, input_size
-        except ValueError as e:
-            errors.append(f"variant {candidate}: {e}")
-    raise ValueError(f"{path}: the weights fit no student variant ({'; '.join(errors)}); pass the right --variant")
+        except (ValueError, UserWarning) as e:
+            raise ValueError(f"{path}: these weights do not fit a variant {variant} student ({e}); "
+                             "pass the right --variant") from None
+    return student, input_size
+
+
+def _weights_variant(path):
+    """"A" or "B" from a student `.weights.h5`: B's file has two more Conv2D layers (its teacher branch)."""
+    import h5py
+
+    from student.model import DECODER_FILTERS
+
+    with h5py.File(path, "r") as f:
+        convs = sum(1 for name in f.get("layers", {}) if name.startswith("conv2d"))
+    counts = {len(DECODER_FILTERS) + 1: "A", len(DECODER_FILTERS) + 3: "B"}
+    if convs not in counts:
+        raise ValueError(f"{path}: not a student .weights.h5 (found {convs} decoder/head convs, expected "
+                         f"{sorted(counts)}); pass a file from a run's checkpoints/")
+    return counts[convs]
 
 
 def build_runtime_model(student, input_size):
