@@ -17,7 +17,8 @@ def build_parser():
     p.add_argument("--records-dir", default="data/distill", help="distillation records from export_teacher.py")
     p.add_argument("--split", default="val", help="split of the records to score")
     p.add_argument("--models", nargs="*", default=[],
-                   help="run folders, exported SavedModels or teacher files (.pb / MSI-Net SavedModel) to score")
+                   help="run folders, exported SavedModels, student exports (.onnx, .xml, .tflite) or teacher files "
+                        "(.pb / MSI-Net SavedModel) to score")
     p.add_argument("--no-teacher", action="store_true", help="do not score the teacher maps stored in the records")
     p.add_argument("--densities-dir", default=None,
                    help="true densities <stem>.npy (synthetic data) to add KLD/CC against the truth")

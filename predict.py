@@ -20,8 +20,9 @@ def build_parser():
     parser.add_argument(
         "--model",
         required=True,
-        help="run folder from train.py (with saved_model/), a student SavedModel folder, or an MSI-Net teacher "
-        "(.pb frozen graph, SavedModel folder or Keras file)",
+        help="run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
+        "export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the extension), or an "
+        "MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file)",
     )
     parser.add_argument(
         "images", nargs="+", help="image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp)"

@@ -262,8 +262,8 @@ class RuntimeStudentPredictor(Predictor):
         self._run = lambda x: runner(images=x)["density"]
         return tuple(int(v) for v in detail["shape"][1:3])
 
-    def _densities(self, batch):
-        """Densities (N, h, w) at the file's size for a uint8 batch at that size."""
+    def run_at_input_size(self, batch):
+        """The runtime call alone: densities (N, h, w) for a uint8 batch (N, h, w, 3) at the file's size."""
         return np.asarray(self._run(np.ascontiguousarray(batch, np.uint8)), np.float32)[..., 0]
 
     def _predict_densities(self, images):
@@ -271,7 +271,7 @@ class RuntimeStudentPredictor(Predictor):
         batch = images if (height, width) == self.input_size else np.stack([resize_to(im, self.input_size)
                                                                              for im in images])
         densities = []
-        for density in self._densities(batch):
+        for density in self.run_at_input_size(batch):
             density = np.maximum(resize_to(density, (height, width)), 0.0)
             densities.append(density / density.sum())
         return densities

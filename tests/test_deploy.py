@@ -185,3 +185,43 @@ def test_load_student_reads_the_variant_from_the_weights(variant, tmp_path):
     other = "B" if variant == "A" else "A"
     with pytest.raises(ValueError, match="--variant"):
         deploy.load_student(tmp_path / "s.weights.h5", variant=other)
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_take_the_exported_files(exports, synthetic_salicon_dir, tmp_path, capsys):
+    import evaluate as evaluate_cli
+    import predict as predict_cli
+    from teacher.export import export_split
+
+    image = sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))[0]
+    assert predict_cli.main(["--model", exports["litert"], image, "--out", str(tmp_path / "pred"),
+                             "--no-progress"]) == 0
+    written = read_image(str(tmp_path / "pred" / (image.rsplit("/", 1)[-1][:-4] + ".png")))
+    assert written.shape[:2] == read_image(image).shape[:2]
+
+    records_dir = tmp_path / "records"
+    export_split(str(synthetic_salicon_dir), "val", "oracle", str(records_dir), progress=False)
+    assert evaluate_cli.main(["--records-dir", str(records_dir), "--models", exports["onnx"], exports["openvino"],
+                              "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    onnx, openvino = results["models"]["student.onnx"], results["models"]["student.xml"]
+    for metric in ("nss", "cc", "auc_judd"):
+        assert onnx["metrics"][metric] == pytest.approx(openvino["metrics"][metric], abs=1e-4)
+
+
+def test_int8_accuracy_script_on_real_osie_images(exports):
+    from pathlib import Path
+
+    import benchmarks.int8_accuracy as int8_accuracy
+
+    osie = Path(__file__).resolve().parents[2] / "shared" / "data" / "eyetracking" / "osie"
+    if not (osie / "eye" / "fixations.mat").is_file():
+        pytest.skip(f"OSIE not found at {osie} (only present in the project workspace)")
+    fixations = int8_accuracy.read_osie_fixations(osie)
+    assert len(fixations) == 700 and all(len(points) > 100 for points in fixations.values())
+    fixated = int8_accuracy.fixation_map(np.array([[0.6, 0.4], [600.4, 800.6], [2.5, 3.4]]), (600, 800))
+    assert fixated.sum() == 3 and fixated[0, 0] and fixated[599, 799] and fixated[2, 2]
+    results = int8_accuracy.measure(Path(exports["onnx"]).parent, osie, count=2)
+    assert results["images"] == ["1699.jpg", "1700.jpg"] and len(results["pairs"]) == 2
+    for entry in results["pairs"].values():
+        assert -1 <= entry["cc_int8_vs_float"] <= 1 and entry["nss"]["float"] != entry["nss"]["int8"]
