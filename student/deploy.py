@@ -247,7 +247,7 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     Returns:
         dict format -> path written (keys "onnx_int8", "litert_int8" for the int8 files).
     """
-    from student.serving import _check_input_size, export_saved_model, inference_student
+    from student.serving import _check_input_size, export_saved_model
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
@@ -268,7 +268,7 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     if "saved_model" in formats:
-        paths["saved_model"] = export_saved_model(inference_student(student), os.path.join(out_dir, f"{name}_saved_model"),
+        paths["saved_model"] = export_saved_model(student, os.path.join(out_dir, f"{name}_saved_model"),
                                                   input_size=input_size)
     portable = [f for f in formats if f != "saved_model"]
     if not portable:

@@ -168,7 +168,7 @@ def _is_saved_model(directory):
     return os.path.isfile(os.path.join(directory, "saved_model.pb"))
 
 
-def export_saved_model(student_model, directory, input_size=(240, 320)):
+def export_saved_model(student_model, directory, input_size=(240, 320), fold_batchnorm=True):
     """Write `student_model` as a SavedModel with the uint8-in, map-out `serving_default` signature.
 
     The SavedModel is written to a temporary folder beside `directory` and renamed into place, so
@@ -182,6 +182,8 @@ def export_saved_model(student_model, directory, input_size=(240, 320)):
         directory: path of the SavedModel folder to write.
         input_size: (height, width) of the student's training resolution; every image is resized
             to it before the student runs. Defaults to (240, 320).
+        fold_batchnorm: serve `inference_student(student_model)` (BatchNormalization folded into the
+            convolutions, saliency head only; the same maps to float rounding). Defaults to True.
 
     Returns:
         `directory`.
@@ -192,6 +194,8 @@ def export_saved_model(student_model, directory, input_size=(240, 320)):
     """
     input_size = _check_input_size(input_size)
     _check_student(student_model)
+    if fold_batchnorm:
+        student_model = inference_student(student_model)
     directory = os.path.abspath(os.fspath(directory))
     if os.path.isdir(directory) and os.listdir(directory) and not _is_saved_model(directory):
         raise FileExistsError(
