@@ -20,6 +20,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 SIGNATURE_KEY = "serving_default"
@@ -92,7 +93,22 @@ def predict_saliency(student_model, images, input_size=(240, 320)):
     return saliency_from_logits(logits, tf.shape(images)[1:3])
 
 
-def inference_student(student_model):
+HEAD_UPSAMPLING, HEAD_CONV = "decoder_up5", "saliency_conv"
+
+
+def _fusable_head(model):
+    try:
+        up, conv = model.get_layer(HEAD_UPSAMPLING), model.get_layer(HEAD_CONV)
+    except ValueError:
+        return None
+    config = conv.get_config()
+    simple = (tuple(config["kernel_size"]) == (3, 3) and config["filters"] == 1 and config["padding"] == "same"
+              and tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
+              and config["activation"] == "linear" and config["groups"] == 1)
+    return (up, conv) if simple and isinstance(up, keras.layers.UpSampling2D) else None
+
+
+def inference_student(student_model, fuse_head=True):
     """The student's saliency logits as an inference-only graph: same outputs, fewer ops.
 
     BatchNormalization (inference statistics) is folded into the convolution before it: the kernel is scaled
@@ -101,8 +117,17 @@ def inference_student(student_model):
     a new functional model (no weights shared with `student_model`) taking the same float 0..255 input and
     returning ``{"saliency": logits}``; it matches `student_model(x, training=False)["saliency"]` to float
     rounding.
+
+    With `fuse_head`, the last x2 upsampling runs on 9 channels instead of 32: the 3x3 head conv (32 -> 1)
+    after it is split into a 1x1 conv to its 9 taps BEFORE the upsampling (channel mixing commutes with a
+    per-channel bilinear resize) and a fixed 3x3 conv that shifts and sums the taps after it (the same zero
+    padding as the head's). The algebra is exact; the full-resolution tensor that the upsampling writes and
+    the head reads shrinks 3.6x.
     """
     _check_student(student_model)
+    # Cut to the saliency head first, so that no other consumer of the last upsampling is cloned.
+    student_model = keras.Model(student_model.input, {"saliency": student_model.output["saliency"]},
+                                name=student_model.name)
     folds = {}
     for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
         for layer in model.layers:
@@ -121,21 +146,35 @@ def inference_student(student_model):
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
+    head = _fusable_head(student_model) if fuse_head else None
+    fused = {}
+    if head:
+        fused["taps"] = keras.layers.Conv2D(9, 1, use_bias=False, dtype=head[1].dtype_policy, name="saliency_taps")
+        fused["shift"] = keras.layers.Conv2D(1, 3, padding="same", dtype=head[1].dtype_policy, name="saliency_shift")
+
     def call_layer(layer, *args, **kwargs):
         if isinstance(layer, keras.layers.BatchNormalization):
             return args[0]
+        if head and layer.name == HEAD_UPSAMPLING:
+            return layer(fused["taps"](args[0]))
+        if head and layer.name == HEAD_CONV:
+            return fused["shift"](args[0])
         return layer(*args, **kwargs)
 
     clone = keras.models.clone_model(
         student_model, clone_function=clone_layer, call_function=call_layer, recursive=True
     )
     saliency = keras.Model(clone.input, {"saliency": clone.output["saliency"]}, name=f"{student_model.name}_infer")
+    if head:
+        kernel, bias = head[1].get_weights()  # (3, 3, C, 1), (1,)
+        fused["taps"].set_weights([kernel[:, :, :, 0].reshape(9, -1).T[None, None]])
+        fused["shift"].set_weights([np.eye(9, dtype="float32").reshape(3, 3, 9, 1), bias])
     originals = {}
     for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
         originals.update({layer.name: layer for layer in model.layers})
     for model in [saliency] + [l for l in saliency.layers if isinstance(l, keras.Model)]:
         for layer in model.layers:
-            if not layer.weights or isinstance(layer, keras.Model):
+            if not layer.weights or isinstance(layer, keras.Model) or any(layer is f for f in fused.values()):
                 continue
             if layer.name in folds:
                 conv, bn = folds[layer.name]

@@ -88,6 +88,7 @@ def test_folded_graph_matches_the_keras_student(trained_like_student):
     layers = [layer for model in (folded, folded.get_layer("resnet18")) for layer in model.layers]
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
     assert not any(layer.name.startswith("teacher") for layer in layers)  # B's training-only branch is gone
+    assert folded.get_layer("decoder_up5").input.shape[-1] == 9  # the last upsampling carries the head's taps
     images = np.random.default_rng(0).uniform(0, 255, (2, 70, 90, 3)).astype(np.float32)  # padded inside
     expected = trained_like_student(images, training=False)["saliency"].numpy()
     got = folded(images)["saliency"].numpy()
