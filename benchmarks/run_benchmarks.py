@@ -368,7 +368,8 @@ def runtimes_markdown(r):
              f"student {r['gflop_per_image']['student']:.2f}, teacher {r['gflop_per_image']['teacher']:.2f}. "
              f"Peak float32: {peak['measured_matmul_gflops']:.0f} GFLOP/s measured (2048^3 matmul), "
              f"{peak['flags_gflops']:.0f} GFLOP/s from the CPU flags ({peak['flop_per_cycle']} FLOP/cycle/core at "
-             f"{peak['mhz']:.0f} MHz).", "",
+             f"{peak['mhz']:.0f} MHz; the clock /proc/cpuinfo reports, which a boosting core exceeds). The % column "
+             "is of the measured figure; int8 rows count their integer operations against that float32 peak.", "",
              "| model | runtime | weights | batch | images/s | GFLOP/s | % of measured float32 peak |",
              "|---|---|---|---|---|---|---|"]
     for row in sorted(r["rows"], key=lambda x: (x["model"] != "student", x["batch"], -x["images_per_s"])):
