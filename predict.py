@@ -24,9 +24,10 @@ def build_parser():
     parser.add_argument(
         "--model",
         required=True,
-        help="run folder from train.py (with saved_model/), a student SavedModel folder, or an MSI-Net teacher "
-        "(.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the contract "
-        "(SavedModel folder or .keras/.h5, e.g. FastGaze)",
+        help="run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
+        "export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the extension), an "
+        "MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the "
+        "contract (SavedModel folder or .keras/.h5, e.g. FastGaze)",
     )
     parser.add_argument(
         "images", nargs="+", help="image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp)"

@@ -10,7 +10,15 @@ Each line of the table is a ratio of two measurements taken here, under the same
 3. export_teacher throughput vs the bare teacher forward pass on the same images (aim: overhead < 15%);
 4. variant B vs variant A step time (aim: B costs < 15% more), as TensorFlow graphs and compiled with XLA;
 5. export_teacher peak memory for N and 4N images (aim: flat);
-6. the teacher as the imported frozen graph vs the converted Keras MSI-Net.
+6. the teacher as the imported frozen graph vs the converted Keras MSI-Net;
+7. deployment runtimes: the student exported by student.deploy (TF SavedModel, ONNX Runtime, OpenVINO,
+   LiteRT; float and int8) against the teacher in each runtime it exports to, images/s at 240x320, batch 1
+   and 8, `--threads` threads, with achieved GFLOP/s against the machine's peak (a measured large float32
+   matmul and the peak from the CPU's flags and clock). Aims: the best student >= 10x the best teacher, and
+   the fastest student runtime >= 2x the student's TF SavedModel.
+
+`--only runtimes` (or any of inference, training, export, memory, graph) runs those sections and merges
+them into an existing `<out>.json`, so a long run can be resumed or one part refreshed.
 
 The teacher is MSI-Net with random weights in the author's frozen-graph format (built by
 tests/msinet_reference.py): speed does not depend on the weights' values. Data are synthetic SALICON-layout
@@ -37,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 
 SIZE = (240, 320)
 BATCH = 8
+SECTIONS = ("inference", "training", "export", "memory", "graph", "runtimes")
 
 
 def machine_description():
@@ -210,8 +219,177 @@ def bench_graph_vs_keras(graph_teacher, keras_teacher, repeats):
             "ratio_keras_over_graph_speed": t_graph / t_keras, "max_abs_diff": max_diff}
 
 
+def graph_gflop(keras_model, input_shape):
+    """GFLOP of one forward pass (TensorFlow's profiler on the frozen graph; a multiply-add counts 2)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda x: keras_model(x)).get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    frozen = convert_variables_to_constants_v2(fn)
+    return tf.compat.v1.profiler.profile(graph=frozen.graph, options=options).total_float_ops / 1e9
+
+
+def measure_matmul_gflops(size=2048, calls=5):
+    """Best GFLOP/s of `calls` float32 (size x size) @ (size x size) matmuls in TensorFlow."""
+    a = tf.random.uniform((size, size), seed=0)
+    matmul = tf.function(lambda a: tf.linalg.matmul(a, a))
+    matmul(a).numpy()
+    return max(2 * size**3 / time_call(lambda: matmul(a).numpy(), 1, warmup=0) / 1e9 for _ in range(calls))
+
+
+def machine_peak_gflops(threads, measured=None):
+    """Float32 peak, two ways: a measured 2048^3 matmul (`measured`, else measured now) and the CPU flags' figure.
+
+    The flags' figure assumes two 256-bit FMA pipes per core (AMD Zen 2-4, which run AVX-512 as two halves;
+    Intel cores with two 512-bit FMA units get 2x that) at the clock /proc/cpuinfo reports, times `threads`.
+    """
+    measured = measured or measure_matmul_gflops()
+    info = {}
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    mhz = float(info.get("cpu MHz", 0.0))
+    lanes = 8 if {"avx2", "fma"} <= flags else 4  # float32 lanes per 256-bit (or 128-bit) FMA
+    wide = "avx512f" in flags and info.get("vendor_id") == "GenuineIntel"  # two full 512-bit FMA units
+    per_cycle = 2 * 2 * lanes * (2 if wide else 1)  # 2 pipes x (mul + add)
+    from_flags = per_cycle * mhz / 1e3 * threads
+    return {"measured_matmul_gflops": measured, "flags_gflops": from_flags, "mhz": mhz, "flop_per_cycle": per_cycle}
+
+
+def _export_runtimes(work, keras_msinet, records_dir):
+    """Student (random-weight B) and teacher exports for the runtime rows; reused when present (resumable)."""
+    from student import deploy
+    from student.model import build_student
+
+    out = os.path.join(work, "runtime_exports")
+    paths = {name: os.path.join(out, name) for name in (
+        "student_saved_model", "student.onnx", "student.xml", "student.tflite", "student_int8.onnx",
+        "student_int8.tflite", "teacher.onnx", "teacher.xml")}
+    if not all(os.path.exists(p) for p in paths.values()):
+        keras.utils.set_random_seed(0)
+        student = build_student("B", seed=0)
+        deploy.export_student(student, out, input_size=SIZE, int8=True, records_dir=records_dir,
+                              calibration_count=16)
+        spec = [tf.TensorSpec((None, *SIZE, 3), tf.float32, name="images")]
+        keras_msinet.export(paths["teacher.onnx"], format="onnx", input_signature=spec, verbose=False)
+        keras_msinet.export(paths["teacher.xml"], format="openvino", input_signature=spec, verbose=False)
+    return paths
+
+
+def _teacher_runners(paths, threads):
+    import onnxruntime as ort
+    import openvino as ov
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(paths["teacher.onnx"], options, providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(paths["teacher.xml"], "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    name = session.get_inputs()[0].name
+    return {"onnxruntime": lambda x: session.run(None, {name: x})[0],
+            "openvino": lambda x: request.infer({0: x})[compiled.output(0)]}
+
+
+def bench_runtimes(work, graph_teacher, keras_msinet, records_dir, threads, repeats, rounds=2):
+    """Images/s of the student in each runtime (float and int8) and of the teacher, batch 1 and 8, interleaved.
+
+    Every configuration runs the model on a fixed batch already at 240x320 (uint8 for the student files,
+    float32 for the teacher), so the rows time the runtimes, not image decoding or resizing. Each round times
+    every configuration once (median of `repeats` calls); the fastest round counts.
+    """
+    from student.inference import RuntimeStudentPredictor
+    from student.model import build_student
+    from student.serving import inference_student
+
+    paths = _export_runtimes(work, keras_msinet, records_dir)
+    rng = np.random.default_rng(0)
+    student_keras = build_student("B", seed=0)
+    keras_fn = tf.function(lambda x: student_keras(x, training=False)["saliency"])
+    served = tf.saved_model.load(paths["student_saved_model"]).signatures["serving_default"]
+    configs = {
+        ("student", "tf keras (BN unfolded)", "float32"): lambda x: keras_fn(tf.cast(x, tf.float32)).numpy(),
+        ("student", "tf saved_model", "float32"): lambda x: served(images=tf.constant(x))["density"].numpy(),
+    }
+    for file, runtime, dtype in [("student.onnx", "onnxruntime", "float32"), ("student.xml", "openvino", "float32"),
+                                 ("student.tflite", "litert", "float32"), ("student_int8.onnx", "onnxruntime", "int8"),
+                                 ("student_int8.tflite", "litert", "int8")]:
+        predictor = RuntimeStudentPredictor(paths[file], threads=threads)
+        configs[("student", runtime, dtype)] = predictor.run_at_input_size
+    teacher_fn = tf.function(lambda x: keras_msinet(x, training=False))
+    configs[("teacher", "tf frozen graph", "float32")] = lambda x: np.asarray(graph_teacher(x.astype(np.float32)))
+    configs[("teacher", "tf keras", "float32")] = lambda x: teacher_fn(x.astype(np.float32)).numpy()
+    for runtime, fn in _teacher_runners(paths, threads).items():
+        configs[("teacher", runtime, "float32")] = (lambda f: lambda x: f(x.astype(np.float32)))(fn)
+    batches = {b: rng.integers(0, 256, (b, *SIZE, 3), dtype=np.uint8) for b in (1, 8)}
+    times = {f"{m}|{r}|{d}|{b}": [] for (m, r, d) in configs for b in batches}
+    matmul = []
+    for _ in range(rounds):
+        matmul.append(measure_matmul_gflops())  # in every round too, so a quiet moment is not missed
+        for (model, runtime, dtype), fn in configs.items():
+            for b, x in batches.items():
+                times[f"{model}|{runtime}|{dtype}|{b}"].append(time_call(lambda: fn(x), repeats))
+    gflop = {"student": graph_gflop(inference_student(student_keras), (1, *SIZE, 3)),
+             "teacher": graph_gflop(keras_msinet, (1, *SIZE, 3))}
+    rows = []
+    for key, seconds in times.items():
+        model, runtime, dtype, b = key.split("|")
+        rate = int(b) / min(seconds)
+        rows.append({"model": model, "runtime": runtime, "dtype": dtype, "batch": int(b), "images_per_s": rate,
+                     "gflops": rate * gflop[model], "rounds_s": seconds})
+    peak = machine_peak_gflops(threads, max(matmul + [measure_matmul_gflops()]))
+
+    def best(model, batch, **match):
+        candidates = [r for r in rows if r["model"] == model and r["batch"] == batch
+                      and all(r[k] == v for k, v in match.items())]
+        return max(candidates, key=lambda r: r["images_per_s"])
+
+    summary = {}
+    for b in batches:
+        s_best, t_best = best("student", b), best("teacher", b)
+        s_float = best("student", b, dtype="float32")
+        s_tf = best("student", b, runtime="tf saved_model")
+        summary[b] = {"best_student": f"{s_best['runtime']} {s_best['dtype']}",
+                      "best_teacher": t_best["runtime"],
+                      "student_over_teacher": s_best["images_per_s"] / t_best["images_per_s"],
+                      "float_student_over_teacher": s_float["images_per_s"] / t_best["images_per_s"],
+                      "best_student_over_tf_saved_model": s_best["images_per_s"] / s_tf["images_per_s"]}
+    return {"threads": threads, "size": list(SIZE), "gflop_per_image": gflop, "peak": peak, "rows": rows,
+            "summary": summary, "aims": {"student_over_teacher": ">= 10", "best_student_over_tf_saved_model": ">= 2"}}
+
+
+def runtimes_markdown(r):
+    peak = r["peak"]
+    lines = [f"7. Deployment runtimes at {r['size'][0]}x{r['size'][1]}, {r['threads']} threads. GFLOP per image: "
+             f"student {r['gflop_per_image']['student']:.2f}, teacher {r['gflop_per_image']['teacher']:.2f}. "
+             f"Peak float32: {peak['measured_matmul_gflops']:.0f} GFLOP/s measured (2048^3 matmul), "
+             f"{peak['flags_gflops']:.0f} GFLOP/s from the CPU flags ({peak['flop_per_cycle']} FLOP/cycle/core at "
+             f"{peak['mhz']:.0f} MHz; the clock /proc/cpuinfo reports, which a boosting core exceeds). The % column "
+             "is of the measured figure; int8 rows count their integer operations against that float32 peak.", "",
+             "| model | runtime | weights | batch | images/s | GFLOP/s | % of measured float32 peak |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sorted(r["rows"], key=lambda x: (x["model"] != "student", x["batch"], -x["images_per_s"])):
+        lines.append(f"| {row['model']} | {row['runtime']} | {row['dtype']} | {row['batch']} | "
+                     f"{row['images_per_s']:.2f} | {row['gflops']:.1f} | "
+                     f"{100 * row['gflops'] / peak['measured_matmul_gflops']:.0f}% |")
+    lines += ["", "| batch | best student | best teacher | student / teacher (float student) | best student / TF "
+              "SavedModel |", "|---|---|---|---|---|"]
+    for b, s in r["summary"].items():
+        lines.append(f"| {b} | {s['best_student']} | {s['best_teacher']} | {s['student_over_teacher']:.1f}x "
+                     f"({s['float_student_over_teacher']:.1f}x) | {s['best_student_over_tf_saved_model']:.2f}x |")
+    lines.append("")
+    lines.append("Aims: student >= 10x the teacher's best runtime; fastest student runtime >= 2x its TF SavedModel.")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(results):
     r = results
+    if not all(k in r for k in ("inference", "pipeline", "b_vs_a", "export", "export_memory", "graph_vs_keras")):
+        return runtimes_markdown(r["runtimes"]) if "runtimes" in r else ""
     rows = [
         ("1. inference, student vs teacher (240x320, batch 8)",
          f"{r['inference']['student_images_per_s']:.1f} vs {r['inference']['teacher_images_per_s']:.1f} images/s",
@@ -242,7 +420,10 @@ def to_markdown(results):
              f"{m['tensorflow']}, Keras {m['keras']}.", "",
              "| measurement | values | ratio | aim |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if "runtimes" in r:
+        text += "\n" + runtimes_markdown(r["runtimes"])
+    return text
 
 
 def main(argv=None):
@@ -253,7 +434,13 @@ def main(argv=None):
     p.add_argument("--train-steps", type=int, default=6, help="timed training steps per measurement")
     p.add_argument("--export-images", type=int, default=16,
                    help="N: images for the export throughput (N) and memory (N and 4N) measurements")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (TensorFlow included)")
+    p.add_argument("--only", nargs="+", default=None, choices=SECTIONS,
+                   help="run only these sections and merge them into an existing <out>.json")
     args = p.parse_args(argv)
+    sections = args.only or SECTIONS
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from datasets.synthetic import generate_synthetic_salicon
     from msinet_reference import build_reference_pb
@@ -279,23 +466,42 @@ def main(argv=None):
     keras_msinet = convert(pb_path)
     graph_teacher = load_teacher(pb_path)
 
-    results = {"machine": machine_description()}
-    print("[bench] 1. inference")
-    results["inference"] = bench_inference(keras_msinet, args.repeats)
-    print("[bench] 2 and 4. training")
-    results["pipeline"], results["b_vs_a"] = bench_training(records_dir, args.train_steps)
-    print("[bench] 3. export")
-    results["export"] = bench_export(data_small, graph_teacher)
-    print("[bench] 5. export memory")
-    results["export_memory"] = bench_export_memory({n: data_small, 4 * n: data_large})
-    print("[bench] 6. frozen graph vs Keras")
-    results["graph_vs_keras"] = bench_graph_vs_keras(graph_teacher, keras_msinet, args.repeats)
+    results = {}
+    if args.only and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            results = json.load(f)
+    results["machine"] = machine_description()
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(results, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(to_markdown(results))
+    def save():
+        from datasets.io import atomic_write
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with atomic_write(args.out + ".json", "w") as f:
+            json.dump(results, f, indent=2)
+        with atomic_write(args.out + ".md", "w") as f:
+            f.write(to_markdown(results))
+
+    if "inference" in sections:
+        print("[bench] 1. inference")
+        results["inference"] = bench_inference(keras_msinet, args.repeats)
+    if "training" in sections:
+        print("[bench] 2 and 4. training")
+        results["pipeline"], results["b_vs_a"] = bench_training(records_dir, args.train_steps)
+    if "export" in sections:
+        print("[bench] 3. export")
+        results["export"] = bench_export(data_small, graph_teacher)
+    if "memory" in sections:
+        print("[bench] 5. export memory")
+        results["export_memory"] = bench_export_memory({n: data_small, 4 * n: data_large})
+    if "graph" in sections:
+        print("[bench] 6. frozen graph vs Keras")
+        results["graph_vs_keras"] = bench_graph_vs_keras(graph_teacher, keras_msinet, args.repeats)
+    save()  # each section above is kept even if the runtime rows fail (their packages are an extra)
+    if "runtimes" in sections:
+        print("[bench] 7. deployment runtimes")
+        results["runtimes"] = bench_runtimes(work, graph_teacher, keras_msinet, records_dir, args.threads,
+                                             args.repeats)
+        save()
     print(to_markdown(results))
     return 0
 

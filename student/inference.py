@@ -6,6 +6,8 @@
 - a student SavedModel written by `student.serving.export_saved_model` (outputs "saliency_map"/"density"),
 - an MSI-Net teacher: a frozen `.pb`, a TF2 SavedModel (the author's Hub/HF export) or a Keras file,
 - any saliency model following `teacher.loading.CONTRACT` (a SavedModel folder or Keras file, e.g. FastGaze),
+- a student exported by `student.deploy`: `.onnx` (ONNX Runtime), `.xml` (OpenVINO) or `.tflite` (LiteRT),
+  the runtime picked from the extension,
 
 and returns a `Predictor` whose `predict(image)` maps a uint8 RGB image (H, W, 3) to a float32 (H, W)
 saliency map in [0, 1] at the image's own size. The student's pre- and post-processing live inside its
@@ -205,6 +207,145 @@ class ContractPredictor(Predictor):
         return np.stack(maps).astype(np.float32)
 
 
+RUNTIME_EXTENSIONS = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "litert"}
+
+
+def resize_to(image, size, interpolation=None):
+    """Resize an (H, W[, C]) array to `size` (H, W) with OpenCV: area averaging when shrinking, else bilinear.
+
+    This is the resize the fixed-size runtime exports document (`student.deploy`): area for shrinking is
+    OpenCV's antialiased downscale, as the SavedModel's `tf.image.resize(antialias=True)` is TensorFlow's.
+    """
+    import cv2
+
+    height, width = (int(s) for s in size)
+    if image.shape[:2] == (height, width):
+        return image
+    if interpolation is None:
+        shrink = height <= image.shape[0] and width <= image.shape[1]
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = cv2.resize(image, (width, height), interpolation=interpolation)
+    return out.reshape(height, width, *image.shape[2:])
+
+
+def fit_to_input(image, size, resize="letterbox"):
+    """An image brought to a fixed-size export's input `size`, as training does: (uint8 frame, (top, left, h, w)).
+
+    "letterbox" resizes it to fit with the aspect ratio kept (`resize_to`) and centres it in a frame of the
+    ImageNet mean colour (rounded to uint8), the box computed as `datasets.records.fit_box` does; "stretch"
+    resizes it to `size` and the box is the whole frame.
+    """
+    height, width = (int(s) for s in size)
+    if resize == "stretch":
+        return resize_to(image, (height, width)), (0, 0, height, width)
+    scale = min(height / image.shape[0], width / image.shape[1])
+    h = min(max(round(image.shape[0] * scale), 1), height)
+    w = min(max(round(image.shape[1] * scale), 1), width)
+    top, left = (height - h) // 2, (width - w) // 2
+    from datasets.records import PAD_COLOUR
+
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = np.round(PAD_COLOUR).astype(np.uint8)
+    frame[top:top + h, left:left + w] = resize_to(image, (h, w))
+    return frame, (top, left, h, w)
+
+
+def export_metadata_path(path):
+    """The JSON beside a fixed-size export that says how it was trained: `<file>.json`."""
+    return os.fspath(path) + ".json"
+
+
+class RuntimeStudentPredictor(Predictor):
+    """A fixed-size student export (`.onnx`, OpenVINO `.xml`, `.tflite`) with the SavedModel's contract.
+
+    Each image is brought to the file's size as its student was trained (`fit_to_input`: letterboxed, or
+    stretched for a student trained so; the JSON beside the file says which, stretch when there is none), the
+    density of the image's box is renormalised and resized back to the image's size; `saliency_map` is the
+    density over its max, as in the SavedModel.
+
+    Attributes:
+        runtime: "onnxruntime", "openvino" or "litert".
+        threads: CPU threads the runtime may use (None: the runtime's default).
+    """
+
+    kind = "student"
+
+    def __init__(self, path, batch_size=8, threads=None):
+        path = os.fspath(path)
+        self.runtime = RUNTIME_EXTENSIONS[os.path.splitext(path)[1].lower()]
+        self.threads = threads
+        try:
+            input_size = getattr(self, f"_load_{self.runtime}")(path, threads)
+        except ImportError as e:
+            raise ImportError(
+                f"{path}: needs the {self.runtime} package ({e}); install the deploy extra: pip install -e '.[deploy]'"
+            ) from e
+        super().__init__(path, input_size, None, batch_size)
+        self.resize = "stretch"
+        if os.path.isfile(export_metadata_path(path)):
+            import json
+
+            with open(export_metadata_path(path)) as f:
+                self.resize = json.load(f).get("resize", "stretch")
+
+    def _load_onnxruntime(self, path, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._run = lambda x: self._session.run(["density"], {"images": x})[0]
+        return tuple(self._session.get_inputs()[0].shape[1:3])
+
+    def _load_openvino(self, path, threads):
+        import openvino as ov
+
+        core = ov.Core()
+        # f32: the CPU plugin otherwise runs bf16 where the CPU has it, which changed maps by 2% in a test.
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        model = core.read_model(path)
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        output = self._compiled.output("density")
+        self._run = lambda x: self._request.infer({"images": x})[output]
+        shape = model.input(0).get_partial_shape()
+        return (shape[1].get_length(), shape[2].get_length())
+
+    def _load_litert(self, path, threads):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=path, num_threads=int(threads) if threads else None)
+        detail = self._interpreter.get_input_details()[0]
+        runner = self._interpreter.get_signature_runner()  # resizes the batch dimension as needed
+        self._run = lambda x: runner(images=x)["density"]
+        return tuple(int(v) for v in detail["shape"][1:3])
+
+    def run_at_input_size(self, batch):
+        """The runtime call alone: densities (N, h, w) for a uint8 batch (N, h, w, 3) at the file's size."""
+        return np.asarray(self._run(np.ascontiguousarray(batch, np.uint8)), np.float32)[..., 0]
+
+    def _predict_densities(self, images):
+        height, width = images.shape[1:3]
+        fitted = [fit_to_input(im, self.input_size, self.resize) for im in images]
+        densities = []
+        for density, (_, (top, left, h, w)) in zip(self.run_at_input_size(np.stack([f for f, _ in fitted])), fitted):
+            density = np.maximum(resize_to(density[top:top + h, left:left + w], (height, width)), 0.0)
+            densities.append(density / density.sum())
+        return densities
+
+    def _predict_group(self, images):
+        return np.stack([d / d.max() for d in self._predict_densities(images)]).astype(np.float32)
+
+    def predict_density(self, image):
+        """The density (float64 (H, W), sums to 1) at the image's size."""
+        density = self._predict_densities(_check_image(image)[None])[0].astype(np.float64)
+        return density / density.sum()
+
+
 def _saved_model_outputs(directory):
     """Output keys of the SavedModel's serving_default signature, read from saved_model.pb without loading it."""
     from tensorflow.core.protobuf import saved_model_pb2
@@ -230,8 +371,8 @@ def _saved_model_outputs(directory):
     return keys
 
 
-def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="auto"):
-    """Load a run folder, a student SavedModel, an MSI-Net teacher file or a contract model as a `Predictor`.
+def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="auto", threads=None):
+    """Load a run folder, a student SavedModel or export, an MSI-Net teacher file or a contract model as a `Predictor`.
 
     A SavedModel whose `serving_default` signature has the "saliency_map" and "density" outputs is ours
     (a student); any other SavedModel or Keras file goes to the teacher loader, as MSI-Net or as a model
@@ -244,9 +385,11 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
             trained at (from the file name `model_<dataset>_...`, else SALICON's (240, 320)).
         batch_size: most images per model call in `predict_batch`. Defaults to 8.
         teacher_format: "auto" (default), "msinet" or "contract": force how a teacher file loads.
+        threads: CPU threads for the ONNX Runtime, OpenVINO and LiteRT predictors (None: their default).
 
     Returns:
-        A `StudentPredictor`, a `TeacherPredictor` (MSI-Net) or a `ContractPredictor`.
+        A `StudentPredictor`, a `RuntimeStudentPredictor` (by extension: .onnx, .xml, .tflite), a
+        `TeacherPredictor` (MSI-Net) or a `ContractPredictor`.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -256,8 +399,11 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path}: no such model file or folder. Expected a run folder from train.py (with saved_model/), "
-            "a SavedModel folder, or an MSI-Net teacher file (e.g. weights/model_salicon_cpu.pb)."
+            "a SavedModel folder, a student export (.onnx, OpenVINO .xml, .tflite) or an MSI-Net teacher file "
+            "(e.g. weights/model_salicon_cpu.pb)."
         )
+    if os.path.isfile(path) and os.path.splitext(path)[1].lower() in RUNTIME_EXTENSIONS:
+        return RuntimeStudentPredictor(path, batch_size=batch_size, threads=threads)
     if os.path.isdir(path):
         run_saved_model = os.path.join(path, RUN_SAVED_MODEL)
         if not os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isdir(run_saved_model):

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from datasets.records import PAD_COLOUR, RESIZE_MODES, fit_box, letterbox
@@ -112,6 +113,106 @@ def predict_saliency(student_model, images, input_size=(240, 320), resize="lette
     return saliency_from_logits(logits, tf.shape(images)[1:3])
 
 
+HEAD_UPSAMPLING, HEAD_CONV = "decoder_up5", "saliency_conv"
+
+
+def _fusable_head(model):
+    try:
+        up, conv = model.get_layer(HEAD_UPSAMPLING), model.get_layer(HEAD_CONV)
+    except ValueError:
+        return None
+    config = conv.get_config()
+    simple = (tuple(config["kernel_size"]) == (3, 3) and config["filters"] == 1 and config["padding"] == "same"
+              and tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
+              and config["activation"] == "linear" and config["groups"] == 1)
+    return (up, conv) if simple and isinstance(up, keras.layers.UpSampling2D) else None
+
+
+def inference_student(student_model, fuse_head=True):
+    """The student's saliency logits as an inference-only graph: same outputs, fewer ops.
+
+    BatchNormalization (inference statistics) is folded into the convolution before it: the kernel is scaled
+    by ``gamma / sqrt(var + eps)`` per output channel and the shift becomes the conv's bias, so a conv-BN pair
+    is one op. Only the "saliency" head is kept (variant B's teacher branch is training-only). The result is
+    a new functional model (no weights shared with `student_model`) taking the same float 0..255 input and
+    returning ``{"saliency": logits}``; it matches `student_model(x, training=False)["saliency"]` to float
+    rounding.
+
+    With `fuse_head`, the last x2 upsampling runs on 9 channels instead of 32: the 3x3 head conv (32 -> 1)
+    after it is split into a 1x1 conv to its 9 taps BEFORE the upsampling (channel mixing commutes with a
+    per-channel bilinear resize) and a fixed 3x3 conv that shifts and sums the taps after it (the same zero
+    padding as the head's). The algebra is exact; the full-resolution tensor that the upsampling writes and
+    the head reads shrinks 3.6x.
+    """
+    _check_student(student_model)
+    # Cut to the saliency head first, so that no other consumer of the last upsampling is cloned.
+    student_model = keras.Model(student_model.input, {"saliency": student_model.output["saliency"]},
+                                name=student_model.name)
+    folds = {}
+    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                conv = model.get_layer(layer.name[: -len("_bn")] + "_conv") if layer.name.endswith("_bn") else None
+                if not isinstance(conv, keras.layers.Conv2D) or layer.axis not in (-1, 3, [3], [-1]):
+                    raise ValueError(
+                        f"BatchNormalization {layer.name!r} does not follow a Conv2D named "
+                        f"{layer.name[:-3]}_conv; inference_student only folds the ResNet18 student's conv-BN pairs"
+                    )
+                folds[conv.name] = (conv, layer)
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer.name in folds:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    head = _fusable_head(student_model) if fuse_head else None
+    fused = {}
+    if head:
+        fused["taps"] = keras.layers.Conv2D(9, 1, use_bias=False, dtype=head[1].dtype_policy, name="saliency_taps")
+        fused["shift"] = keras.layers.Conv2D(1, 3, padding="same", dtype=head[1].dtype_policy, name="saliency_shift")
+
+    def call_layer(layer, *args, **kwargs):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return args[0]
+        if head and layer.name == HEAD_UPSAMPLING:
+            return layer(fused["taps"](args[0]))
+        if head and layer.name == HEAD_CONV:
+            return fused["shift"](args[0])
+        return layer(*args, **kwargs)
+
+    clone = keras.models.clone_model(
+        student_model, clone_function=clone_layer, call_function=call_layer, recursive=True
+    )
+    saliency = keras.Model(clone.input, {"saliency": clone.output["saliency"]}, name=f"{student_model.name}_infer")
+    if head:
+        kernel, bias = head[1].get_weights()  # (3, 3, C, 1), (1,)
+        fused["taps"].set_weights([kernel[:, :, :, 0].reshape(9, -1).T[None, None]])
+        fused["shift"].set_weights([np.eye(9, dtype="float32").reshape(3, 3, 9, 1), bias])
+    originals = {}
+    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+        originals.update({layer.name: layer for layer in model.layers})
+    for model in [saliency] + [l for l in saliency.layers if isinstance(l, keras.Model)]:
+        for layer in model.layers:
+            if not layer.weights or isinstance(layer, keras.Model) or any(layer is f for f in fused.values()):
+                continue
+            if layer.name in folds:
+                conv, bn = folds[layer.name]
+                kernel = keras.ops.convert_to_numpy(conv.kernel).astype("float64")
+                gamma = keras.ops.convert_to_numpy(bn.gamma).astype("float64") if bn.scale else 1.0
+                beta = keras.ops.convert_to_numpy(bn.beta).astype("float64") if bn.center else 0.0
+                mean = keras.ops.convert_to_numpy(bn.moving_mean).astype("float64")
+                var = keras.ops.convert_to_numpy(bn.moving_variance).astype("float64")
+                scale = gamma / (var + bn.epsilon) ** 0.5
+                bias = beta - mean * scale
+                if conv.use_bias:
+                    bias = bias + keras.ops.convert_to_numpy(conv.bias).astype("float64") * scale
+                layer.set_weights([(kernel * scale).astype("float32"), bias.astype("float32")])
+            else:
+                layer.set_weights(originals[layer.name].get_weights())
+    return saliency
+
+
 def _check_student(student_model):
     outputs = student_model.output if isinstance(student_model, keras.Model) else None
     if not isinstance(outputs, dict) or "saliency" not in outputs:
@@ -126,7 +227,7 @@ def _is_saved_model(directory):
     return os.path.isfile(os.path.join(directory, "saved_model.pb"))
 
 
-def export_saved_model(student_model, directory, input_size=(240, 320), resize="letterbox"):
+def export_saved_model(student_model, directory, input_size=(240, 320), resize="letterbox", fold_batchnorm=True):
     """Write `student_model` as a SavedModel with the uint8-in, map-out `serving_default` signature.
 
     The SavedModel is written to a temporary folder beside `directory` and renamed into place, so
@@ -141,6 +242,8 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
         input_size: (height, width) of the student's training resolution; every image is resized
             to fit it before the student runs. Defaults to (240, 320).
         resize: "letterbox" (aspect kept, padded; the default, as training does) or "stretch".
+        fold_batchnorm: serve `inference_student(student_model)` (BatchNormalization folded into the
+            convolutions, saliency head only; the same maps to float rounding). Defaults to True.
 
     Returns:
         `directory`.
@@ -151,6 +254,8 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
     """
     input_size = _check_input_size(input_size)
     _check_student(student_model)
+    if fold_batchnorm:
+        student_model = inference_student(student_model)
     directory = os.path.abspath(os.fspath(directory))
     if os.path.isdir(directory) and os.listdir(directory) and not _is_saved_model(directory):
         raise FileExistsError(

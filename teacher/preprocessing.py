@@ -10,9 +10,12 @@ Two pipelines (msinet.md 4.2 and 4.3):
   centres) and zero padding, split the same way.
 
 `preprocess` returns the padded image and the box `[top, left, height, width]` of the image inside it;
-`crop_padding` removes the padding from a network-resolution map and `postprocess` also resizes it back to
-the original size. The repo's own post-processing resizes the padded map "overfull" and centre-crops; that
-is the same as cropping the padding first up to the one-pixel rounding of the padding, so the box is used.
+`crop_padding` removes the padding from a network-resolution map and `postprocess` maps it back onto the
+original image. For "repo", `postprocess` does what the author's `postprocess_saliency_map` does (data.py
+`_resize_image(map * 255, original_size, overfull=True)` then `_crop_image`): the whole padded map is
+resized, aspect preserved, until it covers the original size, then centre-cropped (floor offsets). Cropping
+the padding first and resizing to the original size (`resize="crop"`, the Hub card's order) differs from it
+by about one grey level on average on real photos; it stays available as an option.
 """
 
 import tensorflow as tf
@@ -132,22 +135,47 @@ def crop_padding(saliency_map, box):
     return _restore_rank(cropped, rank)
 
 
-def postprocess(saliency_map, box, original_size, pipeline="repo"):
-    """Map a network-resolution saliency map back onto the original image: crop the padding, resize back.
+POSTPROCESS_RESIZES = ("overfull", "crop")
+
+
+def postprocess(saliency_map, box, original_size, pipeline="repo", resize=None):
+    """Map a network-resolution saliency map back onto the original image, as the author does.
 
     Args:
         saliency_map: (H, W), (H, W, C) or (N, H, W, C) at the padded size, values in [0, 1].
-        box: `[top, left, height, width]` from `preprocess`.
+        box: `[top, left, height, width]` from `preprocess` (used by `resize="crop"`).
         original_size: (H, W) of the image before `preprocess`.
         pipeline: "repo" (TF1 area/bicubic `align_corners=True`, clipped to [0, 1]; default) or "hub" (TF2
             bilinear).
+        resize: "overfull" (resize the padded map, aspect preserved, to cover `original_size`, then
+            centre-crop: the repo's `postprocess_saliency_map`) or "crop" (crop the padding with `box`, then
+            resize to `original_size`: the Hub card's order). None = the author's order for `pipeline`
+            ("overfull" for "repo", "crop" for "hub").
 
     Returns:
-        float32 tensor of the same rank at `original_size`. No re-normalisation (the author has none).
+        float32 tensor of the same rank at `original_size`. No re-normalisation (the author has none); the
+        repo's values before its `round(map * 255)` to uint8 for the JPEG file.
     """
     _check_pipeline(pipeline)
-    cropped, rank = _as_batch(crop_padding(saliency_map, box), "postprocess: saliency_map")
+    resize = resize or ("overfull" if pipeline == "repo" else "crop")
+    if resize not in POSTPROCESS_RESIZES:
+        raise ValueError(f"resize must be one of {POSTPROCESS_RESIZES} or None. Received: resize={resize!r}")
     size = tf.stack([tf.cast(original_size[0], tf.int32), tf.cast(original_size[1], tf.int32)])
+    if resize == "overfull":
+        batch, rank = _as_batch(saliency_map, "postprocess: saliency_map")
+        current = tf.shape(batch)[1:3]
+        ratio = tf.reduce_max(tf.cast(size, tf.float64) / tf.cast(current, tf.float64))
+        cover = tf.cast(tf.round(tf.cast(current, tf.float64) * ratio), tf.int32)
+        if pipeline == "repo":
+            scaled = batch * 255.0  # the author resizes 0..255 values and clips there
+            shrink = tf.reduce_any(current > cover)
+            resized = tf.clip_by_value(_resize_repo(scaled, cover, shrink), 0.0, 255.0) / 255.0
+        else:
+            resized = tf.image.resize(batch, cover)
+        offset = (cover - size) // 2
+        resized = resized[:, offset[0] : offset[0] + size[0], offset[1] : offset[1] + size[1], :]
+        return _restore_rank(resized, rank)
+    cropped, rank = _as_batch(crop_padding(saliency_map, box), "postprocess: saliency_map")
     if pipeline == "repo":
         shrink = tf.reduce_any(size < tf.shape(cropped)[1:3])
         resized = tf.clip_by_value(_resize_repo(cropped, size, shrink), 0.0, 1.0)

@@ -69,13 +69,19 @@ def test_map_survives_preprocess_then_postprocess(size, pipeline):
     padded, box = preprocess(image, (240, 320), pipeline=pipeline)
     network_map = padded[:, :, :1] / 255.0  # what a perfect teacher would answer, padding included
 
-    restored = postprocess(network_map, box, size, pipeline=pipeline).numpy()
+    restored = postprocess(network_map, box, size, pipeline=pipeline, resize="crop").numpy()
 
     assert restored.shape == (*size, 1)
     error = np.abs(restored[:, :, 0] - truth)
     # TF1 area/bicubic with align_corners=True are not exact inverses (sub-pixel shift); TF2 bilinear nearly is.
     mean_limit, max_limit = (0.02, 0.05) if pipeline == "repo" else (2e-3, 1e-2)
     assert error.mean() < mean_limit and error.max() < max_limit
+    # The author's order (resize the padded map to cover the image, centre-crop) rounds the padding to whole
+    # output pixels: up to one outer row/column of a small image mixes with the padding, and the map shifts by
+    # up to half a pixel; inside, it agrees to the repo pipeline's limits.
+    overfull = postprocess(network_map, box, size, pipeline=pipeline, resize="overfull").numpy()[:, :, 0]
+    inner = np.abs(overfull - truth)[1:-1, 1:-1]
+    assert inner.mean() < 0.02 and inner.max() < 0.07
     # Forgetting the crop would drag the padding into the map and stretch it.
     if box.numpy().tolist() != [0, 0, 240, 320]:
         stretched = tf.image.resize(network_map[None], size)[0, :, :, 0].numpy()
@@ -156,3 +162,48 @@ def test_real_mit1003_images_round_trip():
             restored = postprocess(map_padded / 255.0, map_box, (h, w)).numpy()[:, :, 0]
             assert restored.shape == (h, w)
             assert np.abs(restored - truth).mean() < 0.01, image_path
+
+
+def _author_postprocess(saliency_map, target_size):
+    """MSI-Net's data.py `postprocess_saliency_map`, written from its description (msinet.md 4.2) in TF1 ops.
+
+    map * 255 -> `_resize_image(overfull=True)`: scale = max(target / current) (Python division), new size
+    rounded, `resize_area` if any side shrinks else `resize_bicubic` (align_corners=True), clip [0, 255] ->
+    `_crop_image`: centre crop with offsets int((current - target) / 2). Returned /255, before the uint8 rounding.
+    """
+    image = tf.constant(saliency_map, tf.float32) * 255.0
+    h, w = int(image.shape[0]), int(image.shape[1])
+    ratio = max(target_size[0] / h, target_size[1] / w)
+    new = [int(round(h * ratio)), int(round(w * ratio))]
+    if h > new[0] or w > new[1]:
+        resized = tf.compat.v1.image.resize_area(image[None], new, align_corners=True)[0]
+    else:
+        resized = tf.compat.v1.image.resize_bicubic(image[None], new, align_corners=True)[0]
+    resized = tf.clip_by_value(resized, 0.0, 255.0)
+    top, left = int((new[0] - target_size[0]) / 2), int((new[1] - target_size[1]) / 2)
+    return tf.image.crop_to_bounding_box(resized, top, left, *target_size).numpy() / 255.0
+
+
+@pytest.mark.parametrize("size", [(480, 640), (300, 500), (600, 401), (37, 53), (1000, 700), (240, 320)])
+def test_repo_postprocess_is_the_authors_overfull_resize_and_centre_crop(size):
+    rng = np.random.default_rng(sum(size))
+    smooth = tf.image.resize(rng.uniform(0, 1, (12, 16, 1)), (240, 320)).numpy()
+    network_map = np.clip(smooth + rng.normal(0, 0.05, smooth.shape), 0, 1).astype(np.float32)
+    _, box = preprocess(np.zeros((*size, 3), np.uint8), (240, 320))
+
+    ours = postprocess(network_map, box, size).numpy()
+    reference = _author_postprocess(network_map, size)
+    assert ours.shape == reference.shape == (*size, 1)
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+    crop_first = postprocess(network_map, box, size, resize="crop").numpy()
+    assert crop_first.shape == ours.shape
+    if box.numpy().tolist() != [0, 0, 240, 320]:  # with padding, the other order is close but not the author's
+        assert 1e-4 < np.abs(crop_first - reference).mean() < 0.05
+    else:
+        np.testing.assert_allclose(crop_first, reference, atol=1e-6)
+
+
+def test_postprocess_resize_option_is_checked():
+    with pytest.raises(ValueError, match="resize must be one of"):
+        postprocess(np.zeros((240, 320, 1), np.float32), [0, 0, 240, 320], (240, 320), resize="stretch")

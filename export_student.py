@@ -1,0 +1,52 @@
+"""Export a trained student to SavedModel, ONNX, OpenVINO and LiteRT (optionally int8) for deployment.
+
+    python export_student.py runs/B --out exports/B
+    python export_student.py runs/B --out exports/B --int8 --records-dir data/distill
+    python export_student.py student.weights.h5 --variant B --input-size 240 320 --formats onnx litert
+
+The SavedModel takes uint8 RGB of any size; the .onnx, .xml (+ .bin) and .tflite files take uint8 RGB at
+exactly --input-size (any batch) and return "density" and "saliency_map" at that size. predict.py and
+evaluate.py load every one of them and resize other image sizes in and out (see student/deploy.py).
+Exit status 2 for a missing or unusable model, records or runtime package.
+"""
+
+import argparse
+import sys
+
+from student import deploy
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="export_student.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model", help="run folder from train.py or a student .weights.h5 file")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--formats", nargs="+", default=list(deploy.FORMATS), choices=deploy.FORMATS)
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
+                        help="size the student runs at (default: the run's training size; required for a .weights.h5)")
+    parser.add_argument("--variant", choices=("A", "B"), default=None, help="variant of a bare .weights.h5 (default: read from the file)")
+    parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .tflite and .onnx files")
+    parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
+    parser.add_argument("--calibration-split", default="train", help="records split used for calibration")
+    parser.add_argument("--calibration-count", type=int, default=32, help="calibration images")
+    parser.add_argument("--name", default="student", help="base name of the files")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        paths = deploy.export_student(args.model, args.out, formats=args.formats, input_size=args.input_size,
+                                      variant=args.variant, int8=args.int8, records_dir=args.records_dir,
+                                      calibration_split=args.calibration_split,
+                                      calibration_count=args.calibration_count, name=args.name)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"export_student.py: error: {e}", file=sys.stderr)
+        return 2
+    for fmt, path in paths.items():
+        print(f"[export_student] {fmt}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

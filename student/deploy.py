@@ -1,0 +1,318 @@
+"""Export a trained student to the runtimes people deploy with: SavedModel, ONNX, OpenVINO and LiteRT.
+
+    from student.deploy import export_student
+    paths = export_student("runs/B", "exports/B", input_size=(240, 320), int8=True, records_dir="data/distill")
+
+The SavedModel keeps the project's contract (uint8 RGB of any size in, the map at that size out; see
+`student.serving`). ONNX, OpenVINO and LiteRT files take a FIXED input size, the student's resolution
+(`input_size`, default the run's training size): uint8 RGB (N, H, W, 3) at exactly that size in, and
+"density" (sums to 1) and "saliency_map" (max 1), float32 (N, H, W, 1) at that size out. The batch size is
+free. To serve an image of another size, bring it to (H, W) as the student was trained, letterboxed (resized to
+fit with its aspect ratio kept, centred on the ImageNet mean colour) or stretched, run the file, take the
+density of the image's box, renormalise it and resize it back: `student.inference` does that with OpenCV
+(area when shrinking, bilinear otherwise), so these files give the same contract as the SavedModel through
+`load_predictor`. `<file>.json` beside each file records the input size and the resize mode.
+
+All exports run the inference graph of `student.serving.inference_student` (BatchNormalization folded
+into the convolutions, the saliency head only). int8 variants are calibrated on images from the records:
+LiteRT full-integer (int8 weights and activations, float/uint8 interface) and ONNX static QDQ int8.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+
+FORMATS = ("saved_model", "onnx", "openvino", "litert")
+EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("density", "saliency_map")
+
+
+def run_resize(path, default="letterbox"):
+    """How a run's student saw its images: its config's `resize`; "stretch" for runs from before letterboxing
+    (no such key), `default` for a bare weights file."""
+    config_path = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config_path):
+        return default
+    with open(config_path) as f:
+        return json.load(f).get("resize", "stretch")
+
+
+def _write_export_metadata(path, input_size, resize):
+    from datasets.io import atomic_write
+    from student.inference import export_metadata_path
+
+    with atomic_write(export_metadata_path(path), "w") as f:
+        json.dump({"format": "saliency-kd student export", "input": "uint8 (N, H, W, 3) RGB at input_size",
+                   "outputs": list(OUTPUT_NAMES), "input_size": list(input_size), "resize": resize}, f, indent=2)
+    return path
+
+
+def load_student(path, variant=None):
+    """Load a trained student from a run folder or a `.weights.h5` file.
+
+    Args:
+        path: a run folder from train.py (its `config.json` gives the variant and training size; the best
+            checkpoint is used, else the last) or a student `.weights.h5` file.
+        variant: "A" or "B"; None reads it from the run's config or the weights file.
+
+    Returns:
+        (keras student, input_size or None). input_size is the run's training size; None for a bare file.
+
+    Raises:
+        FileNotFoundError: no such file, or a run folder without checkpoints.
+        ValueError: the weights do not fit the variant.
+    """
+    from student.model import build_student
+
+    path = os.fspath(path)
+    input_size = None
+    if os.path.isdir(path):
+        config_path = os.path.join(path, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{path}: not a run folder (no config.json); pass a run folder from train.py "
+                                    "or a student .weights.h5 file")
+        with open(config_path) as f:
+            config = json.load(f)
+        variant = variant or config.get("variant")
+        input_size = tuple(config["image_size"]) if "image_size" in config else None
+        for name in ("best.weights.h5", "last.weights.h5"):
+            weights = os.path.join(path, "checkpoints", name)
+            if os.path.isfile(weights):
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no checkpoints/best.weights.h5 or last.weights.h5; the run has not "
+                                    "finished an epoch yet (run train.py again with the same settings to resume)")
+        path = weights
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
+    if variant is None:
+        variant = _weights_variant(path)
+    student = build_student(variant)
+    with warnings.catch_warnings():
+        # Keras only warns when a file lacks some of the model's layers; a student half-loaded is an error.
+        warnings.simplefilter("error", UserWarning)
+        try:
+            student.load_weights(path)
+        except (ValueError, UserWarning) as e:
+            raise ValueError(f"{path}: these weights do not fit a variant {variant} student ({e}); "
+                             "pass the right --variant") from None
+    return student, input_size
+
+
+def _weights_variant(path):
+    """"A" or "B" from a student `.weights.h5`: B's file has two more Conv2D layers (its teacher branch)."""
+    import h5py
+
+    from student.model import DECODER_FILTERS
+
+    with h5py.File(path, "r") as f:
+        convs = sum(1 for name in f.get("layers", {}) if name.startswith("conv2d"))
+    counts = {len(DECODER_FILTERS) + 1: "A", len(DECODER_FILTERS) + 3: "B"}
+    if convs not in counts:
+        raise ValueError(f"{path}: not a student .weights.h5 (found {convs} decoder/head convs, expected "
+                         f"{sorted(counts)}); pass a file from a run's checkpoints/")
+    return counts[convs]
+
+
+def build_runtime_model(student, input_size):
+    """A fixed-size Keras model for the portable exports: uint8 (N, H, W, 3) in, density and map out.
+
+    Args:
+        student: a Keras student (see `student.model.build_student`), any variant.
+        input_size: (H, W) the exported file runs at.
+
+    Returns:
+        A functional keras.Model with input "images" and the dict outputs "density" and "saliency_map",
+        each float32 (N, H, W, 1), computed like `student.serving.saliency_from_logits` at (H, W).
+    """
+    import keras
+
+    from student.model import spatial_softmax
+    from student.serving import _check_input_size, inference_student
+
+    height, width = _check_input_size(input_size)
+    folded = inference_student(student)
+    images = keras.Input((height, width, 3), dtype="uint8", name=INPUT_NAME)
+    logits = folded(keras.ops.cast(images, "float32"))["saliency"]
+    density = spatial_softmax(logits)
+    saliency_map = density / keras.ops.max(density, axis=(1, 2), keepdims=True)
+    return keras.Model(images, {"density": density, "saliency_map": saliency_map}, name=f"{student.name}_runtime")
+
+
+def _input_signature(model):
+    import tensorflow as tf
+
+    height, width = model.input.shape[1:3]
+    return [tf.TensorSpec((None, height, width, 3), tf.uint8, name=INPUT_NAME)]
+
+
+def _atomic_target(path, write):
+    """Run `write(tmp_path)` into a temporary folder beside `path`, then move the files it made into place.
+
+    `write` gets a path with the same base name inside the temporary folder, so side files (OpenVINO's
+    `.bin`) come along; they are moved first and the named file last.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        write(os.path.join(tmp, os.path.basename(path)))
+        names = sorted(os.listdir(tmp), key=lambda n: n == os.path.basename(path))
+        for name in names:
+            os.replace(os.path.join(tmp, name), os.path.join(parent, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def export_onnx(runtime_model, path, opset=17):
+    """Write `runtime_model` (from `build_runtime_model`) as ONNX (needs tf2onnx and onnx)."""
+    return _atomic_target(path, lambda tmp: runtime_model.export(
+        tmp, format="onnx", input_signature=_input_signature(runtime_model), opset_version=opset, verbose=False))
+
+
+def export_openvino(runtime_model, path):
+    """Write `runtime_model` as OpenVINO IR (`path` ends in .xml; the weights go to the .bin beside it)."""
+    return _atomic_target(path, lambda tmp: runtime_model.export(
+        tmp, format="openvino", input_signature=_input_signature(runtime_model), verbose=False))
+
+
+def export_litert(runtime_model, path, representative_images=None):
+    """Write `runtime_model` as LiteRT (.tflite); float32, or full-integer int8 given calibration images.
+
+    Args:
+        runtime_model: from `build_runtime_model`.
+        path: the .tflite file.
+        representative_images: None for float32, or uint8 (N, H, W, 3) images at the model's size to
+            calibrate int8 activations (weights and activations int8; the uint8 input and float outputs stay).
+    """
+    import tensorflow as tf
+
+    kwargs = {}
+    if representative_images is not None:
+        images = np.asarray(representative_images, np.uint8)
+
+        def representative_dataset():
+            for image in images:
+                yield [image[None]]
+
+        kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset}
+    return _atomic_target(path, lambda tmp: runtime_model.export(
+        tmp, format="litert", input_signature=_input_signature(runtime_model), verbose=False, **kwargs))
+
+
+def quantize_onnx(float_path, path, representative_images):
+    """Static int8 quantization (QDQ, per-channel weights) of an ONNX export with onnxruntime.quantization."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = np.asarray(representative_images, np.uint8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._iter = iter(images)
+
+        def get_next(self):
+            image = next(self._iter, None)
+            return None if image is None else {INPUT_NAME: image[None]}
+
+    def write(tmp):
+        prepared = tmp + ".pre.onnx"
+        quant_pre_process(os.fspath(float_path), prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        os.remove(prepared)
+
+    return _atomic_target(path, write)
+
+
+def calibration_images(records_dir, input_size, split="train", count=32, seed=0, resize="letterbox"):
+    """`count` images from the records, brought to `input_size` as the predictors do, uint8 (count, H, W, 3).
+
+    The images are spread over the split (every k-th record, k from the record count and `seed`'s offset),
+    so calibration sees the variety of the data rather than the first shard's.
+    """
+    from datasets import records
+    from student.inference import fit_to_input
+
+    files = records.list_shards(records_dir, split)
+    images = [example["image"].numpy() for example in records.read_records(files)]
+    if not images:
+        raise ValueError(f"{records_dir}: split '{split}' has no records to calibrate int8 with")
+    step = max(1, len(images) // count)
+    picked = images[(seed % step)::step][:count]
+    return np.stack([fit_to_input(image, input_size, resize)[0] for image in picked])
+
+
+def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=None, int8=False,
+                   records_dir=None, calibration_split="train", calibration_count=32, name="student", resize=None):
+    """Export a trained student to each of `formats` in `out_dir`; the one-call library behind export_student.py.
+
+    Args:
+        source: a run folder, a student `.weights.h5` or a Keras student.
+        out_dir: output folder; files are `<name>.onnx`, `<name>.xml`/`.bin`, `<name>.tflite`,
+            `<name>_saved_model/`, and with int8 `<name>_int8.tflite` and `<name>_int8.onnx`.
+        formats: any of "saved_model", "onnx", "openvino", "litert".
+        input_size: (H, W) the student runs at; None = the run's training size (required for a bare file).
+        variant: "A"/"B" for a bare `.weights.h5` (None tries both).
+        int8: also write calibrated int8 LiteRT and ONNX files (needs `records_dir`).
+        records_dir: distillation records to calibrate int8 on.
+        calibration_split, calibration_count: which records and how many images calibrate.
+        name: base name of the files.
+        resize: how the student was trained, "letterbox" or "stretch"; None = the run's (`run_resize`).
+
+    Returns:
+        dict format -> path written (keys "onnx_int8", "litert_int8" for the int8 files).
+    """
+    from student.serving import _check_input_size, export_saved_model
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: {list(formats)}")
+    if int8 and records_dir is None:
+        raise ValueError("int8 export needs `records_dir` (distillation records to calibrate on), e.g. data/distill")
+    if int8 and not {"onnx", "litert"} & set(formats):
+        raise ValueError("int8 applies to the onnx and litert formats; add one of them to `formats`")
+    if isinstance(source, (str, os.PathLike)):
+        student, run_size = load_student(source, variant)
+        resize = resize or run_resize(source)
+    else:
+        student, run_size = source, None
+    resize = resize or "letterbox"
+    input_size = input_size or run_size
+    if input_size is None:
+        raise ValueError(f"{source}: a bare weights file does not say its training size; pass input_size "
+                         "(--input-size HEIGHT WIDTH), e.g. 240 320")
+    input_size = _check_input_size(input_size)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    if "saved_model" in formats:
+        paths["saved_model"] = export_saved_model(student, os.path.join(out_dir, f"{name}_saved_model"),
+                                                  input_size=input_size, resize=resize)
+    portable = [f for f in formats if f != "saved_model"]
+    if not portable:
+        return paths
+    runtime_model = build_runtime_model(student, input_size)
+    target = lambda fmt, suffix="": os.path.join(out_dir, f"{name}{suffix}{EXTENSIONS[fmt]}")  # noqa: E731
+    if "onnx" in portable:
+        paths["onnx"] = export_onnx(runtime_model, target("onnx"))
+    if "openvino" in portable:
+        paths["openvino"] = export_openvino(runtime_model, target("openvino"))
+    if "litert" in portable:
+        paths["litert"] = export_litert(runtime_model, target("litert"))
+    if int8:
+        images = calibration_images(records_dir, input_size, calibration_split, calibration_count, resize=resize)
+        if "litert" in portable:
+            paths["litert_int8"] = export_litert(runtime_model, target("litert", "_int8"), images)
+        if "onnx" in portable:
+            paths["onnx_int8"] = quantize_onnx(paths["onnx"], target("onnx", "_int8"), images)
+    for fmt, path in paths.items():
+        if fmt != "saved_model":
+            _write_export_metadata(path, input_size, resize)
+    return paths

@@ -1,0 +1,234 @@
+"""Student exports for deployment: the folded inference graph, ONNX / OpenVINO / LiteRT files, int8, the CLI."""
+
+import glob
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export_student as export_cli
+from datasets import records
+from datasets.io import read_image
+from student import deploy
+from student.inference import RuntimeStudentPredictor, load_predictor
+from student.model import build_student, spatial_softmax
+from student.serving import export_saved_model, inference_student
+
+SIZE = (64, 96)  # the export's fixed size: small keeps the test fast
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
+
+
+def _randomize_batchnorm(model, seed=0):
+    """Give every BatchNormalization non-trivial statistics, so folding them is actually tested."""
+    rng = np.random.default_rng(seed)
+    for layer in model.get_layer("resnet18").layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
+                               rng.uniform(0.5, 2.0, n)])
+
+
+def _reference_maps(student, images):
+    """The Keras student's density and [0, 1] map, computed here step by step from its logits."""
+    logits = student(tf.cast(images, tf.float32), training=False)["saliency"]
+    density = spatial_softmax(logits).numpy()[..., 0].astype(np.float64)
+    return density, density / density.max(axis=(1, 2), keepdims=True)
+
+
+def _cc(a, b):
+    a = (a - a.mean()) / a.std()
+    b = (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+@pytest.fixture(scope="session")
+def trained_like_student():
+    student = build_student("B", seed=3)
+    _randomize_batchnorm(student)
+    return student
+
+
+@pytest.fixture(scope="session")
+def calibration_records(synthetic_salicon_dir, tmp_path_factory):
+    """Train records holding the synthetic images only (calibration reads nothing else)."""
+    out = tmp_path_factory.mktemp("calibration_records")
+    with tf.io.TFRecordWriter(str(out / records.shard_name("train", 0, 1))) as writer:
+        for path in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "train" / "*.jpg"))):
+            image = read_image(path)
+            with open(path, "rb") as f:
+                writer.write(records.serialize_example(path.rsplit("/", 1)[-1], f.read(), *image.shape[:2]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def exports(trained_like_student, calibration_records, tmp_path_factory):
+    """Every format and the int8 files, written once through the library entry point."""
+    for module in RUNTIMES.values():
+        pytest.importorskip(module)
+    pytest.importorskip("tf2onnx")
+    out = tmp_path_factory.mktemp("exports")
+    paths = deploy.export_student(trained_like_student, out, input_size=SIZE, int8=True,
+                                  records_dir=calibration_records, calibration_count=8)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def test_images(synthetic_salicon_dir):
+    """Synthetic scenes at the export size (the val images, resized) and at their own 48x64."""
+    from student.inference import resize_to
+
+    originals = [read_image(p) for p in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))]
+    return np.stack([resize_to(im, SIZE) for im in originals]), originals
+
+
+def test_folded_graph_matches_the_keras_student(trained_like_student):
+    folded = inference_student(trained_like_student)
+    layers = [layer for model in (folded, folded.get_layer("resnet18")) for layer in model.layers]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+    assert not any(layer.name.startswith("teacher") for layer in layers)  # B's training-only branch is gone
+    assert folded.get_layer("decoder_up5").input.shape[-1] == 9  # the last upsampling carries the head's taps
+    images = np.random.default_rng(0).uniform(0, 255, (2, 70, 90, 3)).astype(np.float32)  # padded inside
+    expected = trained_like_student(images, training=False)["saliency"].numpy()
+    got = folded(images)["saliency"].numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+    density = spatial_softmax(got).numpy()[..., 0]
+    np.testing.assert_allclose(density / density.max(axis=(1, 2), keepdims=True),
+                               _reference_maps(trained_like_student, images)[1], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert"])
+def test_exported_files_match_the_keras_student(exports, fmt, trained_like_student, test_images):
+    images, _ = test_images
+    density, expected = _reference_maps(trained_like_student, images)
+    predictor = load_predictor(exports[fmt], threads=2)
+    assert isinstance(predictor, RuntimeStudentPredictor) and predictor.input_size == SIZE
+    maps = np.stack(predictor.predict_batch(images))
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    np.testing.assert_allclose(predictor.predict_density(images[0]), density[0], rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_saved_model_export_and_other_sizes_keep_the_contract(exports, trained_like_student, test_images):
+    """The folded SavedModel equals the unfolded one; runtime files serve any size like the SavedModel."""
+    images, originals = test_images
+    unfolded = load_predictor(export_saved_model(trained_like_student, exports["onnx"] + "_ref", input_size=SIZE,
+                                                 fold_batchnorm=False))
+    folded = load_predictor(exports["saved_model"])
+    np.testing.assert_allclose(np.stack(folded.predict_batch(originals)), np.stack(unfolded.predict_batch(originals)),
+                               atol=1e-5)
+    # A portrait image too: the fixed-size files letterbox it into their landscape input as the SavedModel does.
+    originals = [*originals, np.ascontiguousarray(originals[0].transpose(1, 0, 2))]
+    reference = unfolded.predict_batch(originals)
+    for fmt in ("onnx", "openvino", "litert"):
+        predictor = load_predictor(exports[fmt])
+        assert predictor.resize == "letterbox"
+        for image, ref in zip(originals, reference):
+            saliency_map = predictor.predict(image)
+            density = predictor.predict_density(image)
+            assert saliency_map.shape == density.shape == image.shape[:2] == ref.shape
+            assert saliency_map.max() == pytest.approx(1.0) and density.sum() == pytest.approx(1.0)
+            # OpenCV resizes in and out instead of TensorFlow's antialiased bilinear: close, not equal.
+            assert _cc(saliency_map, ref) > 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx_int8", "litert_int8"])
+def test_int8_exports_are_int8_and_close_to_float(exports, fmt, test_images):
+    import os
+
+    images, _ = test_images
+    float_fmt = fmt[: -len("_int8")]
+    assert os.path.getsize(exports[fmt]) < 0.4 * os.path.getsize(exports[float_fmt])  # int8 weights
+    int8_maps = load_predictor(exports[fmt]).predict_batch(images)
+    float_maps = load_predictor(exports[float_fmt]).predict_batch(images)
+    for a, b in zip(int8_maps, float_maps):
+        assert a.shape == b.shape and a.max() == pytest.approx(1.0)
+        assert not np.allclose(a, b, atol=1e-4)  # really quantized
+        assert _cc(a, b) > 0.9
+
+
+@pytest.mark.slow
+def test_cli_exports_a_run_folder(trained_like_student, tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    student = build_student("A", seed=5)
+    student.save_weights(str(run / "checkpoints" / "best.weights.h5"))
+    (run / "config.json").write_text(json.dumps({"variant": "A", "image_size": [32, 64]}))
+    assert export_cli.main([str(run), "--out", str(tmp_path / "out"), "--formats", "litert"]) == 0
+    assert "litert" in capsys.readouterr().out
+    predictor = load_predictor(tmp_path / "out" / "student.tflite")
+    # A run from before letterboxing (no "resize" in its config) was trained stretched, and is served so.
+    assert json.loads((tmp_path / "out" / "student.tflite.json").read_text())["resize"] == "stretch"
+    assert predictor.input_size == (32, 64) and predictor.resize == "stretch"
+    image = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(predictor.predict(image), _reference_maps(student, image[None])[1][0], atol=1e-5)
+
+
+def test_cli_errors_name_the_fix(tmp_path, capsys):
+    assert export_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    weights = tmp_path / "s.weights.h5"
+    build_student("A", seed=0).save_weights(str(weights))
+    assert export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--formats", "litert"]) == 2
+    assert "--input-size" in capsys.readouterr().err
+    assert export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32",
+                            "--int8"]) == 2
+    assert "records" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
+def test_load_student_reads_the_variant_from_the_weights(variant, tmp_path):
+    saved = build_student(variant, seed=7)
+    saved.save_weights(str(tmp_path / "s.weights.h5"))
+    loaded, input_size = deploy.load_student(tmp_path / "s.weights.h5")
+    assert input_size is None and sorted(loaded.output) == sorted(saved.output)
+    for a, b in zip(saved.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = "B" if variant == "A" else "A"
+    with pytest.raises(ValueError, match="--variant"):
+        deploy.load_student(tmp_path / "s.weights.h5", variant=other)
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_take_the_exported_files(exports, synthetic_salicon_dir, tmp_path, capsys):
+    import evaluate as evaluate_cli
+    import predict as predict_cli
+    from teacher.export import export_split
+
+    image = sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))[0]
+    assert predict_cli.main(["--model", exports["litert"], image, "--out", str(tmp_path / "pred"),
+                             "--no-progress"]) == 0
+    written = read_image(str(tmp_path / "pred" / (image.rsplit("/", 1)[-1][:-4] + ".png")))
+    assert written.shape[:2] == read_image(image).shape[:2]
+
+    records_dir = tmp_path / "records"
+    export_split(str(synthetic_salicon_dir), "val", "oracle", str(records_dir), progress=False)
+    assert evaluate_cli.main(["--records-dir", str(records_dir), "--models", exports["onnx"], exports["openvino"],
+                              "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    onnx, openvino = results["models"]["student.onnx"], results["models"]["student.xml"]
+    for metric in ("nss", "cc", "auc_judd"):
+        assert onnx["metrics"][metric] == pytest.approx(openvino["metrics"][metric], abs=1e-4)
+
+
+def test_int8_accuracy_script_on_real_osie_images(exports):
+    from pathlib import Path
+
+    import benchmarks.int8_accuracy as int8_accuracy
+
+    osie = Path(__file__).resolve().parents[2] / "shared" / "data" / "eyetracking" / "osie"
+    if not (osie / "eye" / "fixations.mat").is_file():
+        pytest.skip(f"OSIE not found at {osie} (only present in the project workspace)")
+    fixations = int8_accuracy.read_osie_fixations(osie)
+    assert len(fixations) == 700 and all(len(points) > 100 for points in fixations.values())
+    fixated = int8_accuracy.fixation_map(np.array([[0.6, 0.4], [600.4, 800.6], [2.5, 3.4]]), (600, 800))
+    assert fixated.sum() == 3 and fixated[0, 0] and fixated[599, 799] and fixated[2, 2]
+    results = int8_accuracy.measure(Path(exports["onnx"]).parent, osie, count=2)
+    assert results["images"] == ["1699.jpg", "1700.jpg"] and len(results["pairs"]) == 2
+    for entry in results["pairs"].values():
+        assert -1 <= entry["cc_int8_vs_float"] <= 1 and entry["nss"]["float"] != entry["nss"]["int8"]
