@@ -6,9 +6,9 @@
 For each pair (float file, its int8 file) in `--exports` (`<name>.onnx` / `<name>_int8.onnx`, `<name>.tflite` /
 `<name>_int8.tflite`), every image is predicted at its own size by both; the table gives the mean CC between
 the int8 and float maps and the NSS and AUC-Judd of each against the fixations of OSIE's 15 observers.
-The images are the LAST `--count` of OSIE's 700 in file-name order (1601.jpg..1700.jpg for 100): a fixed
-held-out set, since OSIE has no official split. Fixations are read from `eye/fixations.mat` with SciPy
-(1-based, fractional: rounded and clamped to the image, as the lab's computeFixationMaps.m does).
+The images are OSIE's fixed test split (`datasets/splits/osie.json`, 100 images; `--count` takes the first N),
+read with the project's NUS-VIP reader (`datasets.nusvip`: fixations rounded and clamped as the lab's
+computeFixationMaps.m does).
 "Small" loss, the condition for shipping int8: NSS and AUC-Judd within 1% (relative) of the float file's,
 and a mean int8-vs-float CC of at least 0.99.
 """
@@ -27,40 +27,20 @@ PAIRS = ((".onnx", "_int8.onnx"), (".tflite", "_int8.tflite"))
 SMALL = {"relative_nss": 0.01, "relative_auc_judd": 0.01, "cc": 0.99}
 
 
-def read_osie_fixations(osie_dir):
-    """{image file name: int (N, 2) 0-based (row, col) fixations of all observers} from eye/fixations.mat."""
-    import scipy.io
+def osie_test_samples(osie_dir, count=None):
+    """OSIE's test split as `datasets.nusvip.EyeSample`s (image path and 0-based fixations), the first `count`."""
+    from datasets import sources
 
-    path = os.path.join(osie_dir, "eye", "fixations.mat")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no OSIE fixations; pass --osie <folder with stimuli/ and eye/>")
-    entries = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["fixations"]
-    fixations = {}
-    for entry in np.atleast_1d(entries):
-        points = []
-        for subject in np.atleast_1d(entry.subjects):
-            xs, ys = np.atleast_1d(subject.fix_x).astype(float), np.atleast_1d(subject.fix_y).astype(float)
-            points.append(np.stack([ys, xs], axis=1))
-        fixations[str(entry.img)] = np.concatenate(points) if points else np.zeros((0, 2))
-    return fixations
+    return sources.list_samples("osie", osie_dir, "test")[:count]
 
 
-def fixation_map(points, shape):
-    """Binary (H, W) map of 1-based (row, col) points, rounded (MATLAB's half away from zero) and clamped."""
-    out = np.zeros(shape, bool)
-    rows = np.clip(np.floor(points[:, 0] + 0.5).astype(int), 1, shape[0]) - 1
-    cols = np.clip(np.floor(points[:, 1] + 0.5).astype(int), 1, shape[1]) - 1
-    out[rows, cols] = True
-    return out
-
-
-def measure(exports_dir, osie_dir, count=100, name="student"):
+def measure(exports_dir, osie_dir, count=None, name="student"):
     from datasets.io import read_image
     from metrics import saliency
     from student.inference import load_predictor
 
-    fixations = read_osie_fixations(osie_dir)
-    names = sorted(fixations)[-count:]
+    samples = osie_test_samples(osie_dir, count)
+    names = [os.path.basename(sample.image_path) for sample in samples]
     pairs = [(os.path.join(exports_dir, name + a), os.path.join(exports_dir, name + b)) for a, b in PAIRS]
     pairs = [(a, b) for a, b in pairs if os.path.isfile(a) and os.path.isfile(b)]
     if not pairs:
@@ -70,9 +50,9 @@ def measure(exports_dir, osie_dir, count=100, name="student"):
     for float_path, int8_path in pairs:
         predictors = {"float": load_predictor(float_path), "int8": load_predictor(int8_path)}
         scores = {"float": {"nss": [], "auc_judd": []}, "int8": {"nss": [], "auc_judd": []}, "cc": []}
-        for image_name in names:
-            image = read_image(os.path.join(osie_dir, "stimuli", image_name))
-            fixated = fixation_map(fixations[image_name], image.shape[:2])
+        for sample in samples:
+            image = read_image(sample.image_path)
+            fixated = saliency.fixation_map_from_points(sample.fixations, image.shape[:2])
             maps = {k: p.predict(image) for k, p in predictors.items()}
             for k, m in maps.items():
                 scores[k]["nss"].append(saliency.nss(m, fixated))
@@ -90,8 +70,8 @@ def measure(exports_dir, osie_dir, count=100, name="student"):
 
 
 def to_markdown(results):
-    lines = [f"OSIE images {results['images'][0]}..{results['images'][1]} ({results['count']}), each at 800x600, "
-             "15 observers' fixations. Small: NSS and AUC-Judd within 1% of float, mean CC >= 0.99.", "",
+    lines = [f"OSIE test split, {results['count']} images ({results['images'][0]}..{results['images'][1]}), each "
+             "at 800x600, 15 observers' fixations. Small: NSS and AUC-Judd within 1% of float, mean CC >= 0.99.", "",
              "| files | CC int8 vs float (min) | NSS float / int8 (change) | AUC-Judd float / int8 (change) | small |",
              "|---|---|---|---|---|"]
     for pair, e in results["pairs"].items():
@@ -106,7 +86,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--exports", required=True, help="folder from export_student.py --int8")
     p.add_argument("--osie", default=os.path.join(ROOT, "..", "shared", "data", "eyetracking", "osie"))
-    p.add_argument("--count", type=int, default=100, help="the last N OSIE images (file-name order)")
+    p.add_argument("--count", type=int, default=None, help="only the first N images of OSIE's test split")
     p.add_argument("--name", default="student", help="base name of the exported files")
     p.add_argument("--out", default=None, help="writes <out>.json and <out>.md")
     args = p.parse_args(argv)

@@ -107,14 +107,6 @@ class ValCurves(keras.callbacks.Callback):
             json.dump(self.rows, f, indent=2)
 
 
-def _completed(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return bool(json.load(f).get("completed"))
-
-
 def _cached(path, compute):
     if os.path.exists(path):
         with open(path) as f:
@@ -138,7 +130,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     by its time budget reports what it has, with the number of seeds per variant).
     """
     from metrics.evaluation import evaluate, load_examples
-    from student.training import save_initial_weights, train
+    from student.training import finished_run, save_initial_weights, train
 
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
@@ -160,13 +152,13 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
         for name in variants:
             run_dir = os.path.join(seed_dir, name)
             curves_path = os.path.join(run_dir, "val_curves.json")
-            if not _completed(run_dir):
+            config = settings.train_config(name, run_dir, initial, seed)
+            if finished_run(config) is None:
                 if report_only:
                     continue
                 print(f"[study] seed {seed}, {name}", flush=True)
                 os.makedirs(run_dir, exist_ok=True)
-                train(settings.train_config(name, run_dir, initial, seed),
-                      extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
+                train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
             test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
                 evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
                          references=False, progress=False)))

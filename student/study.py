@@ -69,19 +69,11 @@ def _teacher_scores(examples, truths):
     return {k: float(np.mean([s[k] for s in scores if k in s])) for k in STUDY_METRICS}
 
 
-def _completed(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return bool(json.load(f).get("completed"))
-
-
 def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
     """Train A and B for every seed and summarise; finished runs are reused."""
     from metrics.evaluation import load_examples
     from student.demo import DemoSettings, _ensure_data, _ensure_records
-    from student.training import save_initial_weights, train
+    from student.training import finished_run, save_initial_weights, train
 
     settings = settings or DemoSettings()
     _ensure_data(settings, seed=0)
@@ -97,10 +89,10 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
         for variant in ("A", "B"):
             run_dir = os.path.join(seed_dir, variant)
             per_epoch = os.path.join(run_dir, "val_metrics.json")
-            if not _completed(run_dir):
+            config = settings.train_config(variant, run_dir, initial, seed, export=False, verbose=0)
+            if finished_run(config) is None:
                 print(f"[study] seed {seed}, variant {variant}")
                 os.makedirs(run_dir, exist_ok=True)
-                config = settings.train_config(variant, run_dir, initial, seed, export=False, verbose=0)
                 train(config, extra_callbacks=[ValMetricsPerEpoch(examples, truths, settings.train_size, per_epoch)])
             with open(per_epoch) as f:
                 rows = {int(k): v for k, v in json.load(f).items()}

@@ -218,7 +218,8 @@ def _load_frozen_graph(path, nchw_fallback, jit_compile):
     return _keras_function(model, jit_compile), "keras"
 
 
-def _load_saved_model(path):
+def _serving_signature(path, expected):
+    """Load a SavedModel and its `serving_default` signature; errors name the folder and what was `expected`."""
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:  # noqa: BLE001 - TF raises many types for a bad folder; all mean the same here.
@@ -226,10 +227,14 @@ def _load_saved_model(path):
     signatures = getattr(loaded, "signatures", {})
     if "serving_default" not in signatures:
         raise ValueError(
-            f"{path}: the SavedModel has no 'serving_default' signature (found: {sorted(signatures)}); expected "
-            "MSI-Net's TF2 SavedModel from Hugging Face / Kaggle (alexanderkroner/MSI-Net)"
+            f"{path}: the SavedModel has no 'serving_default' signature (found: {sorted(signatures)}); {expected}"
         )
-    signature = signatures["serving_default"]
+    return loaded, signatures["serving_default"]
+
+
+def _load_saved_model(path):
+    loaded, signature = _serving_signature(
+        path, "expected MSI-Net's TF2 SavedModel from Hugging Face / Kaggle (alexanderkroner/MSI-Net)")
     _, input_specs = signature.structured_input_signature
     outputs = signature.structured_outputs
     if len(input_specs) != 1 or len(outputs) != 1:
@@ -439,18 +444,9 @@ def _check_input_spec(path, where, shape, dtype):
 
 
 def _contract_saved_model(path):
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # noqa: BLE001 - TF raises many types for a bad folder; all mean the same here.
-        raise ValueError(f"{path}: cannot load as a TF2 SavedModel ({type(e).__name__}: {e})") from e
-    signatures = getattr(loaded, "signatures", {})
-    if "serving_default" not in signatures:
-        raise ValueError(
-            f"{path}: the SavedModel has no 'serving_default' signature (found: {sorted(signatures)}); save it "
-            f"with tf.saved_model.save(module, path, signatures=...) or Keras model.export(path), following the "
-            f"saliency-model contract ({CONTRACT_TEXT})"
-        )
-    signature = signatures["serving_default"]
+    loaded, signature = _serving_signature(
+        path, "save it with tf.saved_model.save(module, path, signatures=...) or Keras model.export(path), "
+        f"following the saliency-model contract ({CONTRACT_TEXT})")
     _, input_specs = signature.structured_input_signature
     if len(input_specs) != 1:
         raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): inputs: the "

@@ -220,15 +220,15 @@ def test_int8_accuracy_script_on_real_osie_images(exports):
     from pathlib import Path
 
     import benchmarks.int8_accuracy as int8_accuracy
+    from datasets import splits
 
     osie = Path(__file__).resolve().parents[2] / "shared" / "data" / "eyetracking" / "osie"
     if not (osie / "eye" / "fixations.mat").is_file():
         pytest.skip(f"OSIE not found at {osie} (only present in the project workspace)")
-    fixations = int8_accuracy.read_osie_fixations(osie)
-    assert len(fixations) == 700 and all(len(points) > 100 for points in fixations.values())
-    fixated = int8_accuracy.fixation_map(np.array([[0.6, 0.4], [600.4, 800.6], [2.5, 3.4]]), (600, 800))
-    assert fixated.sum() == 3 and fixated[0, 0] and fixated[599, 799] and fixated[2, 2]
+    samples = int8_accuracy.osie_test_samples(osie)
+    assert [s.stem for s in samples] == sorted(splits.load_split("osie", "test"))
+    assert all(len(s.fixations) > 100 for s in samples)
     results = int8_accuracy.measure(Path(exports["onnx"]).parent, osie, count=2)
-    assert results["images"] == ["1699.jpg", "1700.jpg"] and len(results["pairs"]) == 2
+    assert results["count"] == 2 and len(results["pairs"]) == 2
     for entry in results["pairs"].values():
         assert -1 <= entry["cc_int8_vs_float"] <= 1 and entry["nss"]["float"] != entry["nss"]["int8"]
