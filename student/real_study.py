@@ -164,8 +164,9 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
                          references=False, progress=False)))
             with open(curves_path) as f:
                 curves = {int(k): v for k, v in json.load(f).items()}
+            # By epoch index: an epoch whose curve point was lost to an interruption is None, not a shift.
             runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
-                               "curves": [curves[e] for e in sorted(curves)]})
+                               "curves": [curves.get(e) for e in range(settings.epochs)]})
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         raise FileNotFoundError(f"{out_dir}: no finished run to report")
@@ -180,7 +181,10 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
 
 
 def _mean_sd(values):
+    """(mean, sd with ddof 1) of a list; (nan, nan) for an empty one, 0 sd for a single value."""
     values = np.asarray(values, np.float64)
+    if not len(values):
+        return float("nan"), float("nan")
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
@@ -195,7 +199,8 @@ def summarise(runs, references, seeds, settings):
                                      per_seed=[r["test"][dataset][m] for r in results])
                              for m in TEST_METRICS if m in results[0]["test"][dataset]}
         n_epochs = min(len(r["curves"]) for r in results)
-        curves = {m: [_mean_sd([r["curves"][e][m] for r in results]) for e in range(n_epochs)] for m in CURVE_METRICS}
+        curves = {m: [_mean_sd([r["curves"][e][m] for r in results if r["curves"][e] is not None])
+                      for e in range(n_epochs)] for m in CURVE_METRICS}
         summary["variants"][name] = {"config": VARIANTS[name], "seeds": [r["seed"] for r in results], "test": test,
                                      "val_curves": curves}
     return summary
