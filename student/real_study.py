@@ -222,7 +222,9 @@ def to_markdown(summary):
                   "|---|---|" + "---|" * len(TEST_METRICS)]
         for name, entry in summary["variants"].items():
             stats = entry["test"].get(dataset, {})
-            cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" if m in stats else "" for m in TEST_METRICS]
+            spread = len(entry["seeds"]) > 1  # one seed has no spread: print no "± 0"
+            cells = [(f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" if spread else f"{stats[m]['mean']:.3f}")
+                     if m in stats else "" for m in TEST_METRICS]
             lines.append(f"| student {name} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
         for row, label in ((TEACHER_RECORDS, "teacher"), (CENTRE_BIAS, "centre bias (floor)"),
                            (INTER_OBSERVER, "inter-observer (ceiling)")):
