@@ -7,6 +7,8 @@
 The SavedModel takes uint8 RGB of any size; the .onnx, .xml (+ .bin) and .tflite files take uint8 RGB at
 exactly --input-size (any batch) and return "density" and "saliency_map" at that size. predict.py and
 evaluate.py load every one of them and resize other image sizes in and out (see student/deploy.py).
+--int8 adds `<name>_int8.onnx`, `<name>_int8.xml` (+ .bin; needs NNCF: pip install nncf) and `<name>_int8.tflite`
+for those of the formats asked for.
 Exit status 2 for a missing or unusable model, records or runtime package.
 """
 
@@ -25,7 +27,7 @@ def build_parser():
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                         help="size the student runs at (default: the run's training size; required for a .weights.h5)")
     parser.add_argument("--variant", choices=("A", "B"), default=None, help="variant of a bare .weights.h5 (default: read from the file)")
-    parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .tflite and .onnx files")
+    parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .onnx, .xml and .tflite files")
     parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
     parser.add_argument("--calibration-split", default="train", help="records split used for calibration")
     parser.add_argument("--calibration-count", type=int, default=32, help="calibration images")

@@ -3,9 +3,10 @@
     python benchmarks/int8_accuracy.py --exports exports/B --osie ../shared/data/eyetracking/osie \
         --count 100 --out benchmarks/int8_accuracy
 
-For each pair (float file, its int8 file) in `--exports` (`<name>.onnx` / `<name>_int8.onnx`, `<name>.tflite` /
-`<name>_int8.tflite`), every image is predicted at its own size by both; the table gives the mean CC between
-the int8 and float maps and the NSS and AUC-Judd of each against the fixations of OSIE's 15 observers.
+For each pair (float file, its int8 file) in `--exports` (`<name>.onnx` / `<name>_int8.onnx`, `<name>.xml` /
+`<name>_int8.xml` (OpenVINO), `<name>.tflite` / `<name>_int8.tflite`), every image is predicted at its own size by
+both; the table gives the mean CC between the int8 and float maps and the NSS and AUC-Judd of each against the
+fixations of OSIE's 15 observers.
 The images are OSIE's fixed test split (`datasets/splits/osie.json`, 100 images; `--count` takes the first N),
 read with the project's NUS-VIP reader (`datasets.nusvip`: fixations rounded and clamped as the lab's
 computeFixationMaps.m does).
@@ -23,7 +24,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-PAIRS = ((".onnx", "_int8.onnx"), (".tflite", "_int8.tflite"))
+PAIRS = ((".onnx", "_int8.onnx"), (".xml", "_int8.xml"), (".tflite", "_int8.tflite"))
 SMALL = {"relative_nss": 0.01, "relative_auc_judd": 0.01, "cc": 0.99}
 
 
@@ -44,8 +45,8 @@ def measure(exports_dir, osie_dir, count=None, name="student"):
     pairs = [(os.path.join(exports_dir, name + a), os.path.join(exports_dir, name + b)) for a, b in PAIRS]
     pairs = [(a, b) for a, b in pairs if os.path.isfile(a) and os.path.isfile(b)]
     if not pairs:
-        raise FileNotFoundError(f"{exports_dir}: no float/int8 pair ({name}.onnx + {name}_int8.onnx or .tflite); "
-                                "run export_student.py with --int8")
+        raise FileNotFoundError(f"{exports_dir}: no float/int8 pair ({name}.onnx + {name}_int8.onnx, or .xml, or "
+                                ".tflite); run export_student.py with --int8")
     results = {"images": [names[0], names[-1]], "count": len(names), "pairs": {}}
     for float_path, int8_path in pairs:
         predictors = {"float": load_predictor(float_path), "int8": load_predictor(int8_path)}

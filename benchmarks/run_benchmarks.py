@@ -268,7 +268,7 @@ def _export_runtimes(work, keras_msinet, records_dir):
     out = os.path.join(work, "runtime_exports")
     paths = {name: os.path.join(out, name) for name in (
         "student_saved_model", "student.onnx", "student.xml", "student.tflite", "student_int8.onnx",
-        "student_int8.tflite", "teacher.onnx", "teacher.xml")}
+        "student_int8.xml", "student_int8.tflite", "teacher.onnx", "teacher.xml")}
     if not all(os.path.exists(p) for p in paths.values()):
         keras.utils.set_random_seed(0)
         student = build_student("B", seed=0)
@@ -317,7 +317,7 @@ def bench_runtimes(work, graph_teacher, keras_msinet, records_dir, threads, repe
     }
     for file, runtime, dtype in [("student.onnx", "onnxruntime", "float32"), ("student.xml", "openvino", "float32"),
                                  ("student.tflite", "litert", "float32"), ("student_int8.onnx", "onnxruntime", "int8"),
-                                 ("student_int8.tflite", "litert", "int8")]:
+                                 ("student_int8.xml", "openvino", "int8"), ("student_int8.tflite", "litert", "int8")]:
         predictor = RuntimeStudentPredictor(paths[file], threads=threads)
         configs[("student", runtime, dtype)] = predictor.run_at_input_size
     teacher_fn = tf.function(lambda x: keras_msinet(x, training=False))

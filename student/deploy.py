@@ -15,7 +15,9 @@ density of the image's box, renormalise it and resize it back: `student.inferenc
 
 All exports run the inference graph of `student.serving.inference_student` (BatchNormalization folded
 into the convolutions, the saliency head only). int8 variants are calibrated on images from the records:
-LiteRT full-integer (int8 weights and activations, float/uint8 interface) and ONNX static QDQ int8.
+LiteRT full-integer (int8 weights and activations, float/uint8 interface), ONNX static QDQ int8 and OpenVINO
+IR quantized by NNCF's post-training quantization (FakeQuantize on activations, int8 weights); all three keep
+the float files' uint8 input and float32 outputs.
 """
 
 import json
@@ -232,6 +234,36 @@ def quantize_onnx(float_path, path, representative_images):
     return _atomic_target(path, write)
 
 
+def quantize_openvino(float_xml_path, path, representative_images):
+    """Post-training int8 quantization of an OpenVINO export with NNCF; writes `path` (.xml) and its .bin.
+
+    Args:
+        float_xml_path: the float IR from `export_openvino`.
+        path: the int8 .xml to write.
+        representative_images: uint8 (N, H, W, 3) images at the model's size; all N calibrate.
+
+    Raises:
+        ImportError: NNCF is not installed.
+    """
+    nncf = _import_nncf()
+    import openvino as ov
+
+    images = np.asarray(representative_images, np.uint8)
+    model = ov.Core().read_model(os.fspath(float_xml_path))
+    dataset = nncf.Dataset([image[None] for image in images])
+    quantized = nncf.quantize(model, dataset, subset_size=len(images))
+    return _atomic_target(path, lambda tmp: ov.save_model(quantized, tmp, compress_to_fp16=False))
+
+
+def _import_nncf():
+    try:
+        import nncf
+    except ImportError as e:
+        raise ImportError(f"int8 OpenVINO export needs NNCF ({e}): pip install nncf (or the deploy extra: "
+                          "pip install -e '.[deploy]'), or leave openvino out of the formats") from e
+    return nncf
+
+
 def calibration_images(records_dir, input_size, split="train", count=32, seed=0, resize="letterbox"):
     """`count` images from the records, brought to `input_size` as the predictors do, uint8 (count, H, W, 3).
 
@@ -257,18 +289,23 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     Args:
         source: a run folder, a student `.weights.h5` or a Keras student.
         out_dir: output folder; files are `<name>.onnx`, `<name>.xml`/`.bin`, `<name>.tflite`,
-            `<name>_saved_model/`, and with int8 `<name>_int8.tflite` and `<name>_int8.onnx`.
+            `<name>_saved_model/`, and with int8 `<name>_int8.tflite`, `<name>_int8.onnx` and
+            `<name>_int8.xml`/`.bin`.
         formats: any of "saved_model", "onnx", "openvino", "litert".
         input_size: (H, W) the student runs at; None = the run's training size (required for a bare file).
         variant: "A"/"B" for a bare `.weights.h5` (None tries both).
-        int8: also write calibrated int8 LiteRT and ONNX files (needs `records_dir`).
+        int8: also write a calibrated int8 file for each of the onnx, openvino and litert formats asked for
+            (needs `records_dir`; OpenVINO's needs NNCF).
         records_dir: distillation records to calibrate int8 on.
         calibration_split, calibration_count: which records and how many images calibrate.
         name: base name of the files.
         resize: how the student was trained, "letterbox" or "stretch"; None = the run's (`run_resize`).
 
     Returns:
-        dict format -> path written (keys "onnx_int8", "litert_int8" for the int8 files).
+        dict format -> path written (keys "onnx_int8", "openvino_int8", "litert_int8" for the int8 files).
+
+    Raises:
+        ImportError: int8 with "openvino" and NNCF is not installed (raised before anything is written).
     """
     from student.serving import _check_input_size, export_saved_model
 
@@ -277,8 +314,10 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: {list(formats)}")
     if int8 and records_dir is None:
         raise ValueError("int8 export needs `records_dir` (distillation records to calibrate on), e.g. data/distill")
-    if int8 and not {"onnx", "litert"} & set(formats):
-        raise ValueError("int8 applies to the onnx and litert formats; add one of them to `formats`")
+    if int8 and not {"onnx", "openvino", "litert"} & set(formats):
+        raise ValueError("int8 applies to the onnx, openvino and litert formats; add one of them to `formats`")
+    if int8 and "openvino" in formats:
+        _import_nncf()
     if isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant)
         resize = resize or run_resize(source)
@@ -312,6 +351,8 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
             paths["litert_int8"] = export_litert(runtime_model, target("litert", "_int8"), images)
         if "onnx" in portable:
             paths["onnx_int8"] = quantize_onnx(paths["onnx"], target("onnx", "_int8"), images)
+        if "openvino" in portable:
+            paths["openvino_int8"] = quantize_openvino(paths["openvino"], target("openvino", "_int8"), images)
     for fmt, path in paths.items():
         if fmt != "saved_model":
             _write_export_metadata(path, input_size, resize)

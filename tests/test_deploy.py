@@ -65,9 +65,8 @@ def calibration_records(synthetic_salicon_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exports(trained_like_student, calibration_records, tmp_path_factory):
     """Every format and the int8 files, written once through the library entry point."""
-    for module in RUNTIMES.values():
+    for module in (*RUNTIMES.values(), "tf2onnx", "nncf"):
         pytest.importorskip(module)
-    pytest.importorskip("tf2onnx")
     out = tmp_path_factory.mktemp("exports")
     paths = deploy.export_student(trained_like_student, out, input_size=SIZE, int8=True,
                                   records_dir=calibration_records, calibration_count=8)
@@ -135,14 +134,34 @@ def test_saved_model_export_and_other_sizes_keep_the_contract(exports, trained_l
             assert _cc(saliency_map, ref) > 0.99
 
 
+def _weights_file(path):
+    """The file holding an export's weights: OpenVINO's .bin beside its .xml, else the file itself."""
+    return path[: -len(".xml")] + ".bin" if path.endswith(".xml") else path
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx_int8", "litert_int8"])
+@pytest.mark.parametrize("fmt", ["onnx_int8", "openvino_int8", "litert_int8"])
 def test_int8_exports_are_int8_and_close_to_float(exports, fmt, test_images):
     import os
 
     images, _ = test_images
     float_fmt = fmt[: -len("_int8")]
-    assert os.path.getsize(exports[fmt]) < 0.4 * os.path.getsize(exports[float_fmt])  # int8 weights
+    assert os.path.getsize(_weights_file(exports[fmt])) < 0.4 * os.path.getsize(_weights_file(exports[float_fmt]))
+    if fmt == "openvino_int8":
+        import openvino as ov
+
+        model = ov.Core().read_model(exports[fmt])
+        convolutions = [op for op in model.get_ops() if op.get_type_name() == "Convolution"]
+        int8_weights = [op for op in model.get_ops()
+                        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+        assert len(int8_weights) == len(convolutions) > 0  # every convolution's weights
+        assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # and its activations
+        assert model.input(0).get_element_type() == ov.Type.u8
+        # The CPU plugin runs them in int8 under the predictor's f32 precision hint (which is for float ops).
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                      if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+        assert precisions <= {"u8", "i8"}
     int8_maps = load_predictor(exports[fmt]).predict_batch(images)
     float_maps = load_predictor(exports[float_fmt]).predict_batch(images)
     for a, b in zip(int8_maps, float_maps):
@@ -181,6 +200,16 @@ def test_cli_errors_name_the_fix(tmp_path, capsys):
     assert "records" in capsys.readouterr().err
 
 
+def test_openvino_int8_without_nncf_names_the_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # `import nncf` raises ImportError
+    with pytest.raises(ImportError, match="pip install nncf"):
+        deploy.export_student(build_student("A", seed=0), tmp_path / "out", formats=["openvino"], input_size=(32, 32),
+                              int8=True, records_dir=tmp_path)
+    assert not (tmp_path / "out").exists()  # raised before writing anything
+
+
 @pytest.mark.parametrize("variant", ["A", "B"])
 def test_load_student_reads_the_variant_from_the_weights(variant, tmp_path):
     saved = build_student(variant, seed=7)
@@ -209,11 +238,14 @@ def test_predict_and_evaluate_take_the_exported_files(exports, synthetic_salicon
     records_dir = tmp_path / "records"
     export_split(str(synthetic_salicon_dir), "val", "oracle", str(records_dir), progress=False)
     assert evaluate_cli.main(["--records-dir", str(records_dir), "--models", exports["onnx"], exports["openvino"],
-                              "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+                              exports["openvino_int8"], "--out", str(tmp_path / "eval"), "--quiet"]) == 0
     results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     onnx, openvino = results["models"]["student.onnx"], results["models"]["student.xml"]
+    openvino_int8 = results["models"]["student_int8.xml"]
     for metric in ("nss", "cc", "auc_judd"):
         assert onnx["metrics"][metric] == pytest.approx(openvino["metrics"][metric], abs=1e-4)
+        assert np.isfinite(openvino_int8["metrics"][metric]) and openvino_int8["metrics"][metric] != \
+            openvino["metrics"][metric]
 
 
 def test_int8_accuracy_script_on_real_osie_images(exports):
@@ -229,6 +261,8 @@ def test_int8_accuracy_script_on_real_osie_images(exports):
     assert [s.stem for s in samples] == sorted(splits.load_split("osie", "test"))
     assert all(len(s.fixations) > 100 for s in samples)
     results = int8_accuracy.measure(Path(exports["onnx"]).parent, osie, count=2)
-    assert results["count"] == 2 and len(results["pairs"]) == 2
+    assert results["count"] == 2
+    assert sorted(results["pairs"]) == ["student.onnx vs student_int8.onnx", "student.tflite vs student_int8.tflite",
+                                        "student.xml vs student_int8.xml"]
     for entry in results["pairs"].values():
         assert -1 <= entry["cc_int8_vs_float"] <= 1 and entry["nss"]["float"] != entry["nss"]["int8"]
