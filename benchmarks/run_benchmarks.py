@@ -49,11 +49,9 @@ SECTIONS = ("inference", "training", "export", "memory", "graph", "runtimes")
 
 
 def machine_description():
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    from student.training import cpu_info
+
+    cpu = cpu_info().get("model name") or platform.processor() or platform.machine()
     gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
             for g in tf.config.list_physical_devices("GPU")]
     return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpus": gpus or ["none"], "python": platform.python_version(),
@@ -244,13 +242,10 @@ def machine_peak_gflops(threads, measured=None):
     The flags' figure assumes two 256-bit FMA pipes per core (AMD Zen 2-4, which run AVX-512 as two halves;
     Intel cores with two 512-bit FMA units get 2x that) at the clock /proc/cpuinfo reports, times `threads`.
     """
+    from student.training import cpu_info
+
     measured = measured or measure_matmul_gflops()
-    info = {}
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
+    info = cpu_info()
     flags = set(info.get("flags", "").split())
     mhz = float(info.get("cpu MHz", 0.0))
     lanes = 8 if {"avx2", "fma"} <= flags else 4  # float32 lanes per 256-bit (or 128-bit) FMA

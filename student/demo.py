@@ -37,11 +37,6 @@ class DemoSettings:
     jit_compile: bool = None  # None: XLA where it is faster (`student.training.xla_pays_off`)
     cache: bool = True  # decode the 320 + 80 images once per run (0.1 GB at 96x128), not once per epoch
 
-    def _jit_compile(self):
-        from student.training import xla_pays_off
-
-        return xla_pays_off() if self.jit_compile is None else self.jit_compile
-
     def train_config(self, variant, run_dir, initial_weights, seed, **overrides):
         """The `TrainConfig` of one demo or study run: these settings, one device, from `initial_weights`."""
         from student.training import TrainConfig
@@ -49,7 +44,7 @@ class DemoSettings:
         return TrainConfig(
             variant=variant, records_dir=self.records_dir, run_dir=run_dir, epochs=self.epochs,
             batch_size=self.batch_size, learning_rate=self.learning_rate, image_size=self.train_size,
-            initial_weights=initial_weights, seed=seed, strategy="one_device", jit_compile=self._jit_compile(),
+            initial_weights=initial_weights, seed=seed, strategy="one_device", jit_compile=self.jit_compile,
             cache=self.cache, **overrides,
         )
 

@@ -58,18 +58,13 @@ class StudySettings:
     jit_compile: bool = None  # None: XLA where it is faster (`student.training.xla_pays_off`)
     cache: bool = True  # decode the 1,303 training images once per run (0.4 GB), not once per epoch
 
-    def _jit_compile(self):
-        from student.training import xla_pays_off
-
-        return xla_pays_off() if self.jit_compile is None else self.jit_compile
-
     def train_config(self, name, run_dir, initial_weights, seed):
         from student.training import TrainConfig
 
         return TrainConfig(
             records_dir=list(self.records_dirs), run_dir=run_dir, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, image_size=self.image_size, initial_weights=initial_weights,
-            seed=seed, strategy="one_device", jit_compile=self._jit_compile(), cache=self.cache, verbose=0,
+            seed=seed, strategy="one_device", jit_compile=self.jit_compile, cache=self.cache, verbose=0,
             **VARIANTS[name],
         )
 

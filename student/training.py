@@ -46,13 +46,19 @@ def xla_pays_off():
     """
     if tf.config.list_physical_devices("GPU"):
         return True
+    info = cpu_info()
+    return not ("avx512f" in info.get("flags", "").split() and info.get("vendor_id") == "GenuineIntel")
+
+
+def cpu_info():
+    """The first CPU's fields of /proc/cpuinfo ("flags", "vendor_id", "cpu MHz", ...); {} where there is none."""
     info = {}
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 info.setdefault(key.strip(), value.strip())
-    return not ("avx512f" in info.get("flags", "").split() and info.get("vendor_id") == "GenuineIntel")
+    return info
 
 
 @dataclasses.dataclass
@@ -74,7 +80,8 @@ class TrainConfig:
         initial_weights: student `.weights.h5` to start from (A and B from the same initial weights).
         seed: weight init, data order and flips.
         strategy: "auto", "mirrored", "one_device" or "multiworker".
-        mixed_precision, jit_compile: mixed_float16 with loss scaling; XLA compilation of the train step.
+        mixed_precision, jit_compile: mixed_float16 with loss scaling; XLA compilation of the train step
+            (None: where it is faster, `xla_pays_off`).
         flips: "none", "horizontal" or "both" (the seed's horizontal and vertical flips).
         train_split, val_split: record splits to train and validate on.
         label_fraction: train on the human maps of only this fraction of the training records (a fixed subset,
@@ -120,6 +127,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.image_size = tuple(int(s) for s in self.image_size)
+        if self.jit_compile is None:
+            self.jit_compile = xla_pays_off()
         if not isinstance(self.records_dir, (str, os.PathLike)):
             self.records_dir = [os.fspath(d) for d in self.records_dir]
             if len(self.records_dir) == 1:
@@ -288,10 +297,11 @@ def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_tea
     `config.cache` they share one in-memory cache of the decoded examples (`n_examples` of them), filled by the
     first epoch.
     """
-    examples = None
+    examples, buffer = None, {}
     if config.cache:
         examples = records.decoded_examples(files, config.image_size, with_teacher, config.resize,
                                             label_fraction=config.label_fraction).cache()
+        buffer = {"shuffle_buffer": max(n_examples or 0, 2048)}  # all of them: they are in memory anyway
     epochs = []
     for epoch in range(initial_epoch, config.epochs):
         ds = records.training_dataset(
@@ -305,7 +315,7 @@ def epoch_seeded_dataset(files, config, initial_epoch, steps_per_epoch, with_tea
             resize=config.resize,
             label_fraction=config.label_fraction,
             examples=examples,
-            shuffle_buffer=max(n_examples or 0, 2048),
+            **buffer,
         )
         epochs.append(ds.take(steps_per_epoch))
     return functools.reduce(lambda a, b: a.concatenate(b), epochs)
