@@ -16,7 +16,7 @@ from datasets.io import check_writable_dir, import_tensorflow_quietly
 
 import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
-from metrics.evaluation import evaluate, to_markdown, write_results  # noqa: E402
+from evaluation.scoring import evaluate, to_markdown, write_results  # noqa: E402
 
 
 def build_parser():

@@ -6,7 +6,7 @@
 
 The SavedModel takes uint8 RGB of any size; the .onnx, .xml (+ .bin) and .tflite files take uint8 RGB at
 exactly --input-size (any batch) and return "density" and "saliency_map" at that size. predict.py and
-evaluate.py load every one of them and resize other image sizes in and out (see student/deploy.py).
+evaluate.py load every one of them and resize other image sizes in and out (see inference/export.py).
 --int8 adds `<name>_int8.onnx`, `<name>_int8.xml` (+ .bin; needs NNCF: pip install nncf) and `<name>_int8.tflite`
 for those of the formats asked for.
 Exit status 2 for a missing or unusable model, records or runtime package.
@@ -15,7 +15,7 @@ Exit status 2 for a missing or unusable model, records or runtime package.
 import argparse
 import sys
 
-from student import deploy
+from inference import export as deploy
 
 
 def build_parser():

@@ -19,6 +19,8 @@ from datasets.io import check_writable_dir, import_tensorflow_quietly
 import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
 from datasets import nusvip, sources  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
 from teacher import export  # noqa: E402
 
 
@@ -131,7 +133,7 @@ def main(argv=None):
         return _fail(e, 2)
     except (ValueError, RuntimeError) as e:
         return _fail(e, 1)
-    except (OSError, export.tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
+    except (OSError, tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
         return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: free space "

@@ -168,7 +168,7 @@ def _verbosity(args):
 
 def demo_settings(args, parser):
     """The `DemoSettings` for --demo from the flags it honours; other changed flags are an error naming them."""
-    from student.demo import DemoSettings
+    from experiments.demo import DemoSettings
 
     ignored = [
         "--" + dest.replace("_", "-")
@@ -199,7 +199,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.demo:
-            from student.demo import run_demo
+            from experiments.demo import run_demo
 
             variants = ("A", "B") if args.variant == "both" else (args.variant,)
             run_demo(run_dir=args.run_dir or "runs/demo", variants=variants, seed=args.seed,

@@ -38,7 +38,7 @@ def osie_test_samples(osie_dir, count=None):
 def measure(exports_dir, osie_dir, count=None, name="student"):
     from datasets.io import read_image
     from metrics import saliency
-    from student.inference import load_predictor
+    from inference.predictors import load_predictor
 
     samples = osie_test_samples(osie_dir, count)
     names = [os.path.basename(sample.image_path) for sample in samples]

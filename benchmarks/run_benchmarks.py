@@ -11,7 +11,7 @@ Each line of the table is a ratio of two measurements taken here, under the same
 4. variant B vs variant A step time (aim: B costs < 15% more), as TensorFlow graphs and compiled with XLA;
 5. export_teacher peak memory for N and 4N images (aim: flat);
 6. the teacher as the imported frozen graph vs the converted Keras MSI-Net;
-7. deployment runtimes: the student exported by student.deploy (TF SavedModel, ONNX Runtime, OpenVINO,
+7. deployment runtimes: the student exported by inference.export (TF SavedModel, ONNX Runtime, OpenVINO,
    LiteRT; float and int8) against the teacher in each runtime it exports to, images/s at 240x320, batch 1
    and 8, `--threads` threads, with achieved GFLOP/s against the machine's peak (a measured large float32
    matmul and the peak from the CPU's flags and clock). Aims: the best student >= 10x the best teacher, and
@@ -257,7 +257,7 @@ def machine_peak_gflops(threads, measured=None):
 
 def _export_runtimes(work, keras_msinet, records_dir):
     """Student (random-weight B) and teacher exports for the runtime rows; reused when present (resumable)."""
-    from student import deploy
+    from inference import export as deploy
     from student.model import build_student
 
     out = os.path.join(work, "runtime_exports")
@@ -297,7 +297,7 @@ def bench_runtimes(work, graph_teacher, keras_msinet, records_dir, threads, repe
     float32 for the teacher), so the rows time the runtimes, not image decoding or resizing. Each round times
     every configuration once (median of `repeats` calls); the fastest round counts.
     """
-    from student.inference import RuntimeStudentPredictor
+    from inference.predictors import RuntimeStudentPredictor
     from student.model import build_student
     from student.serving import inference_student
 

@@ -14,7 +14,8 @@ MIT1003 has no official split; callers split the sorted list themselves. Load a 
 
 import os
 
-from datasets.salicon import IMAGE_EXTENSIONS, MAP_EXTENSIONS, SaliconSample, check_pairs, files_by_stem, load_sample
+from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem
+from datasets.salicon import SaliconSample, load_sample
 
 __all__ = ["list_mit1003", "load_sample", "SaliconSample"]
 

@@ -36,8 +36,8 @@ import h5py
 import numpy as np
 import scipy.io
 
-from datasets.io import read_image, read_map
-from datasets.salicon import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem
+from datasets.sample import Sample, sized_map
+from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem
 
 # OSIE's reference maps: the lab's `params.eye.radius` for its 800x600 stimuli.
 OSIE_SIGMA_PX = 24.0
@@ -61,7 +61,7 @@ class OutsideImageWarning(UserWarning):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class EyeSample:
+class EyeSample(Sample):
     """One stimulus with its observers' fixations.
 
     `fixations` is int32 (N, 2) 0-based (row, col) inside the image, `observers` int32 (N,) the observer of
@@ -83,6 +83,26 @@ class EyeSample:
     dataset: str = ""
     sigma: float = DEFAULT_SIGMA_PX
     fixations_path: None = None
+
+    points_in_memory = True
+
+    @property
+    def human_map_origin(self):
+        if self.map_path:
+            return "the data set's own maps (maps/)"
+        return (f"built from the fixation points (datasets.nusvip.fixation_density: rounded, clamped, Gaussian "
+                f"sigma {self.sigma:g} px, window ceil(7 sigma), divided by the maximum)")
+
+    def check_image(self, image):
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(f"{self.image_path}: decoded as {image.shape[0]}x{image.shape[1]}, its header says "
+                             f"{self.height}x{self.width}")
+
+    def human_map(self, image_shape=None):
+        return load_human_map(self)
+
+    def fixation_points(self, image_shape=None):
+        return self.fixations, self.observers, self.durations
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -350,25 +370,16 @@ def load_human_map(sample):
         ValueError: naming the map file when it is unreadable or not of the image's size.
     """
     if sample.map_path:
-        saliency = read_map(sample.map_path)
-        if saliency.shape != (sample.height, sample.width):
-            raise ValueError(f"{sample.map_path}: map is {saliency.shape[0]}x{saliency.shape[1]} but its image "
-                             f"{sample.image_path} is {sample.height}x{sample.width}; maps must have the image's size")
-        return saliency
+        return sized_map(sample.map_path, sample.image_path, (sample.height, sample.width))
     density = fixation_density(sample.fixations, (sample.height, sample.width), sample.sigma)
     return np.round(density * 255.0).astype(np.uint8)
 
 
 def load_sample(sample):
-    """Load one `EyeSample`: dict with `stem`, `image` (uint8 RGB), `saliency` (uint8 (H, W)), `fixations`,
-    `observers`, `durations`.
+    """Load one `EyeSample` (`Sample.load`): dict with `stem`, `image` (uint8 RGB), `saliency` (uint8 (H, W)),
+    `fixations`, `observers`, `durations`.
 
     Raises:
         ValueError: naming the file when the image is unreadable or its size differs from the listed one.
     """
-    image = read_image(sample.image_path)
-    if image.shape[:2] != (sample.height, sample.width):
-        raise ValueError(f"{sample.image_path}: decoded as {image.shape[0]}x{image.shape[1]}, its header says "
-                         f"{sample.height}x{sample.width}")
-    return {"stem": sample.stem, "image": image, "saliency": load_human_map(sample), "fixations": sample.fixations,
-            "observers": sample.observers, "durations": sample.durations}
+    return sample.load()

@@ -20,12 +20,12 @@ import os
 
 import numpy as np
 
-from datasets.io import read_image, read_map
+from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem  # noqa: F401 (re-exported)
+from datasets.io import read_map
 from datasets.matfile import read_gaze_mat
+from datasets.sample import Sample
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MAP_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FIXATION_EXTENSIONS = (".mat",)
 
 # Folder names (images, maps, fixations) of the two layouts, in the order they are tried.
@@ -36,13 +36,20 @@ LAYOUTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SaliconSample:
+class SaliconSample(Sample):
     """One stimulus and its ground-truth files; `map_path` and `fixations_path` are None when absent."""
 
     stem: str
     image_path: str
     map_path: str | None = None
     fixations_path: str | None = None
+
+    def fixation_points(self, image_shape):
+        """The fixation file's points (no observers or durations); None without a fixation file."""
+        if self.fixations_path is None:
+            return None
+        fixations = np.asarray(load_fixations(self.fixations_path, image_shape), np.int32).reshape(-1, 2)
+        return fixations, np.zeros(0, np.int32), np.zeros(0, np.float32)
 
 
 def detect_layout(root):
@@ -59,42 +66,6 @@ def detect_layout(root):
         f"{root}: not a SALICON folder; expected images/{{train,val,test}}/ (2017 release: images, maps, "
         "fixations) or stimuli/{train,val}/ (MSI-Net download layout: stimuli, saliency, fixations)"
     )
-
-
-def files_by_stem(folder, extensions, required=True):
-    """Map stem -> path for the files in `folder` with one of `extensions` (hidden/temporary files skipped).
-
-    Returns None when the folder does not exist and `required` is False.
-    """
-    if not os.path.isdir(folder):
-        if required:
-            raise FileNotFoundError(f"{folder}: folder not found")
-        return None
-    found = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        if name.startswith(".") or ext.lower() not in extensions:
-            continue
-        if stem in found:
-            raise ValueError(
-                f"{folder}: two files share the stem {stem!r} ({os.path.basename(found[stem])}, {name}); keep one"
-            )
-        found[stem] = os.path.join(folder, name)
-    if not found:
-        raise FileNotFoundError(f"{folder}: no {'/'.join(extensions)} files in this split folder")
-    return found
-
-
-def check_pairs(images, others, what):
-    """Check that `others` (stem -> path) has exactly the stems of `images`; errors name the odd file."""
-    for stem, image_path in images.items():
-        if stem not in others:
-            folder = os.path.dirname(next(iter(others.values())))
-            raise FileNotFoundError(f"{image_path}: no {what} file {stem}.* in {folder}")
-    for stem, path in others.items():
-        if stem not in images:
-            folder = os.path.dirname(next(iter(images.values())))
-            raise ValueError(f"{path}: {what} file without an image {stem}.* in {folder}; remove it or add the image")
 
 
 def list_salicon(root, split):
@@ -244,7 +215,7 @@ def fixation_map(fixations, shape):
 
 
 def load_sample(sample):
-    """Load one sample's arrays.
+    """Load one sample's arrays (`Sample.load`).
 
     Args:
         sample: a `SaliconSample` (from `list_salicon` or `datasets.mit1003.list_mit1003`).
@@ -256,16 +227,5 @@ def load_sample(sample):
     Raises:
         ValueError: naming the files if one is unreadable or the map size differs from the image size.
     """
-    image = read_image(sample.image_path)
-    saliency = None
-    if sample.map_path is not None:
-        saliency = read_map(sample.map_path)
-        if saliency.shape != image.shape[:2]:
-            raise ValueError(
-                f"{sample.map_path}: map is {saliency.shape[0]}x{saliency.shape[1]} but its image "
-                f"{sample.image_path} is {image.shape[0]}x{image.shape[1]}; maps must have the image's size"
-            )
-    fixations = None
-    if sample.fixations_path is not None:
-        fixations = load_fixations(sample.fixations_path, image.shape)
-    return {"stem": sample.stem, "image": image, "saliency": saliency, "fixations": fixations}
+    loaded = sample.load()
+    return {key: loaded[key] for key in ("stem", "image", "saliency", "fixations")}

@@ -15,7 +15,8 @@ import os
 
 from datasets import nusvip, splits
 from datasets.mit1003 import list_mit1003
-from datasets.salicon import IMAGE_EXTENSIONS, SaliconSample, files_by_stem, list_salicon
+from datasets.folders import IMAGE_EXTENSIONS, files_by_stem
+from datasets.salicon import SaliconSample, list_salicon
 
 DATASETS = ("salicon", "mit1003", "osie", "nus", "images")
 

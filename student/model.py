@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from student.resnet18 import (
+from student.backbones.resnet18 import (
     ENCODER_NAME,
     ImageNetNormalization,
     build_resnet18_encoder,
@@ -164,7 +164,7 @@ def build_student(
     Args:
         variant: str. ``"A"`` (saliency head) or ``"B"`` (saliency + teacher heads). Defaults to ``"B"``.
         backbone_weights: str, path or None. Pretrained ResNet18 weights for the encoder (see
-            :func:`student.resnet18.load_resnet18_weights`); None keeps the random init. Defaults to None.
+            :func:`student.backbones.resnet18.load_resnet18_weights`); None keeps the random init. Defaults to None.
         input_shape: tuple. Input shape without batch. Defaults to ``(None, None, 3)``.
         name: str or None. Model name; None gives ``"student_a"`` / ``"student_b"``.
         seed: int or None. Seeds every initialiser by layer name, so A and B built with the same seed share

@@ -74,7 +74,7 @@ def tiny_student():
     its initial weights follow `keras.utils.set_random_seed`."""
     import keras
 
-    from student.resnet18 import SyncBatchNormalization
+    from student.backbones.resnet18 import SyncBatchNormalization
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)

@@ -17,8 +17,8 @@ import evaluate as evaluate_cli
 import export_teacher
 from datasets import records
 from datasets.io import encode_png, read_image, read_map
-from metrics.evaluation import evaluate
-from student.inference import ContractPredictor, TeacherPredictor, load_predictor, predict_files
+from evaluation.scoring import evaluate
+from inference.predictors import ContractPredictor, TeacherPredictor, load_predictor, predict_files
 from teacher import export
 from teacher.loading import CONTRACT, ContractTeacher, Teacher, load_teacher, teacher_kind
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from student import demo, study
+from experiments import demo, study
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import tensorflow as tf
 import export_student as export_cli
 from datasets import records
 from datasets.io import read_image
-from student import deploy
-from student.inference import RuntimeStudentPredictor, load_predictor
+from inference import export as deploy
+from inference.predictors import RuntimeStudentPredictor, load_predictor
 from student.model import build_student, spatial_softmax
 from student.serving import export_saved_model, inference_student
 
@@ -76,7 +76,7 @@ def exports(trained_like_student, calibration_records, tmp_path_factory):
 @pytest.fixture(scope="session")
 def test_images(synthetic_salicon_dir):
     """Synthetic scenes at the export size (the val images, resized) and at their own 48x64."""
-    from student.inference import resize_to
+    from inference.predictors import resize_to
 
     originals = [read_image(p) for p in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))]
     return np.stack([resize_to(im, SIZE) for im in originals]), originals

@@ -1,4 +1,4 @@
-"""evaluate.py and metrics.evaluation on records whose answers are known."""
+"""evaluate.py and evaluation.scoring on records whose answers are known."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import tensorflow as tf
 import evaluate as evaluate_cli
 from datasets import nusvip, records
 from datasets.io import encode_png
-from metrics import evaluation
+from evaluation import scoring as evaluation
 
 SHAPE = (24, 32)
 

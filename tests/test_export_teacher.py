@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import export_teacher
-from datasets import records
+from datasets import records, shards
 from datasets.io import read_image, read_map
 from datasets.salicon import load_salicon_fixations
 from teacher import export
@@ -323,7 +323,7 @@ def test_full_disk_during_export_is_a_clear_error_and_leaves_no_temporary_file(
     def no_space(self):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._tmp)
 
-    monkeypatch.setattr(export._ShardWriter, "_finish", no_space)
+    monkeypatch.setattr(shards.ShardWriter, "_finish", no_space)
     out = tmp_path / "d"
     code = export_teacher.main(["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
                                 "--input-size", "24", "32", "--out", str(out), "--images-per-shard", "3",

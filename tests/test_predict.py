@@ -1,4 +1,4 @@
-"""predict.py and the shared model loader `student.inference.load_predictor`."""
+"""predict.py and the shared model loader `inference.predictors.load_predictor`."""
 
 import os
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import predict
-from student.inference import StudentPredictor, TeacherPredictor, list_images, load_predictor, overlay_heatmap
+from inference.predictors import StudentPredictor, TeacherPredictor, list_images, load_predictor, overlay_heatmap
 from student.model import build_student
 from student.serving import export_saved_model
 from tests.msinet_reference import build_reference_pb
@@ -290,7 +290,7 @@ def test_exif_orientation_6_jpeg_is_predicted_as_displayed(student_predictor, tm
     from PIL import Image, ImageOps
 
     from datasets.io import read_image
-    from student.inference import predict_files
+    from inference.predictors import predict_files
 
     rng = np.random.default_rng(3)
     stored = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from student import real_study
+from experiments import real_study
 from teacher import export
 from tests.nusvip_fixtures import make_nusvip
 

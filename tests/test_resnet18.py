@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from student.resnet18 import (
+from student.backbones.resnet18 import (
     ImageNetNormalization,
     SyncBatchNormalization,
     build_resnet18_encoder,

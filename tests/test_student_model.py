@@ -14,7 +14,7 @@ from student.model import (
     saliency_map,
     spatial_softmax,
 )
-from student.resnet18 import build_resnet18_encoder, torchvision_key_map
+from student.backbones.resnet18 import build_resnet18_encoder, torchvision_key_map
 
 
 def _conv_params(k, c_in, c_out):

@@ -115,7 +115,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
     from datasets.io import atomic_write
-    from datasets.salicon import IMAGE_EXTENSIONS, files_by_stem
+    from datasets.folders import IMAGE_EXTENSIONS, files_by_stem
 
     if os.path.exists(args.out):
         print(f"{args.out}: exists; splits are never regenerated over a stored file, delete it first", file=sys.stderr)

@@ -6,7 +6,7 @@ each record. The one resize involved is documented per source:
 - the teacher's maps stored in the records (teacher resolution, padding removed) are resized to the image size
   with bilinear interpolation (`cv2.INTER_LINEAR`);
 - a student (run folder or SavedModel) and a teacher file predict at the image size themselves (their own
-  resize back, bilinear, inside `student.inference`).
+  resize back, bilinear, inside `inference.predictors`).
 
 KLD, CC and SIM compare with the human map; NSS, AUC-Judd, AUC-Borji and sAUC use the fixations when a record
 has any (sAUC negatives: the union of the fixations of `sauc_other` other images of the same data set, seeded).
@@ -220,7 +220,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     Args:
         records_dir: folder of distillation records, or a list of folders (e.g. MIT1003 and OSIE).
         split: the split to score ("val", or "test" for the real data sets' fixed splits).
-        models: {name: path or Predictor}; paths are loaded with `student.inference.load_predictor`.
+        models: {name: path or Predictor}; paths are loaded with `inference.predictors.load_predictor`.
         include_teacher: also score the teacher maps stored in the records.
         densities_dir: folder of true densities `<stem>.npy` (synthetic data) for `kld_true` / `cc_true`.
         max_images: score only the first N records of each folder.
@@ -239,7 +239,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     """
     import keras
 
-    from student.inference import load_predictor
+    from inference.predictors import load_predictor
 
     records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
     examples = [ex for directory in records_dirs for ex in load_examples(directory, split, max_images)]

@@ -6,7 +6,7 @@
 - a student SavedModel written by `student.serving.export_saved_model` (outputs "saliency_map"/"density"),
 - an MSI-Net teacher: a frozen `.pb`, a TF2 SavedModel (the author's Hub/HF export) or a Keras file,
 - any saliency model following `teacher.loading.CONTRACT` (a SavedModel folder or Keras file, e.g. FastGaze),
-- a student exported by `student.deploy`: `.onnx` (ONNX Runtime), `.xml` (OpenVINO) or `.tflite` (LiteRT),
+- a student exported by `inference.export`: `.onnx` (ONNX Runtime), `.xml` (OpenVINO) or `.tflite` (LiteRT),
   the runtime picked from the extension,
 
 and returns a `Predictor` whose `predict(image)` maps a uint8 RGB image (H, W, 3) to a float32 (H, W)
@@ -213,7 +213,7 @@ RUNTIME_EXTENSIONS = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "li
 def resize_to(image, size, interpolation=None):
     """Resize an (H, W[, C]) array to `size` (H, W) with OpenCV: area averaging when shrinking, else bilinear.
 
-    This is the resize the fixed-size runtime exports document (`student.deploy`): area for shrinking is
+    This is the resize the fixed-size runtime exports document (`inference.export`): area for shrinking is
     OpenCV's antialiased downscale, as the SavedModel's `tf.image.resize(antialias=True)` is TensorFlow's.
     """
     import cv2

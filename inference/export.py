@@ -1,6 +1,6 @@
 """Export a trained student to the runtimes people deploy with: SavedModel, ONNX, OpenVINO and LiteRT.
 
-    from student.deploy import export_student
+    from inference.export import export_student
     paths = export_student("runs/B", "exports/B", input_size=(240, 320), int8=True, records_dir="data/distill")
 
 The SavedModel keeps the project's contract (uint8 RGB of any size in, the map at that size out; see
@@ -9,7 +9,7 @@ The SavedModel keeps the project's contract (uint8 RGB of any size in, the map a
 "density" (sums to 1) and "saliency_map" (max 1), float32 (N, H, W, 1) at that size out. The batch size is
 free. To serve an image of another size, bring it to (H, W) as the student was trained, letterboxed (resized to
 fit with its aspect ratio kept, centred on the ImageNet mean colour) or stretched, run the file, take the
-density of the image's box, renormalise it and resize it back: `student.inference` does that with OpenCV
+density of the image's box, renormalise it and resize it back: `inference.predictors` does that with OpenCV
 (area when shrinking, bilinear otherwise), so these files give the same contract as the SavedModel through
 `load_predictor`. `<file>.json` beside each file records the input size and the resize mode.
 
@@ -46,7 +46,7 @@ def run_resize(path, default="letterbox"):
 
 def _write_export_metadata(path, input_size, resize):
     from datasets.io import atomic_write
-    from student.inference import export_metadata_path
+    from inference.predictors import export_metadata_path
 
     with atomic_write(export_metadata_path(path), "w") as f:
         json.dump({"format": "saliency-kd student export", "input": "uint8 (N, H, W, 3) RGB at input_size",
@@ -279,7 +279,7 @@ def calibration_images(records_dir, input_size, split="train", count=32, seed=0,
     so calibration sees the variety of the data rather than the first shard's.
     """
     from datasets import records
-    from student.inference import fit_to_input
+    from inference.predictors import fit_to_input
 
     files = records.list_shards(records_dir, split)
     images = [example["image"].numpy() for example in records.read_records(files)]

@@ -118,8 +118,8 @@ def plot_grid(records_dir, run_dirs, path, n_images=4):
     import matplotlib.pyplot as plt
 
     from datasets import records
-    from metrics.evaluation import resize_map
-    from student.inference import load_predictor
+    from evaluation.scoring import resize_map
+    from inference.predictors import load_predictor
 
     predictors = {v: load_predictor(d) for v, d in run_dirs.items()}
     examples = list(records.read_records(records.list_shards(records_dir, "val")).take(n_images).as_numpy_iterator())
@@ -148,7 +148,7 @@ def run_demo(run_dir="runs/demo", variants=("A", "B"), seed=0, settings=None, ve
     `seed` seeds the students' initial weights, data order and flips; the synthetic data set is always made
     with seed 0 (the study's), so demos with different seeds share `data_dir` and `records_dir`.
     """
-    from metrics.evaluation import evaluate, to_markdown, write_results
+    from evaluation.scoring import evaluate, to_markdown, write_results
 
     settings = settings or DemoSettings()
     os.makedirs(run_dir, exist_ok=True)

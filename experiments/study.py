@@ -1,6 +1,6 @@
 """The A-versus-B distillation study on synthetic data, over several seeds.
 
-    python -m student.study --seeds 0 1 2
+    python -m experiments.study --seeds 0 1 2
 
 The seed project trained A (no teacher) and B (with the teacher) once each and concluded that without
 distillation the student "fails to converge". This repeats the comparison honestly: for each seed, A and B start
@@ -49,7 +49,7 @@ class ValMetricsPerEpoch(keras.callbacks.Callback):
         return np.asarray(spatial_softmax(logits))[..., 0]
 
     def on_epoch_end(self, epoch, logs=None):
-        from metrics.evaluation import resize_map, score_map
+        from evaluation.scoring import resize_map, score_map
 
         scores = []
         for ex, density, truth in zip(self.examples, self._densities(), self.truths):
@@ -62,7 +62,7 @@ class ValMetricsPerEpoch(keras.callbacks.Callback):
 
 
 def _teacher_scores(examples, truths):
-    from metrics.evaluation import resize_map, score_map
+    from evaluation.scoring import resize_map, score_map
 
     scores = [score_map(resize_map(ex["teacher"], ex["saliency"].shape).astype(np.float64), ex, None,
                         resize_map(t, ex["saliency"].shape)) for ex, t in zip(examples, truths)]
@@ -71,8 +71,8 @@ def _teacher_scores(examples, truths):
 
 def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
     """Train A and B for every seed and summarise; finished runs are reused."""
-    from metrics.evaluation import load_examples
-    from student.demo import DemoSettings, _ensure_data, _ensure_records
+    from evaluation.scoring import load_examples
+    from experiments.demo import DemoSettings, _ensure_data, _ensure_records
     from student.training import finished_run, save_initial_weights, train
 
     settings = settings or DemoSettings()
@@ -179,7 +179,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/study", help="output folder")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
     args = p.parse_args(argv)
-    from student.demo import DemoSettings
+    from experiments.demo import DemoSettings
 
     settings = DemoSettings()
     if args.epochs:

@@ -1,6 +1,6 @@
 """Does a real pretrained teacher help the student? The A-versus-B study on real photos and real fixations.
 
-    python -m student.real_study --records-dir data/distill_mit1003 data/distill_osie --seeds 0 1 2
+    python -m experiments.real_study --records-dir data/distill_mit1003 data/distill_osie --seeds 0 1 2
 
 The records come from `export_teacher.py` with any teacher (the README uses FastGaze, a real pretrained gaze
 model) for the train, val and test splits of each data set. For every seed, all variants start from the same
@@ -94,7 +94,7 @@ class ValCurves(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         from metrics import saliency
-        from metrics.evaluation import resize_map
+        from evaluation.scoring import resize_map
 
         logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
         scores = []
@@ -133,7 +133,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
     by its time budget reports what it has, with the number of seeds per variant).
     """
-    from metrics.evaluation import evaluate, load_examples
+    from evaluation.scoring import evaluate, load_examples
     from student.training import finished_run, save_initial_weights, train
 
     settings = settings or StudySettings()
@@ -215,7 +215,7 @@ _NAMES = {"nss": "NSS ↑", "auc_judd": "AUC-Judd ↑", "sauc": "sAUC ↑", "cc"
 
 def to_markdown(summary):
     """One table per data set: the variants (mean ± sd over seeds), the teacher and the two reference rows."""
-    from metrics.evaluation import CENTRE_BIAS, INTER_OBSERVER, TEACHER_RECORDS
+    from evaluation.scoring import CENTRE_BIAS, INTER_OBSERVER, TEACHER_RECORDS
 
     s = summary["settings"]
     lines = [f"Test splits, mean ± sd over the seeds each variant ran (n in the table); training at "

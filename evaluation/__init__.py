@@ -1,0 +1,1 @@
+"""Scoring models on eye-tracking records: the MIT metrics over a test split, with floor and ceiling rows."""

@@ -1,0 +1,39 @@
+"""Student encoders, one module per backbone, and the registry that `build_student(backbone=...)` reads.
+
+Each backbone module provides ``build_encoder(input_shape, name, seed)`` (a functional model on the normalised
+image whose output is a dict of taps ``{"P2", "P3", "P4", "P5"}`` at strides 4, 8, 16 and 32), the layer that
+normalises RGB 0..255 for it, its tap widths, and a loader for its pretrained weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+DEFAULT_BACKBONE = "resnet18"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneInfo:
+    """What the registry knows of a backbone without importing Keras: its module and tap widths."""
+
+    name: str
+    module: str
+    tap_channels: tuple[int, int, int, int]
+
+    def load(self):
+        """The backbone's module (imports Keras)."""
+        return importlib.import_module(self.module)
+
+
+BACKBONES = {
+    "resnet18": BackboneInfo("resnet18", "student.backbones.resnet18", (64, 128, 256, 512)),
+}
+
+
+def get_backbone(name: str) -> BackboneInfo:
+    """The registry entry of `name`; a ValueError lists the valid names otherwise."""
+    try:
+        return BACKBONES[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"Unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
