@@ -13,7 +13,8 @@ from datasets.io import check_writable_dir, import_tensorflow_quietly
 
 import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
-from inference.predictors import load_predictor, predict_files  # noqa: E402
+from inference.files import predict_files  # noqa: E402
+from inference.predictors import load_predictor  # noqa: E402
 
 
 def build_parser():

@@ -14,23 +14,19 @@ saliency map in [0, 1] at the image's own size. The student's pre- and post-proc
 SavedModel; the teacher's are the author's (aspect-preserving resize and pad to the teacher's input size,
 then crop the padding and resize back), from `teacher.preprocessing`.
 
-`predict_files` is the library behind predict.py: it writes a grayscale PNG (and optionally a heat-map
-overlay JPEG) per image file.
+Writing maps for files (predict.py) is `inference.files`.
 """
 
-import dataclasses
 import os
 
 import numpy as np
 
-from datasets.io import encode_jpeg, encode_png, read_image, write_bytes_atomic
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 RUN_SAVED_MODEL = "saved_model"
 STUDENT_OUTPUTS = ("saliency_map", "density")
 
 
-def _check_image(image, name="image"):
+def check_image(image, name="image"):
     """Return `image` as a uint8 (H, W, 3) array or raise naming what was received and the fix."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
@@ -70,7 +66,7 @@ class Predictor:
 
     def predict(self, image):
         """Saliency map of one uint8 RGB image (H, W, 3): float32 (H, W) in [0, 1]."""
-        return self._predict_group(_check_image(image)[None])[0]
+        return self._predict_group(check_image(image)[None])[0]
 
     def predict_batch(self, images):
         """Saliency maps of a sequence of uint8 RGB images of any sizes, in order.
@@ -83,7 +79,7 @@ class Predictor:
         Returns:
             A list of float32 (H_i, W_i) maps in [0, 1].
         """
-        images = [_check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+        images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
         by_size = {}
         for i, im in enumerate(images):
             by_size.setdefault(im.shape, []).append(i)
@@ -132,7 +128,7 @@ class StudentPredictor(Predictor):
         """The exported density itself (float64 (H, W), sums to 1), not a renormalised map."""
         import tensorflow as tf
 
-        outputs = self._serve(images=tf.constant(_check_image(image)[None]))
+        outputs = self._serve(images=tf.constant(check_image(image)[None]))
         density = outputs["density"].numpy()[0, ..., 0].astype(np.float64)
         return density / density.sum()
 
@@ -342,7 +338,7 @@ class RuntimeStudentPredictor(Predictor):
 
     def predict_density(self, image):
         """The density (float64 (H, W), sums to 1) at the image's size."""
-        density = self._predict_densities(_check_image(image)[None])[0].astype(np.float64)
+        density = self._predict_densities(check_image(image)[None])[0].astype(np.float64)
         return density / density.sum()
 
 
@@ -449,163 +445,3 @@ def _teacher_from_weights(path, teacher_input_size, batch_size):
             f"{path}: not MSI-Net teacher weights ({type(e).__name__}). If it is a student checkpoint, pass its "
             "run folder (with saved_model/) or a SavedModel folder instead"
         ) from e
-
-
-def _overlay_colormap(colormap, alpha):
-    """The matplotlib colormap named `colormap`, after checking both overlay arguments."""
-    from matplotlib import colormaps
-
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
-    try:
-        return colormaps[colormap]
-    except KeyError:
-        raise ValueError(f"`colormap` {colormap!r} is not a matplotlib colormap (e.g. 'jet', 'inferno')") from None
-
-
-def overlay_heatmap(image, saliency_map, colormap="jet", alpha=0.5):
-    """Blend a colour-mapped saliency map over an image.
-
-    Args:
-        image: uint8 RGB (H, W, 3).
-        saliency_map: float (H, W) in [0, 1] at the image's size.
-        colormap: a matplotlib colormap name. Defaults to "jet".
-        alpha: weight of the heat map (0 = image only, 1 = heat map only). Defaults to 0.5.
-
-    Returns:
-        uint8 RGB (H, W, 3).
-    """
-    cmap = _overlay_colormap(colormap, alpha)
-    image = _check_image(image)
-    saliency_map = np.asarray(saliency_map, np.float32)
-    if saliency_map.shape != image.shape[:2]:
-        raise ValueError(f"saliency map {saliency_map.shape} != image {image.shape[:2]}; predict at the image size")
-    heat = cmap(np.clip(saliency_map, 0.0, 1.0))[..., :3] * 255.0
-    return np.round((1.0 - alpha) * image + alpha * heat).clip(0, 255).astype(np.uint8)
-
-
-def map_to_uint8(saliency_map):
-    """A [0, 1] map as a uint8 (H, W) image (0..255, rounded)."""
-    return np.round(np.clip(saliency_map, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def list_images(inputs, exclude=None, skipped=None):
-    """Expand files and folders into (image_path, output_stem) pairs.
-
-    Folders are searched recursively for .jpg/.jpeg/.png/.bmp (case-insensitive), sorted; an image
-    `folder/sub/x.jpg` gets the output stem `sub/x` so equal names in different subfolders stay apart.
-    A file given directly gets its own stem, whatever its extension.
-
-    Args:
-        inputs: paths of image files and folders.
-        exclude: the output folder. Inside an input folder, its contents are skipped (earlier outputs are not
-            inputs); equal to an input folder, it is refused (maps would land among the images).
-        skipped: a list that receives the paths of other files found in the folders (not listed as images).
-
-    Returns:
-        A list of (path, stem) pairs.
-
-    Raises:
-        FileNotFoundError: an input does not exist.
-        ValueError: two inputs would write the same output, or the output folder is an input folder.
-    """
-    exclude = os.path.realpath(exclude) if exclude else None
-    pairs = []
-    for item in inputs:
-        item = os.fspath(item)
-        if os.path.isdir(item):
-            top = os.path.realpath(item)
-            if exclude == top:
-                raise ValueError(
-                    f"the output folder {exclude} is the input folder {item}: the maps would be mixed with the images "
-                    f"(and read as images next time); choose another --out, e.g. {os.path.join(item, 'predictions')}"
-                )
-            found = []
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                # Only an output folder strictly inside this input is skipped; one above it holds the input itself.
-                if exclude and os.path.realpath(root) == exclude:
-                    dirs[:] = []
-                    continue
-                for name in sorted(files):
-                    path = os.path.join(root, name)
-                    if name.lower().endswith(IMAGE_EXTENSIONS):
-                        found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
-                    elif skipped is not None and not name.startswith("."):
-                        skipped.append(path)
-            pairs.extend(found)
-        elif os.path.isfile(item):
-            pairs.append((item, os.path.splitext(os.path.basename(item))[0]))
-        else:
-            raise FileNotFoundError(f"{item}: no such image file or folder")
-    seen = {}
-    for path, stem in pairs:
-        if stem in seen:
-            raise ValueError(
-                f"{seen[stem]} and {path} would both be written as {stem}.png; rename one or predict them separately"
-            )
-        seen[stem] = path
-    return pairs
-
-
-@dataclasses.dataclass
-class PredictionReport:
-    """What `predict_files` did: output files written, (input path, message naming it) failures, and the files
-    of the input folders that are not images of a known type (`skipped`)."""
-
-    written: list
-    failures: list
-    skipped: list = dataclasses.field(default_factory=list)
-
-
-def predict_files(predictor, inputs, out_dir="predictions", overlay=False, colormap="jet", alpha=0.5,
-                  progress=True):
-    """Write `<out_dir>/<stem>.png` (grayscale map at the image's size) for every image in `inputs`.
-
-    An image that cannot be read or predicted is reported and skipped; the others are still written.
-    Every file is written atomically.
-
-    Args:
-        predictor: a `Predictor` (see `load_predictor`).
-        inputs: image files and folders (see `list_images`).
-        out_dir: output folder. Defaults to "predictions".
-        overlay: also write `<stem>_overlay.jpg`, the heat map blended over the image.
-        colormap: matplotlib colormap of the overlay. Defaults to "jet".
-        alpha: heat-map weight of the overlay. Defaults to 0.5.
-        progress: show a progress bar (stderr).
-
-    Returns:
-        A `PredictionReport`.
-
-    Raises:
-        FileNotFoundError: an input does not exist.
-        ValueError: no images, two inputs would write the same output, the output folder is an input folder, or
-            a bad `colormap` / `alpha` with `overlay`.
-    """
-    from tqdm import tqdm
-
-    if overlay:
-        _overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
-    report = PredictionReport(written=[], failures=[])
-    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped)
-    if not pairs:
-        others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""
-        raise ValueError(
-            f"no images to predict in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
-            f"{'/'.join(IMAGE_EXTENSIONS)} files"
-        )
-    for path, stem in tqdm(pairs, desc="predict", unit="image", disable=not progress):
-        try:
-            image = read_image(path)
-            saliency_map = predictor.predict(image)
-            target = os.path.join(out_dir, stem + ".png")
-            write_bytes_atomic(target, encode_png(map_to_uint8(saliency_map)))
-            report.written.append(target)
-            if overlay:
-                target = os.path.join(out_dir, stem + "_overlay.jpg")
-                write_bytes_atomic(target, encode_jpeg(overlay_heatmap(image, saliency_map, colormap, alpha)))
-                report.written.append(target)
-        except Exception as e:  # one bad image must not stop the others; each failure is reported
-            message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
-            report.failures.append((path, message))
-    return report

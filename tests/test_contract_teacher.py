@@ -18,7 +18,8 @@ import export_teacher
 from datasets import records
 from datasets.io import encode_png, read_image, read_map
 from evaluation.scoring import evaluate
-from inference.predictors import ContractPredictor, TeacherPredictor, load_predictor, predict_files
+from inference.files import predict_files
+from inference.predictors import ContractPredictor, TeacherPredictor, load_predictor
 from teacher import export
 from teacher.loading import CONTRACT, ContractTeacher, Teacher, load_teacher, teacher_kind
 

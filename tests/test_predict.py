@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import predict
-from inference.predictors import StudentPredictor, TeacherPredictor, list_images, load_predictor, overlay_heatmap
+from inference.files import list_images, overlay_heatmap
+from inference.predictors import StudentPredictor, TeacherPredictor, load_predictor
 from student.model import build_student
 from student.serving import export_saved_model
 from tests.msinet_reference import build_reference_pb
@@ -290,7 +291,7 @@ def test_exif_orientation_6_jpeg_is_predicted_as_displayed(student_predictor, tm
     from PIL import Image, ImageOps
 
     from datasets.io import read_image
-    from inference.predictors import predict_files
+    from inference.files import predict_files
 
     rng = np.random.default_rng(3)
     stored = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
