@@ -27,6 +27,8 @@ def build_parser():
     parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                         help="size the student runs at (default: the run's training size; required for a .weights.h5)")
     parser.add_argument("--variant", choices=("A", "B"), default=None, help="variant of a bare .weights.h5 (default: read from the file)")
+    parser.add_argument("--backbone", default=None,
+                        help="encoder of a bare .weights.h5 (default: the run's config, or resnet18)")
     parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .onnx, .xml and .tflite files")
     parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
     parser.add_argument("--calibration-split", default="train", help="records split used for calibration")
@@ -39,7 +41,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         paths = deploy.export_student(args.model, args.out, formats=args.formats, input_size=args.input_size,
-                                      variant=args.variant, int8=args.int8, records_dir=args.records_dir,
+                                      variant=args.variant, backbone=args.backbone, int8=args.int8, records_dir=args.records_dir,
                                       calibration_split=args.calibration_split,
                                       calibration_count=args.calibration_count, name=args.name)
     except (FileNotFoundError, ValueError, ImportError) as e:

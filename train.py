@@ -14,6 +14,7 @@ from datasets.io import import_tensorflow_quietly
 
 import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
+from student.backbones import BACKBONES  # noqa: E402
 from student.training import TrainConfig, TrainingDivergedError  # noqa: E402
 
 _DEFAULTS = TrainConfig()
@@ -107,9 +108,12 @@ def build_parser():
                    help="weight of the T^2-scaled teacher term on head 2 (variant B)")
     p.add_argument("--kd-into-saliency", type=non_negative_float, default=_DEFAULTS.kd_into_saliency,
                    help="weight of an extra teacher term on the saliency head (variant B; 0 = off, as the seed)")
+    p.add_argument("--backbone", choices=list(BACKBONES), default=_DEFAULTS.backbone,
+                   help="the student's encoder (default: the design card's resnet18)")
     p.add_argument("--backbone-weights", default=None,
-                   help="ImageNet ResNet18 weights (.safetensors / .pth from torchvision or timm, or .weights.h5); "
-                        "default: random init, as the seed project")
+                   help="pretrained encoder weights: 'imagenet' (the file that the `pretrained` extra's packages "
+                        "ship; efficientnet-lite0/1/2, mobilenetv2) or a path (for resnet18: torchvision's or timm's "
+                        ".pth / .safetensors, or a .weights.h5); default: random init, as the seed project")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="weight init, data order and flips")
     p.add_argument("--strategy", choices=["auto", "mirrored", "one_device", "multiworker"], default="auto",
                    help="auto: MirroredStrategy on more than one GPU, else one device; multiworker reads TF_CONFIG")
@@ -143,6 +147,7 @@ def config_from_args(args, variant, run_dir, initial_weights=None):
         temperature=args.temperature,
         kd_weight=args.kd_weight,
         kd_into_saliency=args.kd_into_saliency,
+        backbone=args.backbone,
         backbone_weights=args.backbone_weights,
         initial_weights=initial_weights,
         seed=args.seed,

@@ -54,13 +54,14 @@ def _write_export_metadata(path, input_size, resize):
     return path
 
 
-def load_student(path, variant=None):
+def load_student(path, variant=None, backbone=None):
     """Load a trained student from a run folder or a `.weights.h5` file.
 
     Args:
         path: a run folder from train.py (its `config.json` gives the variant and training size; the best
             checkpoint is used, else the last) or a student `.weights.h5` file.
         variant: "A" or "B"; None reads it from the run's config or the weights file.
+        backbone: the encoder's name; None reads it from the run's config (a bare file: "resnet18").
 
     Returns:
         (keras student, input_size or None). input_size is the run's training size; None for a bare file.
@@ -81,6 +82,7 @@ def load_student(path, variant=None):
         with open(config_path) as f:
             config = json.load(f)
         variant = variant or config.get("variant")
+        backbone = backbone or config.get("backbone")
         input_size = tuple(config["image_size"]) if "image_size" in config else None
         for name in ("best.weights.h5", "last.weights.h5"):
             weights = os.path.join(path, "checkpoints", name)
@@ -94,15 +96,16 @@ def load_student(path, variant=None):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
     if variant is None:
         variant = _weights_variant(path)
-    student = build_student(variant)
+    backbone = backbone or "resnet18"
+    student = build_student(variant, backbone=backbone)
     with warnings.catch_warnings():
         # Keras only warns when a file lacks some of the model's layers; a student half-loaded is an error.
         warnings.simplefilter("error", UserWarning)
         try:
             student.load_weights(path)
         except (ValueError, UserWarning) as e:
-            raise ValueError(f"{path}: these weights do not fit a variant {variant} student ({e}); "
-                             "pass the right --variant") from None
+            raise ValueError(f"{path}: these weights do not fit a variant {variant} {backbone} student ({e}); "
+                             "pass the right --variant and --backbone") from None
     return student, input_size
 
 
@@ -291,7 +294,8 @@ def calibration_images(records_dir, input_size, split="train", count=32, seed=0,
 
 
 def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=None, int8=False,
-                   records_dir=None, calibration_split="train", calibration_count=32, name="student", resize=None):
+                   records_dir=None, calibration_split="train", calibration_count=32, name="student", resize=None,
+                   backbone=None):
     """Export a trained student to each of `formats` in `out_dir`; the one-call library behind export_student.py.
 
     Args:
@@ -302,6 +306,7 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         formats: any of "saved_model", "onnx", "openvino", "litert".
         input_size: (H, W) the student runs at; None = the run's training size (required for a bare file).
         variant: "A"/"B" for a bare `.weights.h5` (None tries both).
+        backbone: the encoder of a bare `.weights.h5` (None: the run's, or "resnet18").
         int8: also write a calibrated int8 file for each of the onnx, openvino and litert formats asked for
             (needs `records_dir`; OpenVINO's needs NNCF).
         records_dir: distillation records to calibrate int8 on.
@@ -327,7 +332,7 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     if int8 and "openvino" in formats:
         _import_nncf()
     if isinstance(source, (str, os.PathLike)):
-        student, run_size = load_student(source, variant)
+        student, run_size = load_student(source, variant, backbone)
         resize = resize or run_resize(source)
     else:
         student, run_size = source, None

@@ -1,12 +1,14 @@
-"""The saliency student: ResNet18 encoder, an UpSampling2D/Conv2D decoder and one or two logit heads.
+"""The saliency student: an encoder from `student.backbones` (ResNet18 by default), an UpSampling2D/Conv2D
+decoder and one or two logit heads.
 
 Variant A has one head, ``"saliency"`` (trained on the human maps). Variant B adds a second branch,
 ``"teacher"``, whose logits are matched to the teacher's maps; both branch from the last upsampled 32-channel
 tensor, as in the seed project (there without skip connections and with sigmoid outputs; here the heads output
 logits whose spatial softmax is the predicted fixation density, see :func:`spatial_softmax`).
 
-Any input size works: the image is padded to a multiple of 32 inside the model (symmetrically, with the
-ImageNet mean colour, i.e. zeros after normalisation) and the output is cropped back to the input size.
+Any input size works: the image is padded to a multiple of 32 inside the model (symmetrically, with zeros after
+the backbone's own normalisation, i.e. its mean colour) and the output is cropped back to the input size. The
+decoder reads the encoder's stride-32 tap, whatever its width.
 """
 
 from __future__ import annotations
@@ -14,14 +16,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from student.backbones.resnet18 import (
-    ENCODER_NAME,
-    ImageNetNormalization,
-    build_resnet18_encoder,
-    check_image_shape,
-    layer_seed,
-    load_resnet18_weights,
-)
+from student.backbones import DEFAULT_BACKBONE, get_backbone
+from student.backbones.resnet18 import check_image_shape, layer_seed
 
 VARIANTS = ("A", "B")
 HEADS = {"A": ("saliency",), "B": ("saliency", "teacher")}
@@ -146,25 +142,27 @@ def _head_conv(x, filters, name, seed, activation=None, dtype=None):
 def build_student(
     variant: str = "B",
     backbone_weights=None,
+    backbone: str = DEFAULT_BACKBONE,
     input_shape=(None, None, 3),
     name: str | None = None,
     seed: int | None = None,
 ) -> keras.Model:
-    """Builds the ResNet18 saliency student.
+    """Builds the saliency student on the encoder `backbone` (the design card's ResNet18 by default).
 
     Input: RGB float 0..255 (normalisation inside). Output: a dict of LOGITS ``(B, H, W, 1)`` float32, the
     same H, W as the input: ``{"saliency"}`` for variant A, ``{"saliency", "teacher"}`` for B. Turn logits into
     a density with :func:`spatial_softmax` or a [0, 1] map with :func:`saliency_map`.
 
-    Layer names: ``normalize``, ``pad``, ``resnet18`` (the nested encoder), ``decoder_block{1..4}_{up,conv}``,
+    Layer names: ``normalize``, ``pad``, the nested encoder (named after the backbone, e.g. ``resnet18``), ``decoder_block{1..4}_{up,conv}``,
     ``decoder_up5``, ``saliency_conv`` (head A), and for B ``teacher_conv1`` (16, ReLU), ``teacher_conv2``,
     then ``saliency``/``teacher`` (crops). Under mixed precision the upsamplings, the heads' last convs and the
     crops run in float32 (outputs are float32).
 
     Args:
         variant: str. ``"A"`` (saliency head) or ``"B"`` (saliency + teacher heads). Defaults to ``"B"``.
-        backbone_weights: str, path or None. Pretrained ResNet18 weights for the encoder (see
-            :func:`student.backbones.resnet18.load_resnet18_weights`); None keeps the random init. Defaults to None.
+        backbone_weights: str, path or None. Pretrained weights for the encoder: a file, or ``"imagenet"`` for
+            the file an installed package ships (see the backbone's module); None keeps the random init.
+        backbone: str. A name in `student.backbones.BACKBONES`. Defaults to ``"resnet18"``.
         input_shape: tuple. Input shape without batch. Defaults to ``(None, None, 3)``.
         name: str or None. Model name; None gives ``"student_a"`` / ``"student_b"``.
         seed: int or None. Seeds every initialiser by layer name, so A and B built with the same seed share
@@ -179,12 +177,14 @@ def build_student(
     variant_key = str(variant).upper()
     if variant_key not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    info = get_backbone(backbone)
+    module = info.load()
     inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
-    x = ImageNetNormalization(name="normalize")(inputs)
+    x = module.Normalization(name="normalize")(inputs)
     x = PadToMultiple(OUTPUT_STRIDE, name="pad")(x)
-    encoder = build_resnet18_encoder((None, None, 3), name=ENCODER_NAME, seed=seed)
+    encoder = module.build_encoder((None, None, 3), name=info.layer_name, seed=seed)
     if backbone_weights is not None:
-        load_resnet18_weights(encoder, backbone_weights)
+        module.load_weights(encoder, backbone_weights)
     x = encoder(x)["P5"]
     for i, filters in enumerate(DECODER_FILTERS, start=1):
         x = apply_decoder_block(x, filters, f"decoder_block{i}", seed)

@@ -76,7 +76,9 @@ class TrainConfig:
         image_size: (H, W) the student is trained at; 240x320 is the teacher's SALICON resolution.
         resize: "letterbox" (aspect ratio kept, padded, losses on the image's pixels only) or "stretch".
         temperature, kd_weight, kd_into_saliency: the distillation loss (variant B; see student.distillation).
-        backbone_weights: ImageNet ResNet18 weights (.safetensors, .pth, .weights.h5); None = random init.
+        backbone: the encoder, a name in `student.backbones.BACKBONES` ("resnet18", the design card's, by default).
+        backbone_weights: pretrained encoder weights: "imagenet" (the file an installed package ships) or a path;
+            None = random init.
         initial_weights: student `.weights.h5` to start from (A and B from the same initial weights).
         seed: weight init, data order and flips.
         strategy: "auto", "mirrored", "one_device" or "multiworker".
@@ -107,6 +109,7 @@ class TrainConfig:
     temperature: float = 3.0
     kd_weight: float = 2.5
     kd_into_saliency: float = 0.0
+    backbone: str = "resnet18"
     backbone_weights: str = None
     initial_weights: str = None
     seed: int = 0
@@ -330,11 +333,13 @@ def _initial_epoch(backup_dir):
 
 
 def _changed_settings(previous, config):
-    """{setting: (old, new)} for the settings of `config` that differ from a run's stored config.json."""
+    """{setting: (old, new)} for the settings of `config` that differ from a run's stored config.json (a
+    setting that an older run's file lacks counts as its default)."""
+    defaults = TrainConfig().to_json()
     return {
-        k: (previous.get(k), v)
+        k: (previous.get(k, defaults.get(k)), v)
         for k, v in config.to_json().items()
-        if k not in _RESUMABLE_OVERRIDES and previous.get(k) != v
+        if k not in _RESUMABLE_OVERRIDES and previous.get(k, defaults.get(k)) != v
     }
 
 
@@ -443,7 +448,7 @@ def _build_student_with_backbone(config):
     from student.model import build_student
 
     try:
-        return build_student(config.variant, backbone_weights=config.backbone_weights)
+        return build_student(config.variant, backbone_weights=config.backbone_weights, backbone=config.backbone)
     except (FileNotFoundError, ImportError):
         raise
     except Exception as e:  # safetensors, h5py and torch raise their own types for a garbage file
@@ -468,7 +473,7 @@ def build_distiller(config, strategy):
             from student.model import copy_common_weights
 
             # The initial weights are variant B's (a superset of A's layers).
-            source = build_student("B")
+            source = build_student("B", backbone=config.backbone)
             source.load_weights(config.initial_weights)
             copy_common_weights(source, student)
         distiller = Distiller(
@@ -586,7 +591,7 @@ def train(config, strategy=None, extra_callbacks=()):
         from student.model import build_student
         from student.serving import export_saved_model
 
-        student = build_student(config.variant)
+        student = build_student(config.variant, backbone=config.backbone)
         student.load_weights(best_path)
         export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
     best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
@@ -597,14 +602,14 @@ def train(config, strategy=None, extra_callbacks=()):
     return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
 
 
-def save_initial_weights(path, seed):
+def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None):
     """Write variant B's seeded initial weights, from which both variants start (A takes the common layers)."""
     from student.model import build_student
 
     if not os.path.exists(path):
         keras.utils.set_random_seed(seed)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _save_weights_atomic(build_student("B"), path)
+        _save_weights_atomic(build_student("B", backbone=backbone, backbone_weights=backbone_weights), path)
     return path
 
 
@@ -618,8 +623,9 @@ def train_both(make_config, parent_dir):
     Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
-    seed = make_config("A", os.path.join(parent_dir, "A"), None).seed
-    initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), seed)
+    first = make_config("A", os.path.join(parent_dir, "A"), None)
+    initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
+                                   first.backbone_weights)
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
     done = [finished_run(c) for c in configs]
     if all(done) and any(c.resume for c in configs):

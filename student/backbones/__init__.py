@@ -2,7 +2,8 @@
 
 Each backbone module provides ``build_encoder(input_shape, name, seed)`` (a functional model on the normalised
 image whose output is a dict of taps ``{"P2", "P3", "P4", "P5"}`` at strides 4, 8, 16 and 32), the layer that
-normalises RGB 0..255 for it, its tap widths, and a loader for its pretrained weights.
+normalises RGB 0..255 for it (``Normalization``), its tap widths (``TAP_CHANNELS``), and
+``load_weights(encoder, path_or_imagenet)`` for its pretrained weights.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ class BackboneInfo:
     name: str
     module: str
     tap_channels: tuple[int, int, int, int]
+
+    @property
+    def layer_name(self):
+        """The nested encoder's layer name in a student (``resnet18``, ``efficientnet_lite0``, ...)."""
+        return self.name.replace("-", "_")
 
     def load(self):
         """The backbone's module (imports Keras)."""

