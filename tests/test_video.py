@@ -1,7 +1,8 @@
-"""Saliency for videos (inference.video.predict_video), on tiny synthetic clips.
+"""Saliency for videos (inference.video.predict_video and predict.py on video files), on tiny synthetic clips.
 
 Inputs are written with OpenCV: FFV1 in .avi (lossless, so the frames the predictor sees are known exactly) or
-mp4v in .mp4. A fake predictor whose map is each frame's brightness stands in for a model."""
+mp4v in .mp4. A fake predictor whose map is each frame's brightness stands in for a model, except in the
+predict.py tests, which load a contract SavedModel built here."""
 
 import os
 import weakref
@@ -9,7 +10,9 @@ import weakref
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
+import predict
 from inference.video import DEFAULT_FPS, VIDEO_EXTENSIONS, list_videos, predict_video
 from student.inference import Predictor, map_to_uint8, overlay_heatmap
 
@@ -279,3 +282,115 @@ def test_list_videos_finds_videos_in_folders_and_refuses_clashes(tmp_path):
         list_videos([tmp_path / "a.mp4", tmp_path])
     with pytest.raises(ValueError, match="is the input folder"):
         list_videos([tmp_path], exclude=tmp_path)
+
+
+# --- predict.py, with a contract SavedModel (float32 (B, H, W, 3) -> positive (B, H, W, 1)) -------------------
+
+
+@pytest.fixture(scope="module")
+def contract_model(tmp_path_factory):
+    """A saliency-model contract SavedModel whose density is the red channel + 1: map = (R + 1) / (max R + 1)."""
+    module = tf.Module()
+    module.serve = tf.function(lambda images: {"density": images[..., :1] + 1.0},
+                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    path = tmp_path_factory.mktemp("contract") / "red"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def test_cli_predicts_a_video_and_an_image_together(contract_model, clip, tmp_path, capsys):
+    path, frames = clip
+    image = synthetic_frames(1, size=(20, 30), seed=5)[0]
+    assert cv2.imwrite(str(tmp_path / "photo.png"), image[:, :, ::-1])
+    out = tmp_path / "pred"
+    code = predict.main(["--model", contract_model, str(path), str(tmp_path / "photo.png"), "--out", str(out),
+                         "--save-maps", "--batch-size", "4", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.splitlines() == [
+        "[predict] 1 image(s) written to " + str(out) + "; 0 failed",
+        f"[predict] {path} -> {out / 'clip_saliency.mp4'} (10 frames, 64x48, 12 fps; maps in {out / 'clip_maps'})",
+        f"[predict] 1 video(s) written to {out}; 0 failed",
+    ]
+    assert captured.err == ""
+    assert sorted(os.listdir(out)) == ["clip_maps", "clip_saliency.mp4", "photo.png"]
+    written, fps, _ = read_video(out / "clip_saliency.mp4")
+    assert len(written) == 10 and fps == 12.0
+    for i in (0, 9):
+        red = frames[i][:, :, 0].astype(np.float32) + 1.0
+        written_map = cv2.imread(str(out / "clip_maps" / f"frame_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.abs(written_map.astype(float) - red / red.max() * 255).max() <= 1.0
+
+
+def test_cli_reports_a_broken_video_and_writes_the_rest(contract_model, clip, tmp_path, capsys):
+    path, _ = clip
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    os.replace(path, folder / "clip.avi")
+    (folder / "broken.mp4").write_text("not a video")
+    (folder / "notes.txt").write_text("x")
+    out = tmp_path / "pred"
+    code = predict.main(["--model", contract_model, str(folder), "--out", str(out), "--no-progress", "--overlay"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"failed: {folder / 'broken.mp4'}: OpenCV cannot open this video" in captured.err
+    assert "skipped 1 file(s)" in captured.err and "notes.txt" in captured.err and "clip.avi" not in captured.err
+    assert "[predict] 1 video(s) written" in captured.out and "1 failed" in captured.out
+    assert "image(s)" not in captured.out  # the folder holds no images: no image summary, no "no images" error
+    assert sorted(os.listdir(out)) == ["clip_saliency.mp4"]
+
+
+def test_cli_warns_about_video_flags_without_videos(contract_model, tmp_path, capsys):
+    assert cv2.imwrite(str(tmp_path / "a.png"), synthetic_frames(1, size=(20, 30))[0])
+    code = predict.main(["--model", contract_model, str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                         "--save-maps", "--no-progress"])
+    assert code == 0
+    assert "--save-maps only applies to videos; ignored" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict.main(["--model", contract_model, str(tmp_path / "a.png"), "--batch-size", "0"])
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_with_images_only_behaves_as_before(contract_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert cv2.imwrite(str(photos / "a.png"), synthetic_frames(1, size=(20, 30))[0])
+    (photos / "notes.txt").write_text("x")
+    code = predict.main(["--model", contract_model, str(photos), "--out", str(tmp_path / "o"), "--colormap",
+                         "inferno", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.out == f"[predict] 1 image(s) written to {tmp_path / 'o'}; 0 failed\n"
+    assert "--colormap only applies with --overlay" in captured.err
+    assert "skipped 1 file(s)" in captured.err and "notes.txt" in captured.err
+    assert predict.main(["--model", contract_model, str(photos), "--out", str(photos), "--no-progress"]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert predict.main(["--model", contract_model, str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert f"no images to predict in {empty}" in capsys.readouterr().err
+    assert predict.main(["--model", contract_model, str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path / 'nothing.mp4'}: no such image or video file or folder" in capsys.readouterr().err
+
+
+def test_cli_in_a_subprocess_keeps_results_on_stdout_and_status_on_stderr(contract_model, clip, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "predict.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL")}
+    path, _ = clip
+    (tmp_path / "broken.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(script), "--model", contract_model, str(path),
+                             str(tmp_path / "broken.mp4"), "--out", str(out), "--batch-size", "3"],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"[predict] {path} -> {out / 'clip_saliency.mp4'} (10 frames, 64x48, 12 fps)",
+        f"[predict] 1 video(s) written to {out}; 1 failed",
+    ]
+    assert "clip.avi: 100%" in result.stderr and "10/10" in result.stderr  # the progress bar
+    assert f"predict.py: failed: {tmp_path / 'broken.mp4'}: OpenCV cannot open this video" in result.stderr
+    assert "moov atom" not in result.stderr  # FFmpeg's own log is quiet; our error says it
+    assert sorted(os.listdir(out)) == ["clip_saliency.mp4"]
