@@ -12,7 +12,7 @@ from inference.predictors import check_image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _overlay_colormap(colormap, alpha):
+def overlay_colormap(colormap, alpha):
     """The matplotlib colormap named `colormap`, after checking both overlay arguments."""
     from matplotlib import colormaps
 
@@ -36,7 +36,7 @@ def overlay_heatmap(image, saliency_map, colormap="jet", alpha=0.5):
     Returns:
         uint8 RGB (H, W, 3).
     """
-    cmap = _overlay_colormap(colormap, alpha)
+    cmap = overlay_colormap(colormap, alpha)
     image = check_image(image)
     saliency_map = np.asarray(saliency_map, np.float32)
     if saliency_map.shape != image.shape[:2]:
@@ -146,7 +146,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     from tqdm import tqdm
 
     if overlay:
-        _overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
+        overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped)
     if not pairs:
