@@ -334,3 +334,63 @@ def test_cli_errors(photo_dir, tmp_path, capsys):
     assert crop.main([str(broken), "--method", "centre", "--model", "m", "--out", out, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "--model m ignored" in err and f"crop.py: failed: {broken}: not a readable image" in err
+
+
+def test_benchmark_counts_fixations_and_resumes(tmp_path, monkeypatch):
+    """benchmarks/crop_fixations.py on a two-image NUS-VIP folder: counts by hand-checkable boxes, then a rerun
+    computes nothing it holds and a new model only that model."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import crop_fixations
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import student.inference
+    from datasets import nusvip
+    from tests.nusvip_fixtures import make_nusvip
+
+    root = make_nusvip(tmp_path / "osie")
+    with pytest.warns(nusvip.OutsideImageWarning):
+        samples = nusvip.list_nusvip(root)
+    monkeypatch.setattr(crop_fixations, "list_test_samples", lambda dataset, data_dir, split="test": samples)
+    loaded = []
+
+    def load(path):
+        loaded.append(path)
+        return CountingPredictor()
+
+    monkeypatch.setattr(student.inference, "load_predictor", load)
+    results_path = str(tmp_path / "results.json")
+    args = dict(datasets=("osie",), aspects=("1:1", "2:1"), scales=(1.0, 0.5), progress=False)
+    results, measured = crop_fixations.measure(str(tmp_path), {"m": "m.keras"}, results_path, **args)
+    assert measured == {"osie": ["a", "b"]} and loaded == ["m.keras"]
+    for sample in samples:
+        entry = results["datasets"]["osie"]["test"][sample.stem]
+        assert entry["fixations"] == len(sample.fixations) and entry["size"] == [sample.height, sample.width]
+        image = read_image(sample.image_path)
+        for aspect, scale in [("1:1", 1.0), ("2:1", 0.5)]:
+            key = f"{aspect}@{scale:g}"
+            box = centre_box(image.shape, aspect, scale)
+            assert entry["inside"]["centre"]["centre"][key] == fixations_in_box(sample.fixations, box) * len(
+                sample.fixations)
+            for source, saliency in (("m", image[..., 1] / 255.0), ("human", nusvip.load_human_map(sample))):
+                for method in ("point", "mass"):
+                    box = crop_box(saliency, aspect, method, scale)
+                    expected = ((sample.fixations[:, 0] >= box.y) & (sample.fixations[:, 0] < box.y + box.height)
+                                & (sample.fixations[:, 1] >= box.x) & (sample.fixations[:, 1] < box.x + box.width))
+                    assert entry["inside"][source][method][key] == expected.sum(), (sample.stem, source, method, key)
+    assert json.loads(Path(results_path).read_text()) == results
+    table = crop_fixations.to_markdown(results, measured, ["m"], aspects=args["aspects"], scales=args["scales"])
+    assert "| mass: m |" in table and "| point: human map (ceiling) |" in table and "osie, split `test`: 2 images" in table
+    # A rerun loads no model and changes nothing; a second model is the only work done.
+    monkeypatch.setattr(crop_fixations, "crop_counts", lambda *a: pytest.fail("recomputed a stored crop"))
+    assert crop_fixations.measure(str(tmp_path), {"m": "m.keras"}, results_path, **args)[0] == results
+    assert loaded == ["m.keras"]
+    computed = []
+    monkeypatch.setattr(crop_fixations, "crop_counts", lambda saliency, fixations, configs, methods: computed.append(
+        methods) or {m: {crop_fixations.config_key(a, s): 0 for a, s in configs} for m in methods})
+    again, _ = crop_fixations.measure(str(tmp_path), {"m": "m.keras", "n": "n.keras"}, results_path, **args)
+    assert loaded == ["m.keras", "n.keras"] and computed == [("point", "mass")] * 2
+    assert {k: v for k, v in again["datasets"]["osie"]["test"]["a"]["inside"].items() if k != "n"} == \
+        results["datasets"]["osie"]["test"]["a"]["inside"]
+    with pytest.raises(ValueError, match="model 'm' was measured from m.keras, not other.keras"):
+        crop_fixations.measure(str(tmp_path), {"m": "other.keras"}, results_path, **args)
