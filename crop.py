@@ -10,7 +10,7 @@ width, height in the image's pixels), the method, scale and model. `--method cen
 import argparse
 import sys
 
-from datasets.io import check_writable_dir
+from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
 
 
@@ -72,8 +72,6 @@ def main(argv=None):
         check_writable_dir(args.out)
         predictor = None
         if args.method != "centre":
-            from datasets.io import import_tensorflow_quietly
-
             import_tensorflow_quietly()  # TensorFlow only now: --help and centre crops start fast, without its lines
             from student.inference import load_predictor
 

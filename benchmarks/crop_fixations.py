@@ -172,7 +172,7 @@ def _mean_se(values):
     return float(values.mean()), float(se)
 
 
-def rows_of(results, models):
+def rows_of(models):
     """The table's rows: (label, source, method)."""
     rows = [("centre", CENTRE, CENTRE)]
     rows += [(f"{method}: {name}", name, method) for name in models for method in METHODS]
@@ -209,7 +209,7 @@ def to_markdown(results, measured, models, split="test", aspects=ASPECTS, scales
                 return np.array([images[s]["inside"][source][method][key] / images[s]["fixations"] for s in stems])
 
             centre = np.mean([fractions(CENTRE, CENTRE, k) for k in keys], axis=0)
-            for label, source, method in rows_of(results, models):
+            for label, source, method in rows_of(models):
                 per_ratio = [fractions(source, method, k) for k in keys]
                 cells = ["{:.3f} ± {:.3f}".format(*_mean_se(v)) for v in per_ratio]
                 average = np.mean(per_ratio, axis=0)
