@@ -145,7 +145,8 @@ def _check_map(saliency_map):
     if saliency_map.ndim != 2 or min(saliency_map.shape) < 1:
         raise ValueError(f"`saliency_map` must be a 2-D (H, W) map at the image's size. Received shape "
                          f"{saliency_map.shape}")
-    saliency_map = saliency_map.astype(np.float64)
+    if not (np.issubdtype(saliency_map.dtype, np.number) or saliency_map.dtype == bool):
+        raise ValueError(f"`saliency_map` must hold numbers. Received dtype {saliency_map.dtype}")
     if not np.isfinite(saliency_map).all():
         raise ValueError("`saliency_map` has NaN or infinite values; check the model's output")
     return saliency_map

@@ -161,6 +161,8 @@ def test_bad_maps_methods_and_scales():
         crop_box(saliency, "3-2")
     with pytest.raises(ValueError, match=r"2-D \(H, W\).*\(10,\)"):
         crop_box(np.ones(10), "1:1")
+    with pytest.raises(ValueError, match="must hold numbers. Received dtype <U1"):
+        crop_box(np.full((4, 4), "a"), "1:1")
     with pytest.raises(ValueError, match="NaN or infinite"):
         crop_box(np.full((4, 4), np.nan), "1:1")
 
