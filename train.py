@@ -57,10 +57,10 @@ def non_negative_float(text):
 
 
 def fraction(text):
-    """argparse type: a number in (0, 1]."""
+    """argparse type: a number in [0, 1] (0: no human map at all, pure distillation)."""
     value = finite_float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
     return value
 
 
@@ -101,7 +101,8 @@ def build_parser():
                         "resize to --image-size ignoring the aspect ratio")
     p.add_argument("--label-fraction", type=fraction, default=_DEFAULTS.label_fraction,
                    help="use the human maps of only this fraction of the training records (a fixed subset); the "
-                        "others count as teacher-only (label-scarce training)")
+                        "others count as teacher-only (label-scarce training); 0 = no human map at all (pure "
+                        "distillation: variant B with --kd-into-saliency)")
     p.add_argument("--temperature", type=positive_float, default=_DEFAULTS.temperature,
                    help="distillation temperature T on the teacher and student logits (variant B)")
     p.add_argument("--kd-weight", type=non_negative_float, default=_DEFAULTS.kd_weight,
@@ -114,6 +115,9 @@ def build_parser():
                    help="pretrained encoder weights: 'imagenet' (the file that the `pretrained` extra's packages "
                         "ship; efficientnet-lite0/1/2, mobilenetv2) or a path (for resnet18: torchvision's or timm's "
                         ".pth / .safetensors, or a .weights.h5); default: random init, as the seed project")
+    p.add_argument("--freeze-encoder-bn", action="store_true",
+                   help="keep the encoder's BatchNormalization in inference mode (its ImageNet statistics and scale "
+                        "fixed): the usual fine-tuning choice for a pretrained encoder at small batch sizes")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="weight init, data order and flips")
     p.add_argument("--strategy", choices=["auto", "mirrored", "one_device", "multiworker"], default="auto",
                    help="auto: MirroredStrategy on more than one GPU, else one device; multiworker reads TF_CONFIG")
@@ -149,6 +153,7 @@ def config_from_args(args, variant, run_dir, initial_weights=None):
         kd_into_saliency=args.kd_into_saliency,
         backbone=args.backbone,
         backbone_weights=args.backbone_weights,
+        freeze_encoder_bn=args.freeze_encoder_bn,
         initial_weights=initial_weights,
         seed=args.seed,
         strategy=args.strategy,

@@ -411,8 +411,8 @@ def _decode(ds, image_size, with_teacher, resize, labelled_only, label_fraction,
         raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
     image_size = tuple(int(s) for s in image_size)
     labelled_only = (not with_teacher) if labelled_only is None else labelled_only
-    if not 0.0 < float(label_fraction) <= 1.0:
-        raise ValueError(f"label_fraction must be in (0, 1]. Received: label_fraction={label_fraction!r}")
+    if not 0.0 <= float(label_fraction) <= 1.0:
+        raise ValueError(f"label_fraction must be in [0, 1]. Received: label_fraction={label_fraction!r}")
     spec = {"saliency/encoded": FEATURES["saliency/encoded"], "stem": FEATURES["stem"]}
 
     def labelled(serialized):

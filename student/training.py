@@ -79,6 +79,8 @@ class TrainConfig:
         backbone: the encoder, a name in `student.backbones.BACKBONES` ("resnet18", the design card's, by default).
         backbone_weights: pretrained encoder weights: "imagenet" (the file an installed package ships) or a path;
             None = random init.
+        freeze_encoder_bn: keep the encoder's BatchNormalization layers in inference mode (frozen statistics,
+            gamma and beta), for fine-tuning a pretrained encoder at small batch sizes.
         initial_weights: student `.weights.h5` to start from (A and B from the same initial weights).
         seed: weight init, data order and flips.
         strategy: "auto", "mirrored", "one_device" or "multiworker".
@@ -111,6 +113,7 @@ class TrainConfig:
     kd_into_saliency: float = 0.0
     backbone: str = "resnet18"
     backbone_weights: str = None
+    freeze_encoder_bn: bool = False
     initial_weights: str = None
     seed: int = 0
     strategy: str = "auto"
@@ -136,8 +139,8 @@ class TrainConfig:
             self.records_dir = [os.fspath(d) for d in self.records_dir]
             if len(self.records_dir) == 1:
                 self.records_dir = self.records_dir[0]
-        if not 0.0 < float(self.label_fraction) <= 1.0:
-            raise ValueError(f"label_fraction must be in (0, 1]. Received: label_fraction={self.label_fraction!r}")
+        if not 0.0 <= float(self.label_fraction) <= 1.0:
+            raise ValueError(f"label_fraction must be in [0, 1]. Received: label_fraction={self.label_fraction!r}")
         if self.resize not in records.RESIZE_MODES:
             raise ValueError(f"resize must be one of {records.RESIZE_MODES}. Received: resize={self.resize!r}")
         if self.variant not in ("A", "B"):
@@ -461,6 +464,19 @@ def _build_student_with_backbone(config):
         ) from e
 
 
+def freeze_encoder_batchnorm(student, backbone):
+    """Put every BatchNormalization of the student's encoder in inference mode (Keras 3: `trainable = False`)."""
+    from student.backbones import get_backbone
+
+    encoder = student.get_layer(get_backbone(backbone).layer_name)
+    frozen = 0
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 def build_distiller(config, strategy):
     """The student (seeded) wrapped in a compiled Distiller, built under `strategy`."""
     from student.distillation import Distiller
@@ -476,6 +492,8 @@ def build_distiller(config, strategy):
             source = build_student("B", backbone=config.backbone)
             source.load_weights(config.initial_weights)
             copy_common_weights(source, student)
+        if config.freeze_encoder_bn:
+            freeze_encoder_batchnorm(student, config.backbone)
         distiller = Distiller(
             student,
             variant=config.variant,
