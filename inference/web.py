@@ -3,7 +3,7 @@
     python app.py --model runs/b-seed0          # then open http://127.0.0.1:7860
 
 `build_app(models)` makes the page (a `gradio.Blocks`) from a dict of model names to model paths (anything
-`student.inference.load_predictor` takes: run folder, SavedModel, .onnx/.xml/.tflite export, teacher file, or
+`inference.predictors.load_predictor` takes: run folder, SavedModel, .onnx/.xml/.tflite export, teacher file, or
 a built-in name such as "fastgaze") or to ready predictor objects (anything with `predict(uint8 RGB (H, W, 3))
 -> float (H, W) map in [0, 1]`, as the tests pass). Paths load on first use and stay loaded.
 
@@ -40,7 +40,7 @@ import numpy as np
 
 from datasets.io import encode_png, write_bytes_atomic
 from inference.crop import crop_box, crop_image, parse_aspect
-from student.inference import map_to_uint8, overlay_heatmap
+from inference.files import map_to_uint8, overlay_heatmap
 
 # The models offered when none is given (app.py without --model): built-in names load_predictor knows.
 DEFAULT_MODELS = ("fastgaze",)
@@ -512,7 +512,7 @@ class Models:
             raise PhotoError(f"Unknown model {name!r}; choose one of {', '.join(self.names)}.")
         with self._lock:
             if name not in self._loaded:
-                from student.inference import load_predictor
+                from inference.predictors import load_predictor
 
                 try:
                     self._loaded[name] = load_predictor(self._entries[name])

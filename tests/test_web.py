@@ -21,7 +21,7 @@ from PIL import Image
 
 from inference import web
 from inference.crop import crop_image, parse_aspect
-from student.inference import map_to_uint8
+from inference.files import map_to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -303,7 +303,7 @@ def test_models_load_lazily_once(monkeypatch):
         loads.append(path)
         return FakePredictor()
 
-    monkeypatch.setattr("student.inference.load_predictor", fake_load)
+    monkeypatch.setattr("inference.predictors.load_predictor", fake_load)
     models = web.Models({"a": "runs/a", "b": FakePredictor()})
     assert models.names == ["a", "b"] and models.default == "a" and loads == []
     assert models.get("a") is models.get("a") and loads == ["runs/a"]
