@@ -57,6 +57,8 @@ class StudySettings:
     learning_rate: float = 1e-3
     jit_compile: bool = None  # None: XLA where it is faster (`student.training.xla_pays_off`)
     cache: bool = True  # decode the 1,303 training images once per run (0.4 GB), not once per epoch
+    backbone: str = "resnet18"
+    backbone_weights: str = None  # random init, as the seed project
 
     def train_config(self, name, run_dir, initial_weights, seed):
         from student.training import TrainConfig
@@ -65,7 +67,7 @@ class StudySettings:
             records_dir=list(self.records_dirs), run_dir=run_dir, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, image_size=self.image_size, initial_weights=initial_weights,
             seed=seed, strategy="one_device", jit_compile=self.jit_compile, cache=self.cache, verbose=0,
-            **VARIANTS[name],
+            backbone=self.backbone, **VARIANTS[name],
         )
 
 
@@ -127,11 +129,13 @@ def _test_tables(results):
             for name, table in results["datasets"].items()}
 
 
-def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False):
+def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
+              variant_table=None, title="Real data (MIT1003 + OSIE val)"):
     """Train every variant for every seed (resuming), score them, and write the summary.
 
     With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
-    by its time budget reports what it has, with the number of seeds per variant).
+    by its time budget reports what it has, with the number of seeds per variant). `settings` makes each run's
+    `TrainConfig` (`train_config`); `variant_table` names the variants' options (default `VARIANTS`).
     """
     from evaluation.scoring import evaluate, load_examples
     from student.training import finished_run, save_initial_weights, train
@@ -152,7 +156,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     runs = {name: [] for name in variants}
     for seed in seeds:
         seed_dir = os.path.join(out_dir, f"seed{seed}")
-        initial = save_initial_weights(os.path.join(seed_dir, "initial.weights.h5"), seed)
+        initial = save_initial_weights(os.path.join(seed_dir, "initial.weights.h5"), seed, settings.backbone,
+                                       settings.backbone_weights)
         for name in variants:
             run_dir = os.path.join(seed_dir, name)
             curves_path = os.path.join(run_dir, "val_curves.json")
@@ -174,12 +179,12 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         raise FileNotFoundError(f"{out_dir}: no finished run to report")
-    summary = summarise(runs, references, seeds, settings)
+    summary = summarise(runs, references, seeds, settings, variant_table or VARIANTS)
     with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with atomic_write(os.path.join(out_dir, "study.md"), "w") as f:
         f.write(to_markdown(summary))
-    plot_curves(summary, os.path.join(out_dir, "curves.png"))
+    plot_curves(summary, os.path.join(out_dir, "curves.png"), title)
     print(to_markdown(summary))
     return summary
 
@@ -192,7 +197,7 @@ def _mean_sd(values):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarise(runs, references, seeds, settings):
+def summarise(runs, references, seeds, settings, variant_table=None):
     """Per variant and data set: mean and sd over seeds of the test scores, and of the val curves per epoch."""
     summary = {"seeds": list(seeds), "settings": dataclasses.asdict(settings), "references": references,
                "variants": {}}
@@ -205,7 +210,7 @@ def summarise(runs, references, seeds, settings):
         n_epochs = min(len(r["curves"]) for r in results)
         curves = {m: [_mean_sd([r["curves"][e][m] for r in results if r["curves"][e] is not None])
                       for e in range(n_epochs)] for m in CURVE_METRICS}
-        summary["variants"][name] = {"config": VARIANTS[name], "seeds": [r["seed"] for r in results], "test": test,
+        summary["variants"][name] = {"config": (variant_table or VARIANTS)[name], "seeds": [r["seed"] for r in results], "test": test,
                                      "val_curves": curves}
     return summary
 
@@ -239,7 +244,7 @@ def to_markdown(summary):
     return "\n".join(lines)
 
 
-def plot_curves(summary, path):
+def plot_curves(summary, path, title="Real data (MIT1003 + OSIE val)"):
     """Val KLD, CC and NSS per epoch, mean ± sd over seeds, one line per variant."""
     import matplotlib
 
@@ -257,7 +262,7 @@ def plot_curves(summary, path):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Real data (MIT1003 + OSIE val), mean ± sd over seeds", fontsize=10)
+    fig.suptitle(f"{title}, mean ± sd over seeds", fontsize=10)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=90)

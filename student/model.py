@@ -245,3 +245,17 @@ def count_params(model: keras.Model) -> dict[str, int]:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return {"trainable": trainable, "non_trainable": non_trainable, "total": trainable + non_trainable}
+
+
+def forward_gmac(model: keras.Model, image_size) -> float:
+    """GMAC (billions of multiply-adds) of one forward pass at `image_size` (H, W): TensorFlow's profiler on the
+    frozen graph, whose float-op count takes a multiply-add as 2."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((1, *image_size, 3), tf.float32)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    graph = convert_variables_to_constants_v2(function).graph
+    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops / 2e9
