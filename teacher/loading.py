@@ -26,6 +26,10 @@ SavedModel is MSI-Net when its `serving_default` signature has the author's publ
 constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names; msinet.md 2.9, 3.2);
 a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
 contract. `teacher_format="msinet"` or `"contract"` (`--teacher-format`) forces a route.
+
+Built-in models (`teacher.fastgaze.BUILTIN_MODELS`: "fastgaze", "fastgaze-centre") load by name, before any
+path of that name: a `ContractTeacher` running the Keras FastGaze built from the `.vxm` shipped in the package
+(format "builtin"; pass "./fastgaze" for a file or folder called so).
 """
 
 import hashlib
@@ -39,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from teacher import convert, msinet
+from teacher import convert, fastgaze, msinet
 from teacher.preprocessing import INPUT_SIZES
 
 TEACHER_FORMATS = ("auto", "msinet", "contract")
@@ -296,7 +300,7 @@ class ContractTeacher:
 
     Attributes:
         name, sha256, path: the file or folder, its hash (every file of a folder) and where it was loaded from.
-        format: "saved_model" or "keras"; backend: "graph" (signature) or "keras".
+        format: "saved_model", "keras" or "builtin" (`teacher.fastgaze`); backend: "graph" (signature) or "keras".
         contract: `CONTRACT`.
         input_size: None (there is no fixed input size: each image runs at its own size).
         max_input_side: images with a longer side are shrunk (area, aspect kept) before the model; None: never.
@@ -472,6 +476,11 @@ def _contract_keras(path):
         raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): inputs: the "
                          f"model takes {len(model.inputs)} inputs; the contract needs a single image input")
     _check_input_spec(path, f"Keras input {model.inputs[0].name!r}", model.inputs[0].shape, model.inputs[0].dtype)
+    return _keras_model_function(model)
+
+
+def _keras_model_function(model):
+    """(a retrace-free tf.function over `model`, its number of weights or None, `model` to keep alive)."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def run(images):
@@ -484,7 +493,8 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
     """Load a Keras file or SavedModel folder that follows `CONTRACT`, checked with a probe call.
 
     Args:
-        path: a SavedModel folder (signature `serving_default`, one image input) or a `.keras` / `.h5` file.
+        path: a SavedModel folder (signature `serving_default`, one image input), a `.keras` / `.h5` file, or
+            a built-in model name (`teacher.fastgaze.BUILTIN_MODELS`).
         max_input_side: shrink images with a longer side before the model (aspect kept); None: never.
         map_max_side: longest side of the teacher maps the export stores. Defaults to 320.
 
@@ -497,15 +507,20 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
             negative values).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        fmt, backend = "saved_model", "graph"
+    name = os.path.basename(os.path.normpath(path))
+    if fastgaze.is_builtin(path):
+        fmt, backend, name, sha256 = "builtin", "keras", path, fastgaze.builtin_sha256(path)
+        function, num_params, keep_alive = _keras_model_function(fastgaze.load_fastgaze(path))
+    elif os.path.isdir(path):
+        fmt, backend, sha256 = "saved_model", "graph", file_sha256(path)
         function, num_params, keep_alive = _contract_saved_model(path)
     elif path.endswith(_KERAS_SUFFIXES):
-        fmt, backend = "keras", "keras"
+        fmt, backend, sha256 = "keras", "keras", file_sha256(path)
         function, num_params, keep_alive = _contract_keras(path)
     else:
-        raise ValueError(f"{path}: a contract teacher is a SavedModel folder or a Keras file (.keras, .h5)")
-    teacher = ContractTeacher(function, name=os.path.basename(os.path.normpath(path)), sha256=file_sha256(path),
+        raise ValueError(f"{path}: a contract teacher is a SavedModel folder, a Keras file (.keras, .h5) or a "
+                         f"built-in model name {list(fastgaze.BUILTIN_MODELS)}")
+    teacher = ContractTeacher(function, name=name, sha256=sha256,
                               path=path, format=fmt, backend=backend, num_params=num_params,
                               max_input_side=max_input_side, map_max_side=map_max_side, keep_alive=keep_alive)
     probe = np.random.default_rng(0).uniform(0.0, 255.0, PROBE_SHAPE).astype(np.float32)
@@ -555,11 +570,17 @@ def teacher_kind(path, teacher_format="auto"):
     """Which loader a teacher file takes: "msinet" (MSI-Net's published formats) or "contract".
 
     `teacher_format="auto"` decides from the file without running it (module docstring); "msinet" or
-    "contract" forces the route. A frozen `.pb` and a `.weights.h5` can only be MSI-Net.
+    "contract" forces the route. A frozen `.pb` and a `.weights.h5` can only be MSI-Net; a built-in model name
+    (`teacher.fastgaze.BUILTIN_MODELS`) is a contract model.
     """
     if teacher_format not in TEACHER_FORMATS:
         raise ValueError(f"teacher_format must be one of {TEACHER_FORMATS}. Received: {teacher_format!r}")
     path = os.fspath(path)
+    if fastgaze.is_builtin(path):
+        if teacher_format == "msinet":
+            raise ValueError(f"{path}: a built-in contract model ({list(fastgaze.BUILTIN_MODELS)}), not MSI-Net; "
+                             "use teacher_format 'auto' or 'contract'")
+        return "contract"
     if not os.path.isdir(path) and path.endswith((".pb", ".weights.h5")):
         if teacher_format == "contract":
             raise ValueError(f"{path}: a {'.pb' if path.endswith('.pb') else '.weights.h5'} file cannot be a "
@@ -580,7 +601,8 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
     saliency model that follows the contract (a `ContractTeacher`; see the module docstring).
 
     Args:
-        path: `model_<dataset>_{cpu,gpu}.pb`, a SavedModel folder, `.keras` or `.weights.h5`. Defaults to
+        path: `model_<dataset>_{cpu,gpu}.pb`, a SavedModel folder, `.keras` or `.weights.h5`, or a built-in
+            model name ("fastgaze", "fastgaze-centre": a `ContractTeacher`). Defaults to
             `weights/model_salicon_cpu.pb`.
         dataset: the dataset the weights were trained on (sets `input_size`); defaults to the one in the file
             name `model_<dataset>_...`, else "salicon".
@@ -604,6 +626,9 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         raise ValueError(f"load_teacher: nchw_fallback must be 'convert' or 'error'. Received: {nchw_fallback!r}")
     if dataset is not None and dataset not in INPUT_SIZES:
         raise ValueError(f"load_teacher: unknown dataset {dataset!r}; choose one of {sorted(INPUT_SIZES)}")
+    if fastgaze.is_builtin(path):
+        teacher_kind(path, teacher_format)  # refuses teacher_format="msinet"
+        return load_contract_teacher(path, max_input_side, map_max_side)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}")
     if teacher_kind(path, teacher_format) == "contract":
