@@ -12,6 +12,7 @@ import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
+from inference.predictors import DEFAULT_MODEL
 
 
 def _aspect(text):
@@ -51,8 +52,9 @@ def build_parser():
     parser.add_argument("--scale", type=_scale, default=1.0,
                         help="fraction of the width and height of the largest box of that aspect ratio that fits "
                         "the image, in (0, 1]; 0.5 gives a box half as wide and half as high (default: %(default)s)")
-    parser.add_argument("--model",
-                        help="saliency model, required unless --method centre: a run folder from train.py, a "
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="saliency model (default: the built-in fastgaze-centre, the best model for crops in "
+                        "benchmarks/results_crop.md; fastgaze is the other built-in): a run folder from train.py, a "
                         "student SavedModel or export (.onnx, OpenVINO .xml, .tflite), an MSI-Net teacher or any "
                         "model following the saliency-model contract (e.g. FastGaze's SavedModel)")
     parser.add_argument("--out", default="crops", help="output folder (default: %(default)s)")
@@ -64,9 +66,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     aspects = args.aspect or [DEFAULT_ASPECT]
-    if args.method != "centre" and not args.model:
-        parser.error(f"--model is required with --method {args.method} (only --method centre needs no model)")
-    if args.method == "centre" and args.model:
+    if args.method == "centre" and args.model != DEFAULT_MODEL:
         print(f"crop.py: warning: --method centre uses no model; --model {args.model} ignored", file=sys.stderr)
     try:
         check_writable_dir(args.out)

@@ -24,7 +24,7 @@ from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E
 import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
 from inference.files import IMAGE_EXTENSIONS, list_images, predict_files  # noqa: E402
-from inference.predictors import load_predictor  # noqa: E402
+from inference.predictors import DEFAULT_MODEL, load_predictor  # noqa: E402
 from inference.video import VIDEO_EXTENSIONS, check_overlay, is_video, list_videos, predict_video  # noqa: E402
 
 
@@ -35,8 +35,9 @@ def build_parser():
     )
     parser.add_argument(
         "--model",
-        required=True,
-        help="run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
+        default=DEFAULT_MODEL,
+        help="the built-in fastgaze-centre (default; FastGaze with a centre prior, shipped with the package) or "
+        "fastgaze (without the prior), a run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
         "export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the extension), an "
         "MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the "
         "contract (SavedModel folder or .keras/.h5, e.g. FastGaze)",

@@ -43,7 +43,7 @@ from inference.crop import crop_box, crop_image, parse_aspect
 from inference.files import map_to_uint8, overlay_heatmap
 
 # The models offered when none is given (app.py without --model): built-in names load_predictor knows.
-DEFAULT_MODELS = ("fastgaze",)
+DEFAULT_MODELS = ("fastgaze-centre", "fastgaze")
 RATIO_CHOICES = ("1:1", "16:9", "4:5", "2:1")
 DEFAULT_RATIOS = ("16:9",)
 # Photos with more pixels are downscaled to this many before anything else (the map, the overlay and the

@@ -323,8 +323,6 @@ def test_cli_errors(photo_dir, tmp_path, capsys):
         (["--aspect", "16/9", "--method", "centre"], "argument --aspect: aspect ratio must be \"W:H\""),
         (["--scale", "0", "--method", "centre"], "argument --scale: `scale` must be a number in (0, 1]"),
         (["--scale", "half", "--method", "centre"], "Received: scale='half'"),
-        (["--method", "mass"], "--model is required with --method mass"),
-        (["--method", "point"], "--model is required with --method point"),
     ]:
         with pytest.raises(SystemExit) as raised:
             crop.main([str(root), "--out", out, *args])
