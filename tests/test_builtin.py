@@ -79,3 +79,21 @@ def test_crop_without_a_model_uses_the_built_in_one_and_follows_the_object(tmp_p
 
 def test_the_web_page_defaults_to_the_built_in_models():
     assert web.DEFAULT_MODELS[0] == DEFAULT_MODEL and set(web.DEFAULT_MODELS) <= set(BUILTIN_MODELS)
+
+
+def test_export_teacher_takes_a_built_in_teacher(tmp_path):
+    import export_teacher
+    from datasets import records
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        _photo(folder / f"{name}.jpg")
+    out = tmp_path / "records"
+    assert export_teacher.main(["--images", str(folder), "--teacher", "fastgaze", "--out", str(out),
+                                "--no-progress"]) == 0
+    manifest = json.loads((out / "train.json").read_text())
+    assert manifest["num_images"] == 2 and manifest["teacher"]["name"] == "fastgaze"
+    example = next(iter(records.read_records(sorted(str(p) for p in out.glob("train-*.tfrecord")))))
+    teacher_map = example["teacher"].numpy()
+    assert teacher_map.max() == pytest.approx(1.0, abs=1e-4)
