@@ -3,14 +3,15 @@ the pickle; files are written by tests/torch_files.py (torch.save's bytes, check
 
 import base64
 import collections
+import io
 import os
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
-
 import torch_files as T
+
 from student.backbones.torch_weights import ForbiddenGlobalError, TorchFileError, read_torch_state_dict
 
 # Written by torch 2.13.0 (CPU) from OrderedDict(w=torch.arange(6.).reshape(2, 3), b=torch.ones(3).half()):
@@ -74,7 +75,7 @@ def _check_small(state):
 
 def test_writer_matches_torch_bytes():
     assert T.legacy_bytes(_small_state(TORCH_LEGACY_KEYS)) == TORCH_LEGACY_SMALL
-    with zipfile.ZipFile(__import__("io").BytesIO(TORCH_ZIP_SMALL)) as archive:
+    with zipfile.ZipFile(io.BytesIO(TORCH_ZIP_SMALL)) as archive:
         assert T.data_pkl(_small_state(("0", "1")))[0] == archive.read("small_zip/data.pkl")
 
 

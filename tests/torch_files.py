@@ -22,6 +22,7 @@ import pickle
 import struct
 import sys
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ STORAGE_NAMES = {
 class Global:
     """A reference to ``module.name``, pickled as ``GLOBAL`` without importing it (callable only for pickle)."""
 
-    _cache: dict = {}
+    _cache: ClassVar[dict] = {}
 
     def __new__(cls, module: str, name: str):
         # One object per name, so the pickler memoizes repeats (BINGET) as it does for torch's real globals.
@@ -76,13 +77,14 @@ class Tensor:
         self.parameter = parameter
 
     @classmethod
-    def from_array(cls, array, key: str, parameter: bool = False) -> "Tensor":
+    def from_array(cls, array, key: str, parameter: bool = False) -> Tensor:
         array = np.asarray(array)
         strides = tuple(s // array.itemsize for s in array.strides) if array.ndim else ()
         return cls(Storage(array, key), 0, array.shape, strides, parameter)
 
     def __reduce_ex__(self, protocol):
-        tensor = (REBUILD_TENSOR_V2, (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict()))
+        args = (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict())
+        tensor = (REBUILD_TENSOR_V2, args)
         if not self.parameter:
             return tensor
         data = Tensor(self.storage, self.offset, self.size, self.stride)
@@ -100,7 +102,7 @@ class Tensor:
 class _Pickler(pickle._Pickler):
     """The pure-Python pickler, plus :class:`Global` written as GLOBAL and storages as persistent ids."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def __init__(self, file, legacy: bool, storages: dict | None = None):
         super().__init__(file, protocol=2)
@@ -135,8 +137,12 @@ def legacy_bytes(obj) -> bytes:
     f = io.BytesIO()
     _dump(MAGIC_NUMBER, f)
     _dump(PROTOCOL_VERSION, f)
-    _dump(dict(protocol_version=PROTOCOL_VERSION, little_endian=sys.byteorder == "little",
-               type_sizes=dict(short=2, int=4, long=4)), f)
+    sys_info = {
+        "protocol_version": PROTOCOL_VERSION,
+        "little_endian": sys.byteorder == "little",
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    _dump(sys_info, f)
     pickler = _Pickler(f, legacy=True)
     pickler.dump(obj)
     keys = sorted(pickler.storages)

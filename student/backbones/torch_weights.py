@@ -205,7 +205,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if storage is None:
             storage = self.storages[key] = _Storage(key, storage_type.dtype, numel)
         if self.legacy and pid[5] is not None:
-            view_key, offset, view_numel = pid[5]
+            _view_key, offset, view_numel = pid[5]
             if offset + view_numel > numel:
                 raise TorchFileError(f"{self.source}: storage view {pid[5]!r} exceeds storage {key!r} of {numel}")
             return _StorageView(storage, _check_int(offset, "view offset"), _check_int(view_numel, "view size"))
