@@ -80,11 +80,11 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
     from student.training import save_initial_weights
 
     settings = settings or PretrainedSettings()
-    for directory in settings.photos_dirs:
-        if not os.path.exists(os.path.join(directory, "train.json")):
-            raise FileNotFoundError(f"{directory}: no finished export of the unlabelled photos (train.json); run "
-                                    f"`python export_teacher.py --images <photos> --teacher fastgaze-centre --out "
-                                    f"{directory}`")
+    needs_photos = any(VARIANTS[name].get("photos") for name in variants)
+    for directory in settings.photos_dirs if needs_photos and not report_only else ():
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"{directory}: no records of the unlabelled photos; run `python export_teacher.py "
+                                    f"--images <photos> --teacher fastgaze-centre --out {directory}`")
     os.makedirs(out_dir, exist_ok=True)
     if not report_only:
         for seed in seeds:
