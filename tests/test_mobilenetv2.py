@@ -21,7 +21,7 @@ from student.backbones.mobilenetv2 import (
     key_map,
     load_state_dict,
 )
-from student.resnet18 import SyncBatchNormalization
+from student.backbones.resnet18 import SyncBatchNormalization
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "images"
 
@@ -369,4 +369,27 @@ def test_real_weights_match_pytorch_on_a_photo(imagenet_state):
     reference = {tap: features[i] for tap, i in TAP_BLOCKS.items()}
 
     encoder = load_state_dict(build_encoder(), {k: v.numpy() for k, v in state.items()}, source=path)
+    _assert_close(encoder(x, training=False), reference)
+
+
+def test_real_weights_read_without_torch_match_the_numpy_reference_on_a_photo():
+    """The ImageNet file read by the project's torch-free reader, against the numpy forward pass above."""
+    from PIL import Image
+
+    from student.backbones.torch_weights import read_torch_state_dict
+
+    try:
+        path = imagenet_weights_path()
+    except FileNotFoundError:
+        pytest.skip(f"{IMAGENET_SOURCE[0]} is not installed ({IMAGENET_PIP_COMMAND})")
+    photo = PHOTOS / "ina_n01440764_tench.jpg"
+    if not photo.is_file():
+        pytest.skip(f"photo not found: {photo} (only present in the project workspace)")
+    state = read_torch_state_dict(path)
+    assert len(state) == 312 and detect_layout(state) == "tonylins"
+    image = np.asarray(Image.open(photo).convert("RGB").resize((96, 64), Image.BILINEAR), "float32")[None]
+    x = np.asarray(ImageNetNormalization()(image))
+    features = _np_mobilenetv2(np.transpose(x, (0, 3, 1, 2)).astype(np.float64), state)
+    reference = {tap: np.transpose(features[i], (0, 2, 3, 1)) for tap, i in TAP_BLOCKS.items()}
+    encoder = load_state_dict(build_encoder(), state, source=path)
     _assert_close(encoder(x, training=False), reference)

