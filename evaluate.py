@@ -72,6 +72,15 @@ def model_names(paths):
     return dict(zip(names, paths))
 
 
+def _fail(error):
+    """Print `evaluate.py: error: <message>` as one line on stderr; the exit code of every handled error (1).
+
+    Exit codes: 0 done, 1 a handled error, 2 a usage error (argparse).
+    """
+    print(f"evaluate.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -83,8 +92,7 @@ def main(argv=None):
                            centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma,
                            teacher_format=args.teacher_format)
     except (FileNotFoundError, ValueError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))
     print(f"[evaluate] wrote {md_path} and {json_path}")

@@ -89,7 +89,7 @@ def test_evaluate_cli_writes_markdown_and_json(exact_teacher_records, tmp_path, 
 
 
 def test_missing_records_are_a_clear_error(tmp_path, capsys):
-    assert evaluate_cli.main(["--records-dir", str(tmp_path), "--quiet"]) == 2
+    assert evaluate_cli.main(["--records-dir", str(tmp_path), "--quiet"]) == 1
     assert "export_teacher.py" in capsys.readouterr().err
 
 
@@ -188,7 +188,7 @@ def test_unfinished_export_is_refused_instead_of_scoring_part_of_it(exact_teache
 
     partial = shutil.copytree(exact_teacher_records, tmp_path / "partial")
     (partial / "val.plan.json").write_text("{}")
-    assert evaluate_cli.main(["--records-dir", str(partial), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert evaluate_cli.main(["--records-dir", str(partial), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "has not finished" in err and f"python export_teacher.py --split val --out {partial}" in err
 
@@ -207,7 +207,7 @@ def test_models_with_the_same_folder_name_get_distinct_rows(monkeypatch, tmp_pat
     assert seen == {os.path.join("s0", "B"): paths[0], os.path.join("s1", "B"): paths[1], "A": paths[2]}
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| s0/B |" in table and "| s1/B |" in table
-    assert evaluate_cli.main(["--models", paths[0], paths[0] + "/", "--out", str(tmp_path / "out")]) == 2
+    assert evaluate_cli.main(["--models", paths[0], paths[0] + "/", "--out", str(tmp_path / "out")]) == 1
     assert "same model" in capsys.readouterr().err
 
 
@@ -218,7 +218,7 @@ def test_unwritable_out_is_refused_before_scoring(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(evaluate_cli, "evaluate", must_not_run)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 2
+    assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 1
     assert f"{blocker / 'eval'}: cannot write output there" in capsys.readouterr().err
 
 
@@ -228,4 +228,4 @@ def test_corrupt_saved_model_is_a_clear_error(exact_teacher_records, tmp_path, c
     (model / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
     code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--models", str(model), "--out",
                               str(tmp_path / "out"), "--quiet"])
-    assert code == 2 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err
+    assert code == 1 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_bad_inputs_exit_with_one_line(tmp_path, capsys):
     for args, named in cases:
         code = export_teacher.main(args + base)
         err = capsys.readouterr().err
-        assert code == 2 and named in err and err.count("\n") == 1 and "Traceback" not in err, err
+        assert code == 1 and named in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("dataset, split, stems", [

@@ -198,17 +198,17 @@ def run_cli(args, capsys):
 
 def test_missing_data_and_weights_messages(synthetic_salicon_dir, tmp_path, capsys):
     code, err = run_cli(["--data-dir", str(tmp_path / "salicon"), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert str(tmp_path / "salicon") in err and "salicon.net" in err and "download.py" in err
 
     weights = tmp_path / "weights" / "model_salicon_cpu.pb"
     code, err = run_cli(["--data-dir", str(synthetic_salicon_dir), "--teacher", str(weights),
                          "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert str(weights) in err and "download.py" in err and "Drive" in err
 
     code, err = run_cli(["--data-dir", str(tmp_path), "--teacher", "oracle", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "SALICON" in err and err.count("\n") == 1
+    assert code == 1 and "SALICON" in err and err.count("\n") == 1
 
 
 def test_bad_image_cli_exit_code(data_copy, tmp_path, capsys):

@@ -180,7 +180,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(recor
 def test_missing_records_say_to_run_export_teacher(tmp_path, capsys):
     code = train_cli.main(["--variant", "B", "--records-dir", str(tmp_path / "nothing"), "--run-dir",
                            str(tmp_path / "run"), "--quiet"])
-    assert code == 2
+    assert code == 1
     assert "python export_teacher.py --split train" in capsys.readouterr().err
 
 
@@ -248,7 +248,7 @@ def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(
                                [h["val_kld"] for h in training.read_history(straight / "B" / "history.csv")],
                                rtol=1e-5)
     assert train_cli.main(["--variant", "both", "--resume", "--records-dir", str(records_dir), "--run-dir",
-                           str(resumed), *TINY_CLI]) == 2  # nothing left to resume
+                           str(resumed), *TINY_CLI]) == 1  # nothing left to resume
 
 
 class _NanFromTheStart(keras.callbacks.Callback):
@@ -310,7 +310,7 @@ def test_garbage_backbone_weights_are_a_clear_error(records_dir, tmp_path, capsy
     garbage.write_bytes(b"this is not a weights file" * 10)
     code = train_cli.main(["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "r"),
                            "--backbone-weights", str(garbage), *TINY_CLI])
-    assert code == 2 and f"{garbage}: not usable as --backbone-weights" in capsys.readouterr().err
+    assert code == 1 and f"{garbage}: not usable as --backbone-weights" in capsys.readouterr().err
 
 
 def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir, tmp_path, capsys):
@@ -319,18 +319,18 @@ def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir
     copy = shutil.copytree(records_dir, tmp_path / "records")
     base = ["--variant", "A", "--records-dir", str(copy), "--run-dir", str(tmp_path / "run"), *TINY_CLI]
     (copy / "train.plan.json").write_text("{}")
-    assert train_cli.main(base) == 2
+    assert train_cli.main(base) == 1
     assert f"python export_teacher.py --split train --out {copy}" in capsys.readouterr().err
     (copy / "train.plan.json").unlink()
     for split, size in (("train", [24, 32]), ("val", [48, 64])):
         (copy / f"{split}.json").write_text(json.dumps(
             {"num_images": 8 if split == "train" else 4,
              "teacher": {"name": "oracle", "sha256": None, "input_size": size, "pipeline": "repo"}}))
-    assert train_cli.main(base) == 2
+    assert train_cli.main(base) == 1
     assert "--allow-mixed-records" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 2
+    assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 1
     assert f"{blocker / 'run'}: cannot write output there" in capsys.readouterr().err
 
 
