@@ -110,7 +110,8 @@ def export_split(
     Raises:
         FileNotFoundError: missing data folder or teacher file (the message says what to download).
         ValueError: an unreadable or inconsistent image (naming the file) without `skip_bad`; a plan in
-            `out_dir` made from other data or another teacher; a failed verification.
+            `out_dir` made from other data or another teacher; records in `out_dir` that another export wrote
+            (they are never deleted); a failed verification.
     """
     if split == "all":
         teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
@@ -132,12 +133,14 @@ def export_split(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     description = labelling.teacher_description(teacher, pipeline)
-    plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard)
+    name = sources.dataset_name(dataset, data_dir)
+    source = {"data_dir": os.path.abspath(os.fspath(data_dir)), "dataset": name}
+    plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard,
+                                              source)
     shards.remove_stale_files(out_dir, split, plan, finished)
 
     by_stem = {sample.stem: sample for sample in samples}
     todo = [by_stem[stem] for shard in plan["shards"] if shard["name"] not in finished for stem in shard["stems"]]
-    name = sources.dataset_name(dataset, data_dir)
     writer = shards.ShardWriter(out_dir, split, plan, finished, shards.kill_after_from_env(), dataset=name)
     if todo:
         labelling.label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)

@@ -352,3 +352,59 @@ def test_other_files_beside_the_images_are_listed(data_copy, tmp_path, capsys):
     export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
     err = capsys.readouterr().err
     assert "skipped 1 file(s)" in err and str(data_copy / "images" / "train" / "scan.tif") in err
+
+
+# --- issue 18: an export never deletes or mixes with records it did not write --------------------------------
+
+def _shard_bytes(out, split="train"):
+    return {p.name: p.read_bytes() for p in sorted(out.glob(f"{split}-*.tfrecord"))}
+
+
+def _photos(data, tmp_path):
+    """A folder of photos (the val images) beside the data: what `export_teacher.py --images photos/` reads."""
+    photos = tmp_path / "photos"
+    shutil.copytree(data / "images" / "val", photos)
+    return photos
+
+
+def test_images_export_into_a_records_folder_without_its_plan_deletes_nothing(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    export.export_split(data_copy, "train", teacher, out, **KW)
+    (out / "train.plan.json").unlink()  # only the outputs the README names were copied
+    before = _shard_bytes(out)
+    with pytest.raises(ValueError, match=rf"{out} already holds 'train' records .*no train\.plan\.json.*"
+                                         r"never deletes records it did not write.*another --out"):
+        export.export_split(_photos(data_copy, tmp_path), "train", teacher, out, dataset="images", **KW)
+    assert _shard_bytes(out) == before and len(before) == 3
+    assert json.loads((out / "train.json").read_text())["num_images"] == 8
+
+
+def test_images_export_into_another_exports_folder_says_why_it_is_refused(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    export.export_split(data_copy, "train", teacher, out, **KW)
+    before = _shard_bytes(out)
+    photos = _photos(data_copy, tmp_path)
+    with pytest.raises(ValueError) as info:
+        export.export_split(photos, "train", teacher, out, dataset="images", **KW)
+    message = str(info.value)
+    assert f"holds the 'train' records of another export (salicon from {data_copy}" in message
+    assert f"not of {photos}" in message and "another --out" in message
+    assert "the data folder has" not in message  # the photos are not to blame
+    assert _shard_bytes(out) == before
+
+
+def test_a_replaced_plan_deletes_only_its_own_shards(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[0]}.jpg"  # first shard: nothing gets finished
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=str(bad)):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    foreign = out / "train-00000-of-00002.tfrecord"  # not a shard of this export's plan (3 shards)
+    foreign.write_bytes(b"someone else's records")
+    _remove_sample(data_copy, "train", TRAIN_STEMS[0])
+    with pytest.raises(ValueError, match=rf"{foreign}: a 'train' shard that the plan .* does not list"):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    assert foreign.read_bytes() == b"someone else's records"
