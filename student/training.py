@@ -23,8 +23,10 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from datasets import records
@@ -597,14 +599,91 @@ def train(config, strategy=None, extra_callbacks=()):
     return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
 
 
-def save_initial_weights(path, seed):
-    """Write variant B's seeded initial weights, from which both variants start (A takes the common layers)."""
+def seed_record_path(weights_path):
+    """Where the seed of initial weights is recorded: `initial.weights.h5` -> `initial.seed.json`."""
+    weights_path = os.fspath(weights_path)
+    base = weights_path[: -len(".weights.h5")] if weights_path.endswith(".weights.h5") else weights_path
+    return base + ".seed.json"
+
+
+def _file_sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _seeded_initial_model(seed):
     from student.model import build_student
 
-    if not os.path.exists(path):
-        keras.utils.set_random_seed(seed)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _save_weights_atomic(build_student("B"), path)
+    keras.utils.set_random_seed(seed)
+    return build_student("B")
+
+
+def _recorded_seed(path, seed):
+    """The seed of the initial weights in `path`: from its seed record when that matches the file, else `seed` if
+    the file holds exactly `seed`'s weights (files written before the record existed), else None (unknown)."""
+    record = seed_record_path(path)
+    if os.path.exists(record):
+        try:
+            with open(record) as f:
+                entry = json.load(f)
+            if entry.get("sha256") == _file_sha256(path):
+                return int(entry["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from student.model import build_student
+
+    expected = _seeded_initial_model(seed)
+    stored = build_student("B")
+    try:
+        stored.load_weights(path)
+    except Exception:  # noqa: BLE001 - an unreadable or foreign file is simply not seed's weights
+        return None
+    if all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(expected.weights, stored.weights)):
+        _write_seed_record(path, seed)
+        return seed
+    return None
+
+
+def _write_seed_record(path, seed):
+    with atomic_write(seed_record_path(path), "w") as f:
+        json.dump({"seed": int(seed), "sha256": _file_sha256(path)}, f, indent=2)
+
+
+def save_initial_weights(path, seed, used_by=()):
+    """Write variant B's seeded initial weights, from which both variants start (A takes the common layers).
+
+    The seed is recorded beside them (`seed_record_path`: `initial.seed.json`, with the file's sha256). An
+    existing file is reused only when it holds the weights of `seed`. One of another seed (or of a seed that
+    cannot be told) is made again, with a note on stderr, unless a run in `used_by` (folders with a
+    config.json) started from it: then the run would mix two seeds, so it is refused.
+
+    Raises:
+        ValueError: the existing initial weights are of another seed and a run in `used_by` started from them.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path):
+        recorded = _recorded_seed(path, seed)
+        if recorded == seed:
+            return path
+        which = f"seed {recorded}" if recorded is not None else "an unknown seed"
+        started = [os.fspath(d) for d in used_by if os.path.exists(os.path.join(d, "config.json"))]
+        if started:
+            again = f"rerun with --seed {recorded}" if recorded is not None else "rerun with the seed it was made with"
+            raise ValueError(
+                f"{path} holds the initial weights of {which}, not --seed {seed}, and {', '.join(started)} started "
+                f"from them; {again} to continue, or choose another --run-dir for seed {seed}"
+            )
+        print(f"[train] {path}: initial weights of {which}, not --seed {seed}; made again for seed {seed}",
+              file=sys.stderr)
+    model = _seeded_initial_model(seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _save_weights_atomic(model, path)
+    _write_seed_record(path, seed)
     return path
 
 
@@ -613,13 +692,15 @@ def train_both(make_config, parent_dir):
 
     Args:
         make_config: `(variant, run_dir, initial_weights) -> TrainConfig`.
-        parent_dir: folder that receives `initial.weights.h5`, `A/` and `B/`.
+        parent_dir: folder that receives `initial.weights.h5` (with its seed in `initial.seed.json`), `A/` and
+            `B/`. Initial weights of another seed are made again, or refused once A or B started from them.
 
     Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
     seed = make_config("A", os.path.join(parent_dir, "A"), None).seed
-    initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), seed)
+    initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), seed,
+                                   used_by=[os.path.join(parent_dir, v) for v in ("A", "B")])
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
     done = [finished_run(c) for c in configs]
     if all(done) and any(c.resume for c in configs):

@@ -357,3 +357,43 @@ def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, cap
     monkeypatch.setattr(training, "train", fake_train)
     assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
     assert "--kd-weight only apply to variant B" in capsys.readouterr().err
+
+
+# --- issue 18 ---------------------------------------------------------------------------------------------------
+
+def _seeded_b_weights(seed):
+    from student.model import build_student
+
+    keras.utils.set_random_seed(seed)
+    return [w.numpy() for w in build_student("B").weights]
+
+
+def _file_weights(path):
+    from student.model import build_student
+
+    model = build_student("B")
+    model.load_weights(path)
+    return [w.numpy() for w in model.weights]
+
+
+def test_leftover_initial_weights_of_another_seed_are_not_reused(tmp_path, capsys):
+    path = str(tmp_path / "initial.weights.h5")
+    training.save_initial_weights(path, seed=1)
+    training.save_initial_weights(path, seed=2)  # a leftover of seed 1 that no run started from: made again
+    assert "seed 1, not --seed 2" in capsys.readouterr().err
+    for a, b in zip(_file_weights(path), _seeded_b_weights(2)):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "initial.seed.json").read_text())["seed"] == 2
+    (tmp_path / "initial.seed.json").unlink()  # weights written before the seed was recorded: told by their values
+    before = os.stat(path).st_mtime_ns
+    training.save_initial_weights(path, seed=2)
+    assert os.stat(path).st_mtime_ns == before and (tmp_path / "initial.seed.json").exists()
+
+    def make(v, d, w):  # --variant both --seed 3 into a folder whose A started from seed 2's weights
+        return TrainConfig(variant=v, records_dir="unused", run_dir=d, initial_weights=w, seed=3, **TINY)
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "config.json").write_text(json.dumps({"seed": 2, "initial_weights": path}))
+    with pytest.raises(ValueError, match=rf"{path} holds the initial weights of seed 2, not --seed 3.*"
+                                         rf"{tmp_path / 'A'} started from them"):
+        training.train_both(make, str(tmp_path))
