@@ -18,7 +18,8 @@ follows the saliency-model contract (`CONTRACT`): a Keras file (`.keras`, or a f
 SavedModel folder taking float32 RGB 0..255 images (B, H, W, 3) of any size and returning a non-negative map
 (B, H, W, 1) at the input size (an unnormalised density; the model carries its own preprocessing). The
 contract is checked when the file loads: the declared input (rank, dtype, channels) and one probe call on a
-small image (output shape, finite and non-negative values); an error names the part that fails.
+small image (output shape, finite and non-negative values that are not constant: an all-zero model is refused);
+an error names the part that fails.
 
 Which route (`teacher_kind`, `teacher_format="auto"`): a frozen `.pb` and a `.weights.h5` are MSI-Net; a
 SavedModel is MSI-Net when its `serving_default` signature has the author's published names (input
@@ -510,14 +511,28 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
                               max_input_side=max_input_side, map_max_side=map_max_side, keep_alive=keep_alive)
     probe = np.random.default_rng(0).uniform(0.0, 255.0, PROBE_SHAPE).astype(np.float32)
     try:
-        teacher(probe)
+        maps = teacher(probe).numpy()
     except Exception as e:  # noqa: BLE001 - whatever the model raises on a valid input breaks the contract.
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): the probe call on "
                          f"a float32 {PROBE_SHAPE} batch failed ({type(e).__name__}: {first})") from e
+    constant = [m for m in maps[..., 0] if is_constant_map(m)]
+    if constant:
+        raise teacher._violation(
+            "output values", f"are constant (every pixel {float(constant[0].flat[0]):.4g}) on the probe images",
+            "A saliency map must vary over the image: check that the model's weights were loaded (an all-zero or "
+            "untrained model gives a constant map)")
     return teacher
+
+
+def is_constant_map(saliency_map):
+    """True when a map does not vary: all zeros, or its range below 1/65535 of its peak (what a record's 16-bit
+    teacher map, divided by its maximum, could resolve)."""
+    saliency_map = np.asarray(saliency_map, np.float64)
+    peak = float(np.max(np.abs(saliency_map))) if saliency_map.size else 0.0
+    return peak == 0.0 or float(np.ptp(saliency_map)) <= peak / 65535.0
 
 
 def _saved_model_is_msinet(path):
