@@ -213,6 +213,22 @@ _TEACHER_KEYS = ("name", "sha256", "input_size", "pipeline")
 _TEACHER_IGNORED = ("path",)
 
 
+def check_distinct_folders(records_dirs, option="--records-dir"):
+    """Refuse a records folder given twice (however spelled: `d`, `d/`, a link to it): each image would count twice.
+
+    Raises:
+        ValueError: naming the folder, both spellings and `option`.
+    """
+    seen = {}
+    for directory in records_dirs:
+        key = os.path.realpath(os.fspath(directory))
+        if key in seen:
+            same = "" if os.fspath(seen[key]) == os.fspath(directory) else f" (as {seen[key]} and {directory})"
+            raise ValueError(f"{option}: {seen[key]} is given twice{same}; every image in it would count twice. "
+                             "Give each folder once")
+        seen[key] = directory
+
+
 def read_manifest(records_dir, split):
     """export_teacher's manifest `<records_dir>/<split>.json` as a dict, or None when there is none."""
     path = os.path.join(os.fspath(records_dir), f"{split}.json")

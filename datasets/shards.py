@@ -26,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -123,6 +124,7 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
     Returns:
         A JSON-ready dict with `shards`: [{"name", "stems"}] in order.
     """
+    images_per_shard_arg = images_per_shard
     stems = sorted(sample.stem for sample in samples)
     map_bound = teacher_description["input_size"] or [teacher_description["map_max_side"]] * 2  # contract: None
     estimate = estimate_record_bytes(samples, map_bound)
@@ -142,6 +144,8 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
         "images_per_shard": int(images_per_shard),
         "shard_size_mb": shard_size_mb,
         "estimated_record_bytes": int(estimate),
+        "requested": {"images_per_shard": None if images_per_shard_arg is None else int(images_per_shard_arg),
+                      "shard_size_mb": shard_size_mb},
         "teacher": teacher_description,
         **({"source": dict(source)} if source else {}),
         "shards": [
@@ -252,7 +256,9 @@ def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_m
         finished = finished_shards(out_dir, split, plan)
         planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
         if finished or (planned == current and same_source(plan["teacher"], teacher_description)):
-            return _check_plan(path, plan, finished, current, teacher_description, out_dir, split), finished
+            plan = _check_plan(path, plan, finished, current, teacher_description, out_dir, split)
+            _report_kept_shard_size(path, plan, shard_size_mb, images_per_shard, out_dir, split)
+            return plan, finished
         stale = sorted(ours)  # no shard was finished: nothing of this plan to keep
     else:
         on_disk = shard_files(out_dir, split)
@@ -299,6 +305,23 @@ def _check_plan(path, plan, finished, current, teacher_description, out_dir, spl
             f"pipeline {teacher_description['pipeline']}). {fix}"
         )
     return plan
+
+
+def _report_kept_shard_size(path, plan, shard_size_mb, images_per_shard, out_dir, split):
+    """Say on stderr when a rerun asks for other shards than the plan it resumes (or re-checks) has: the plan wins."""
+    requested = plan.get("requested")
+    if images_per_shard is not None:
+        differs = int(images_per_shard) != plan["images_per_shard"]
+        asked = f"--images-per-shard {images_per_shard}"
+    else:
+        # Plans from before `requested` was recorded: only an explicit --images-per-shard can be compared.
+        differs = requested is not None and (requested.get("images_per_shard") is not None
+                                             or requested.get("shard_size_mb") != shard_size_mb)
+        asked = f"--shard-size-mb {shard_size_mb:g}"
+    if differs:
+        print(f"export: {path}: keeps its {plan['num_shards']} shards of up to {plan['images_per_shard']} images "
+              f"planned by the first run; {asked} is not applied to an export that already has finished shards. "
+              f"To reshard, {_start_over(out_dir, split)}", file=sys.stderr)
 
 
 def finished_shards(out_dir, split, plan):

@@ -133,6 +133,7 @@ class TrainConfig:
             self.jit_compile = xla_pays_off()
         if not isinstance(self.records_dir, (str, os.PathLike)):
             self.records_dir = [os.fspath(d) for d in self.records_dir]
+            records.check_distinct_folders(self.records_dir)
             if len(self.records_dir) == 1:
                 self.records_dir = self.records_dir[0]
         if not 0.0 < float(self.label_fraction) <= 1.0:

@@ -229,3 +229,33 @@ def test_corrupt_saved_model_is_a_clear_error(exact_teacher_records, tmp_path, c
     code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--models", str(model), "--out",
                               str(tmp_path / "out"), "--quiet"])
     assert code == 1 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err
+
+
+# --- issue 18 ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_images_below_one_is_refused_at_parse_time(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate_cli.main(["--max-images", value])
+    assert info.value.code == 2 and "--max-images: expected a positive integer" in capsys.readouterr().err
+
+
+def test_the_same_records_folder_twice_is_refused(exact_teacher_records, tmp_path, capsys):
+    code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), str(exact_teacher_records) + os.sep,
+                              "--out", str(tmp_path), "--quiet"])
+    assert code == 1 and f"--records-dir: {exact_teacher_records}" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.md").exists()
+
+
+def test_teacher_only_records_are_an_error_saying_there_is_no_human_data(exact_teacher_records, tmp_path, capsys):
+    out = tmp_path / "unlabelled"
+    out.mkdir()
+    with tf.io.TFRecordWriter(str(out / records.shard_name("val", 0, 1))) as writer:
+        for ex in records.read_records(records.list_shards(exact_teacher_records, "val")).as_numpy_iterator():
+            writer.write(records.serialize_example(ex["stem"].decode(), encode_png(ex["image"]), *SHAPE,
+                                                   teacher_map=ex["teacher"][..., 0], dataset="images"))
+    code = evaluate_cli.main(["--records-dir", str(out), "--split", "val", "--out", str(tmp_path / "eval"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert f"{out}: the 'val' records have no human data" in err
+    assert not (tmp_path / "eval" / "metrics.md").exists()

@@ -408,3 +408,34 @@ def test_a_replaced_plan_deletes_only_its_own_shards(data_copy, tmp_path):
     with pytest.raises(ValueError, match=rf"{foreign}: a 'train' shard that the plan .* does not list"):
         export.export_split(data_copy, "train", teacher, out, **KW)
     assert foreign.read_bytes() == b"someone else's records"
+
+
+def test_rerun_of_a_finished_export_with_another_images_per_shard_says_it_keeps_the_shards(
+        synthetic_salicon_dir, tmp_path, capsys):
+    out = tmp_path / "d"
+    export.export_split(synthetic_salicon_dir, "train", "oracle", out, **KW)
+    before = _shard_bytes(out)
+    capsys.readouterr()
+    manifest = export.export_split(synthetic_salicon_dir, "train", "oracle", out, **dict(KW, images_per_shard=4))
+    assert _shard_bytes(out) == before and manifest["num_shards"] == 3
+    err = capsys.readouterr().err
+    assert f"{out / 'train.plan.json'}: keeps its 3 shards of up to 3 images" in err
+    assert "--images-per-shard 4 is not applied" in err
+
+
+def test_images_export_names_the_subfolders_it_ignores(data_copy, tmp_path, capsys):
+    photos = _photos(data_copy, tmp_path)
+    (photos / "holiday").mkdir()
+    shutil.copy(photos / f"{VAL_STEMS[0]}.jpg", photos / "holiday" / "beach.jpg")
+    (photos / "raw").mkdir()
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    manifest = export.export_split(photos, "train", teacher, tmp_path / "d", dataset="images", **KW)
+    assert manifest["num_images"] == 4
+    err = capsys.readouterr().err
+    assert f"--images reads only the images directly in {photos}: 2 subfolder(s) ignored: holiday, raw" in err
+
+    only_folders = tmp_path / "albums"
+    shutil.copytree(photos / "holiday", only_folders / "holiday")
+    with pytest.raises(FileNotFoundError, match=rf"{only_folders}: no images directly in this folder, only "
+                                                r"subfolders \(holiday\)"):
+        export.export_split(only_folders, "train", teacher, tmp_path / "e", dataset="images", **KW)

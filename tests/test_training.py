@@ -397,3 +397,12 @@ def test_leftover_initial_weights_of_another_seed_are_not_reused(tmp_path, capsy
     with pytest.raises(ValueError, match=rf"{path} holds the initial weights of seed 2, not --seed 3.*"
                                          rf"{tmp_path / 'A'} started from them"):
         training.train_both(make, str(tmp_path))
+
+
+def test_the_same_records_folder_twice_is_refused(records_dir, tmp_path, capsys):
+    twice = [str(records_dir), str(records_dir) + os.sep]
+    with pytest.raises(ValueError, match=rf"--records-dir: {records_dir}/? is given twice"):
+        TrainConfig(records_dir=twice)
+    code = train_cli.main(["--variant", "A", "--records-dir", *twice, "--run-dir", str(tmp_path / "run"), *TINY_CLI])
+    assert code == 1 and "is given twice" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
