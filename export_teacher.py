@@ -110,6 +110,13 @@ def main(argv=None):
     dataset, data_dir = ("images", args.images) if args.images else (args.dataset, args.data_dir)
     if args.images and args.data_dir:
         return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both")
+    if args.images:
+        parser = build_parser()
+        unused = [f"--{dest.replace('_', '-')}" for dest in ("dataset", "split_file", "sigma")
+                  if getattr(args, dest) != parser.get_default(dest)]
+        if unused:
+            print(f"export_teacher.py: warning: {', '.join(unused)} only apply to data sets with human data "
+                  "(--data-dir); ignored with --images", file=sys.stderr)
     if data_dir is None:
         data_dir = export.DEFAULT_DATA_DIR if dataset == "salicon" else os.path.join("data", dataset)
     if args.out is None:

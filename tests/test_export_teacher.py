@@ -439,3 +439,18 @@ def test_images_export_names_the_subfolders_it_ignores(data_copy, tmp_path, caps
     with pytest.raises(FileNotFoundError, match=rf"{only_folders}: no images directly in this folder, only "
                                                 r"subfolders \(holiday\)"):
         export.export_split(only_folders, "train", teacher, tmp_path / "e", dataset="images", **KW)
+
+
+def test_images_export_warns_about_the_flags_it_ignores(data_copy, tmp_path, capsys):
+    photos = _photos(data_copy, tmp_path)
+    shutil.copytree(data_copy / "densities", photos / "densities")  # so that the oracle can label the photos
+    base = ["--images", str(photos), "--teacher", "oracle", "--input-size", "24", "32", "--no-progress"]
+    code = export_teacher.main(base + ["--out", str(tmp_path / "d"), "--sigma", "3", "--split-file",
+                                       str(tmp_path / "missing.json"), "--dataset", "osie"])
+    captured = capsys.readouterr()
+    assert code == 0
+    warning = ("export_teacher.py: warning: --dataset, --split-file, --sigma only apply to data sets with human data "
+               "(--data-dir); ignored with --images")
+    assert warning in captured.err and "warning" not in captured.out
+    assert export_teacher.main(base + ["--out", str(tmp_path / "e")]) == 0
+    assert "warning: --" not in capsys.readouterr().err
