@@ -233,15 +233,36 @@ class StudentCheckpoints(keras.callbacks.Callback):
 
 
 def _save_weights_atomic(model, path):
-    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk)."""
+    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk).
+
+    A failed write leaves Keras's h5py file open (its writer is never closed on an error); left to the interpreter's
+    teardown, h5py's cleanup flushes it into the full disk again and the process dies with a segfault after the
+    error message. So the file is closed here, and an h5py error becomes an OSError naming `path`.
+    """
     tmp = path + ".tmp.weights.h5"
     try:
         model.save_weights(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        _close_h5_files(tmp)
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # h5py's: no file name, HDF5's whole report as text
+            raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e).splitlines()[0], path) from e
         raise
+
+
+def _close_h5_files(path):
+    """Close every h5py file object still open on `path` (its flush may fail again: that error is moot here)."""
+    import h5py
+
+    target = os.path.abspath(path)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        if os.path.abspath(os.fsdecode(file_id.name)) == target:
+            try:
+                h5py.File(file_id).close()
+            except Exception:  # noqa: BLE001 - e.g. "file write failed" while flushing into a full disk
+                pass
 
 
 def count_records(files, label_fraction=1.0):

@@ -406,3 +406,42 @@ def test_the_same_records_folder_twice_is_refused(records_dir, tmp_path, capsys)
     code = train_cli.main(["--variant", "A", "--records-dir", *twice, "--run-dir", str(tmp_path / "run"), *TINY_CLI])
     assert code == 1 and "is given twice" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+_FULL_DISK_CHILD = """
+import os, sys
+import h5py, keras
+from student import training
+
+model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(4000)])  # 1.6 MB of weights on a 1 MB disk
+path = os.path.join(sys.argv[1], "last.weights.h5")
+try:
+    training._save_weights_atomic(model, path)
+except OSError as e:
+    print(f"error: {e.filename}: {e.strerror}")
+print("open:", [f.name for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)], "left:", os.listdir(sys.argv[1]))
+"""
+
+
+def test_a_real_full_disk_while_saving_weights_is_an_error_not_a_segfault(tmp_path):
+    """Issue 18: train.py on a full disk printed its message, then died with a segfault (rc 139) in h5py's cleanup
+    of the weights file Keras left open. A 1 MB tmpfs is a real full disk (needs root and mount)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)], capture_output=True,
+                           text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MB tmpfs as a full disk here ({mount.stderr.strip()})")
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        proc = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(disk)], cwd=repo, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo)})
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert proc.returncode == 0, f"rc {proc.returncode}:\n{proc.stderr[-3000:]}"  # was -11 (SIGSEGV)
+    assert f"error: {disk / 'last.weights.h5'}: No space left on device" in proc.stdout
+    assert "open: [] left: []" in proc.stdout  # the file is closed and the temporary removed
