@@ -480,6 +480,30 @@ def _build_student_with_backbone(config):
         ) from e
 
 
+def _too_few_records(config, train_files, labelled, teacher_only, with_teacher):
+    """Why the training records do not fill one batch, and what helps: the batch size, or for variant A (human maps
+    only) records without human maps or a --label-fraction that keeps none of them."""
+    where = ", ".join(config.records_dirs)
+    n_train = labelled + teacher_only if with_teacher else labelled
+    if with_teacher:
+        return (f"{where}: {n_train} training records are fewer than one batch of {config.batch_size}; "
+                "lower --batch-size")
+    fraction = float(config.label_fraction)
+    with_map = count_records(train_files)[0] if fraction < 1.0 else labelled
+    if with_map == 0:
+        return (f"{where}: the '{config.train_split}' records have no human maps ({teacher_only} teacher-only "
+                "records, e.g. from export_teacher.py --images), and variant A trains on human maps only: use "
+                "--variant B (which also learns from the teacher maps), or add records with human maps")
+    if labelled == 0:
+        return (f"--label-fraction {fraction:g} keeps the human maps of none of the {with_map} training records "
+                f"that have one (in {where}; about {fraction * with_map:.2g} expected), and variant A trains on human "
+                "maps only: raise --label-fraction")
+    kept = f" (--label-fraction {fraction:g} keeps {labelled} of {with_map})" if fraction < 1.0 else ""
+    more = " or raise --label-fraction" if fraction < 1.0 else ""
+    return (f"{where}: {labelled} training records with a human map{kept} are fewer than one batch of "
+            f"{config.batch_size}; lower --batch-size{more}")
+
+
 def build_distiller(config, strategy):
     """The student (seeded) wrapped in a compiled Distiller, built under `strategy`."""
     from student.distillation import Distiller
@@ -547,11 +571,7 @@ def train(config, strategy=None, extra_callbacks=()):
         n_train = labelled + teacher_only if with_teacher else labelled
         steps = n_train // config.batch_size
         if steps == 0:
-            raise ValueError(
-                f"{', '.join(config.records_dirs)}: {n_train} training records "
-                f"{'' if with_teacher else 'with a human map '}are fewer than one batch of "
-                f"{config.batch_size}; lower --batch-size"
-            )
+            raise ValueError(_too_few_records(config, train_files, labelled, teacher_only, with_teacher))
         steps = min(steps, config.steps_per_epoch or steps)
         train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, with_teacher, n_train)
         val_examples = None

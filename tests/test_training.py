@@ -445,3 +445,19 @@ def test_a_real_full_disk_while_saving_weights_is_an_error_not_a_segfault(tmp_pa
     assert proc.returncode == 0, f"rc {proc.returncode}:\n{proc.stderr[-3000:]}"  # was -11 (SIGSEGV)
     assert f"error: {disk / 'last.weights.h5'}: No space left on device" in proc.stdout
     assert "open: [] left: []" in proc.stdout  # the file is closed and the temporary removed
+
+
+def test_no_human_maps_for_variant_a_gives_the_true_cause_not_the_batch_size(records_dir, teacher_only_dir,
+                                                                                tmp_path):
+    only_teacher = TrainConfig(variant="A", records_dir=str(teacher_only_dir), val_split="train",
+                               run_dir=str(tmp_path / "t"), **TINY)
+    with pytest.raises(ValueError, match=rf"{teacher_only_dir}: the 'train' records have no human maps \(8 "
+                                         r"teacher-only records.*variant A trains on human maps only.*--variant B"):
+        training.train(only_teacher)
+    assert training.count_records(records.list_shards(records_dir, "train"), 0.001)[0] == 0
+    scarce = TrainConfig(variant="A", records_dir=str(records_dir), label_fraction=0.001,
+                         run_dir=str(tmp_path / "s"), **TINY)
+    with pytest.raises(ValueError, match=r"--label-fraction 0.001 keeps the human maps of none of the 8 training "
+                                         r"records that have one.*raise --label-fraction") as info:
+        training.train(scarce)
+    assert "lower --batch-size" not in str(info.value)
