@@ -12,6 +12,7 @@ An interrupted export resumes when run again with the same arguments. Exit codes
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -143,8 +144,12 @@ def main(argv=None):
     except (OSError, tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
-        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: free space "
-                     "(or fix the folder), then run the same command again to resume")
+        code = getattr(e, "errno", None)
+        fix = ("free space" if code in (errno.ENOSPC, errno.EDQUOT) else
+               "fix the folder's permissions" if code in (errno.EACCES, errno.EPERM, errno.EROFS) else
+               "free space (or fix the folder)" if isinstance(e, tf.errors.OpError) else "fix it")
+        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: {fix}, then run the "
+                     "same command again to resume")
     except KeyboardInterrupt:
         print("export_teacher.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -259,12 +259,34 @@ def _load_saved_model(path):
 
 
 def _load_keras(path, jit_compile):
-    if path.endswith(".weights.h5"):
-        model = msinet.build_msinet()
-        model.load_weights(path)
-    else:
-        model = keras.saving.load_model(path, compile=False)
+    try:
+        if path.endswith(".weights.h5"):
+            model = msinet.build_msinet()
+            model.load_weights(path)
+        else:
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - h5py, zipfile and Keras raise their own types for a foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: cannot load as the Keras MSI-Net ({type(e).__name__}: {first}); expected a file "
+                         "saved from teacher.msinet's model (teacher/convert.py makes one)") from e
     return _keras_function(model, jit_compile)
+
+
+def check_keras_file(path):
+    """Refuse a `.keras` that is not a zip archive or an `.h5` that is not HDF5, naming it (before any loader, whose
+    own errors say "File not found" or nothing about the file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file: a .keras file is a zip archive and this one is not "
+                         "(corrupt, truncated, or another format renamed); save the model again with model.save(path)")
+    if path.endswith(".h5"):
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"{path}: not an HDF5 file (corrupt, truncated, or another format renamed); a .h5 or "
+                             ".weights.h5 teacher is a Keras file saved with model.save or model.save_weights")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -621,6 +643,7 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         raise ValueError(f"load_teacher: unknown dataset {dataset!r}; choose one of {sorted(INPUT_SIZES)}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}")
+    check_keras_file(path)
     if teacher_kind(path, teacher_format) == "contract":
         return load_contract_teacher(path, max_input_side, map_max_side)
 

@@ -454,3 +454,14 @@ def test_images_export_warns_about_the_flags_it_ignores(data_copy, tmp_path, cap
     assert warning in captured.err and "warning" not in captured.out
     assert export_teacher.main(base + ["--out", str(tmp_path / "e")]) == 0
     assert "warning: --" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["teacher.keras", "teacher.h5", "model_salicon_cpu.weights.h5"])
+def test_a_garbage_teacher_file_is_named_with_the_true_cause(name, synthetic_salicon_dir, tmp_path, capsys):
+    garbage = tmp_path / name
+    garbage.write_bytes(b"not a model at all " * 50)
+    code, err = run_cli(["--split", "val", "--data-dir", str(synthetic_salicon_dir), "--teacher", str(garbage),
+                         "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{garbage}: not a" in err and "corrupt" in err
+    assert "File not found" not in err and "free space" not in err
