@@ -92,6 +92,39 @@ def load_fixations(records_dir, split):
     return out
 
 
+def load_density(path):
+    """A true density `<stem>.npy` (`--densities-dir`) as float64 (H, W), checked; never unpickled.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file when it is not a plain numeric 2-D array (a pickled object array is refused
+            unread), or has NaN/inf, negative values or no mass.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no true density for this record; --densities-dir holds one <stem>.npy "
+                                "per image (datasets.synthetic writes them)")
+    try:
+        density = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a plain .npy array of numbers ({' '.join(str(e).split())}); a true density is "
+                         "a float array saved with np.save (pickled objects are never loaded)") from e
+    if not isinstance(density, np.ndarray) or density.dtype == object:  # an .npz archive, say
+        raise ValueError(f"{path}: not a plain .npy array; a true density is a float array saved with np.save")
+    if density.ndim != 2 or not np.issubdtype(density.dtype, np.number) or not density.size:
+        raise ValueError(f"{path}: a true density is a 2-D numeric array (H, W); this one is {density.dtype} of shape "
+                         f"{density.shape}")
+    density = density.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(density)))
+    if bad:
+        raise ValueError(f"{path}: the true density has {bad} NaN or inf value(s) of {density.size}; regenerate it "
+                         "(python -m datasets.synthetic) or remove --densities-dir")
+    if density.min() < 0 or density.sum() <= 0:
+        raise ValueError(f"{path}: the true density must be non-negative with a positive sum (min "
+                         f"{density.min():.4g}, sum {density.sum():.4g}); regenerate it or remove --densities-dir")
+    return density
+
+
 def fit_centre_bias(fixations):
     """Mean and covariance of fixations in normalised image coordinates ((row + 0.5) / H, (col + 0.5) / W).
 
@@ -267,7 +300,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     others = _other_maps(examples, sauc_other, seed)
     truths = [None] * len(examples)
     if densities_dir:
-        truths = [np.load(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
+        truths = [load_density(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
     groups = {}
     for i, ex in enumerate(examples):
         groups.setdefault(ex["dataset"], []).append(i)

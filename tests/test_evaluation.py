@@ -259,3 +259,32 @@ def test_teacher_only_records_are_an_error_saying_there_is_no_human_data(exact_t
     assert code == 1 and err.count("\n") == 1
     assert f"{out}: the 'val' records have no human data" in err
     assert not (tmp_path / "eval" / "metrics.md").exists()
+
+
+class _MakesAFolderWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("case", ["nan", "pickled"])
+def test_a_bad_true_density_is_named_and_never_unpickled(case, exact_teacher_records, tmp_path, capsys):
+    import shutil
+
+    densities = shutil.copytree(exact_teacher_records / "densities", tmp_path / "densities")
+    bad = densities / "img2.npy"
+    marker = tmp_path / "unpickled"
+    if case == "nan":
+        density = np.load(bad)
+        density[3, 4] = np.nan
+        np.save(bad, density)
+    else:
+        np.save(bad, np.array([_MakesAFolderWhenUnpickled(str(marker))], dtype=object), allow_pickle=True)
+    code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--densities-dir", str(densities),
+                              "--out", str(tmp_path / "eval"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"{bad}: " in err, err
+    assert ("NaN" in err) if case == "nan" else ("pickled" in err and not marker.exists())
+    assert "model" not in err
