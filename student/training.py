@@ -553,7 +553,7 @@ def train(config, strategy=None, extra_callbacks=()):
                if os.path.exists(os.path.join(d, f"{s}.json"))]
     mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
     for difference in mixed:
-        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}")
+        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}", file=sys.stderr)
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)

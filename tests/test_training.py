@@ -331,7 +331,9 @@ def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 1
-    assert f"{blocker / 'run'}: cannot write output there" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert f"{blocker / 'run'}: cannot write output there" in captured.err
+    assert "warning: mixed records" in captured.err and "mixed records" not in captured.out  # warnings: stderr
 
 
 def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal():
