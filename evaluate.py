@@ -19,6 +19,17 @@ import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/one
 from evaluation.scoring import evaluate, to_markdown, write_results  # noqa: E402
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -33,7 +44,8 @@ def build_parser():
     p.add_argument("--no-teacher", action="store_true", help="do not score the teacher maps stored in the records")
     p.add_argument("--densities-dir", default=None,
                    help="true densities <stem>.npy (synthetic data) to add KLD/CC against the truth")
-    p.add_argument("--max-images", type=int, default=None, help="score only the first N records of each folder")
+    p.add_argument("--max-images", type=positive_int, default=None,
+                   help="score only the first N records of each folder (N >= 1; default: all)")
     p.add_argument("--no-references", action="store_true",
                    help="leave out the centre-bias and inter-observer reference rows")
     p.add_argument("--centre-bias-split", default="train",
@@ -72,6 +84,15 @@ def model_names(paths):
     return dict(zip(names, paths))
 
 
+def _fail(error):
+    """Print `evaluate.py: error: <message>` as one line on stderr; the exit code of every handled error (1).
+
+    Exit codes: 0 done, 1 a handled error, 2 a usage error (argparse).
+    """
+    print(f"evaluate.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -83,8 +104,7 @@ def main(argv=None):
                            centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma,
                            teacher_format=args.teacher_format)
     except (FileNotFoundError, ValueError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))
     print(f"[evaluate] wrote {md_path} and {json_path}")

@@ -6,11 +6,13 @@
     python export_teacher.py --dataset mit1003 --data-dir data/mit1003 --split train   # -> data/distill_mit1003
     python export_teacher.py --images photos/ --out data/distill_photos               # teacher maps only
 
-An interrupted export resumes when run again with the same arguments. Exit codes: 0 done, 1 export or
-verification error (e.g. an unreadable image without --skip-bad), 2 missing data or teacher (or bad arguments).
+An interrupted export resumes when run again with the same arguments. Exit codes: 0 done, 1 a handled error
+(missing data or teacher, an unreadable image without --skip-bad, a failed verification...: one line
+`export_teacher.py: error: ...` on stderr), 2 a usage error (argparse), 130 interrupted.
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -97,10 +99,11 @@ def _summary(split, manifest):
     return f"{split}: {manifest['num_images']} images in {manifest['num_shards']} shards{skipped}{human}"
 
 
-def _fail(error, code):
+def _fail(error):
+    """Print `export_teacher.py: error: <message>` as one line on stderr; the exit code of every handled error."""
     message = " ".join(str(error).split())
     print(f"export_teacher.py: error: {message}", file=sys.stderr)
-    return code
+    return 1
 
 
 def main(argv=None):
@@ -108,7 +111,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     dataset, data_dir = ("images", args.images) if args.images else (args.dataset, args.data_dir)
     if args.images and args.data_dir:
-        return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both", 2)
+        return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both")
+    if args.images:
+        parser = build_parser()
+        unused = [f"--{dest.replace('_', '-')}" for dest in ("dataset", "split_file", "sigma")
+                  if getattr(args, dest) != parser.get_default(dest)]
+        if unused:
+            print(f"export_teacher.py: warning: {', '.join(unused)} only apply to data sets with human data "
+                  "(--data-dir); ignored with --images", file=sys.stderr)
     if data_dir is None:
         data_dir = export.DEFAULT_DATA_DIR if dataset == "salicon" else os.path.join("data", dataset)
     if args.out is None:
@@ -130,15 +140,17 @@ def main(argv=None):
             dataset=dataset, split_file=args.split_file, sigma=args.sigma,
             teacher_format=args.teacher_format, teacher_max_side=args.teacher_max_side,
         )
-    except FileNotFoundError as e:
-        return _fail(e, 2)
-    except (ValueError, RuntimeError) as e:
-        return _fail(e, 1)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        return _fail(e)
     except (OSError, tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
-        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: free space "
-                     "(or fix the folder), then run the same command again to resume", 1)
+        code = getattr(e, "errno", None)
+        fix = ("free space" if code in (errno.ENOSPC, errno.EDQUOT) else
+               "fix the folder's permissions" if code in (errno.EACCES, errno.EPERM, errno.EROFS) else
+               "free space (or fix the folder)" if isinstance(e, tf.errors.OpError) else "fix it")
+        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: {fix}, then run the "
+                     "same command again to resume")
     except KeyboardInterrupt:
         print("export_teacher.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -203,6 +203,15 @@ def _resume_hint(argv):
     return f"run the same command again to continue from the last finished epoch ({command})"
 
 
+def _fail(error):
+    """Print `train.py: error: <message>` as one line on stderr; the exit code of every handled error (1).
+
+    Exit codes: 0 done, 1 a handled error, 2 a usage error (argparse), 130 interrupted.
+    """
+    print(f"train.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -232,13 +241,11 @@ def main(argv=None):
             print(f"[train] {r.run_dir}: best val KLD {r.best_val_kld:.4f}; SavedModel {r.saved_model_dir}")
         return 0
     except (FileNotFoundError, FileExistsError, ValueError, TrainingDivergedError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2 if not isinstance(e, TrainingDivergedError) else 1
+        return _fail(e)
     except OSError as e:  # e.g. an unwritable --run-dir or a full disk
         where = f"{e.filename}: " if e.filename else ""
-        print(f"train.py: error: {where}{e.strerror or e}. Finished epochs are kept: free space or fix the "
-              f"permissions, then {_resume_hint(argv)}", file=sys.stderr)
-        return 1
+        return _fail(f"{where}{e.strerror or e}. Finished epochs are kept: free space or fix the permissions, then "
+                     f"{_resume_hint(argv)}")
     except KeyboardInterrupt:
         print(f"train.py: interrupted; {_resume_hint(argv)}", file=sys.stderr)
         return 130

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from datasets.io import EXIF_ORIENTATION_TAG
 from datasets.sample import Sample, sized_map
 from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem
 
@@ -206,15 +207,23 @@ def read_fixations_mat(path):
 
 
 def _image_size(path):
-    """(height, width) from the image header (PIL opens lazily: no decoding)."""
+    """(height, width) of the image as displayed, from its header (PIL opens lazily: no decoding).
+
+    An EXIF orientation of 5 to 8 (a phone photo stored sideways) swaps the stored sides, as `datasets.io.read_image`
+    turns the pixels upright: the points were recorded on the upright image.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             width, height = image.size
+            try:
+                orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            except Exception:  # noqa: BLE001 - odd EXIF: read_image ignores it too (datasets.io.exif_orientation)
+                orientation = 1
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({e}); re-download or remove it") from e
-    return height, width
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def matlab_round(values):

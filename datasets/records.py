@@ -206,8 +206,27 @@ def list_shards(records_dir, split, require_finished=True):
     return files
 
 
-# The manifest entries that make two exports' teacher maps comparable.
+# The manifests' teacher entries are compared whole (every key: the teacher, its input size or contract bounds,
+# the pipeline, the oracle's settings...) except where the teacher file was read from: a copy elsewhere is the
+# same teacher (its sha256 says so). These come first in the messages.
 _TEACHER_KEYS = ("name", "sha256", "input_size", "pipeline")
+_TEACHER_IGNORED = ("path",)
+
+
+def check_distinct_folders(records_dirs, option="--records-dir"):
+    """Refuse a records folder given twice (however spelled: `d`, `d/`, a link to it): each image would count twice.
+
+    Raises:
+        ValueError: naming the folder, both spellings and `option`.
+    """
+    seen = {}
+    for directory in records_dirs:
+        key = os.path.realpath(os.fspath(directory))
+        if key in seen:
+            same = "" if os.fspath(seen[key]) == os.fspath(directory) else f" (as {seen[key]} and {directory})"
+            raise ValueError(f"{option}: {seen[key]} is given twice{same}; every image in it would count twice. "
+                             "Give each folder once")
+        seen[key] = directory
 
 
 def read_manifest(records_dir, split):
@@ -221,6 +240,9 @@ def read_manifest(records_dir, split):
 
 def check_same_teacher(sources, allow_mixed=False):
     """Refuse record splits whose manifests name different teachers, teacher input sizes or pipelines.
+
+    The teacher entries are compared whole (a contract teacher's `max_input_side` and `map_max_side`, the
+    oracle's settings...), except the `path` the teacher was read from.
 
     Args:
         sources: (records_dir, split) pairs, e.g. the training and the validation split.
@@ -236,18 +258,19 @@ def check_same_teacher(sources, allow_mixed=False):
     for records_dir, split in sources:
         manifest = read_manifest(records_dir, split)
         if manifest is not None and isinstance(manifest.get("teacher"), dict):
-            teacher = {k: manifest["teacher"].get(k) for k in _TEACHER_KEYS}
+            teacher = {k: v for k, v in manifest["teacher"].items() if k not in _TEACHER_IGNORED}
             described.append((os.path.join(os.fspath(records_dir), f"{split}.json"), teacher))
     differences = []
     for path, teacher in described[1:]:
         first_path, first = described[0]
-        diff = [f"{k} {first[k]!r} vs {teacher[k]!r}" for k in _TEACHER_KEYS if first[k] != teacher[k]]
+        keys = list(_TEACHER_KEYS) + sorted((set(first) | set(teacher)) - set(_TEACHER_KEYS))
+        diff = [f"{k} {first.get(k)!r} vs {teacher.get(k)!r}" for k in keys if first.get(k) != teacher.get(k)]
         if diff:
             differences.append(f"{first_path} and {path} differ: " + ", ".join(diff))
     if differences and not allow_mixed:
         raise ValueError(
             "the records were made by different teachers or teacher settings (" + "; ".join(differences)
-            + "): export both splits with the same teacher, --input-size and --pipeline, or pass "
+            + "): export both splits with the same teacher, --input-size, --teacher-max-side and --pipeline, or pass "
             "--allow-mixed-records to use them anyway"
         )
     return differences

@@ -13,6 +13,10 @@ In `out_dir`, for a split:
 Rerun after a kill: shards whose file still matches its recorded sha256 are kept, the unfinished shard and
 anything after it are redone, and the result holds every image exactly once. An image removed after a failed
 run (a bad file) is dropped from the unfinished shards; a plan without any finished shard is simply replaced.
+
+An export deletes only shards named in its own plan. A folder holding another export's records (a manifest or
+shards without this split's plan, a plan made from another data folder, or shard files no plan lists) is
+refused with the reason, never cleaned.
 What fills the records (a teacher run over samples) is `teacher.labelling`; this module knows nothing of models.
 """
 
@@ -22,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -103,7 +108,8 @@ def estimate_record_bytes(samples, teacher_size, num_samples=ESTIMATE_SAMPLES):
     return float(np.mean(sizes)) + teacher_bytes + RECORD_OVERHEAD_BYTES
 
 
-def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_SIZE_MB, images_per_shard=None):
+def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_SIZE_MB, images_per_shard=None,
+              source=None):
     """The shard plan: sorted stems in balanced contiguous chunks of about `shard_size_mb` megabytes.
 
     Args:
@@ -112,10 +118,13 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
         teacher_description: the teacher entry recorded with the plan.
         shard_size_mb: target shard size in MB (10^6 bytes), from `estimate_record_bytes`.
         images_per_shard: overrides the estimate (tests, or to force a shard count).
+        source: where the samples come from, {"data_dir": absolute folder, "dataset": name}, recorded so that a
+            later export into the same folder can tell its own records from another export's.
 
     Returns:
         A JSON-ready dict with `shards`: [{"name", "stems"}] in order.
     """
+    images_per_shard_arg = images_per_shard
     stems = sorted(sample.stem for sample in samples)
     map_bound = teacher_description["input_size"] or [teacher_description["map_max_side"]] * 2  # contract: None
     estimate = estimate_record_bytes(samples, map_bound)
@@ -135,7 +144,10 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
         "images_per_shard": int(images_per_shard),
         "shard_size_mb": shard_size_mb,
         "estimated_record_bytes": int(estimate),
+        "requested": {"images_per_shard": None if images_per_shard_arg is None else int(images_per_shard_arg),
+                      "shard_size_mb": shard_size_mb},
         "teacher": teacher_description,
+        **({"source": dict(source)} if source else {}),
         "shards": [
             {"name": records.shard_name(split, i, num_shards), "stems": [stems[j] for j in chunk]}
             for i, chunk in enumerate(chunks)
@@ -167,26 +179,107 @@ def _drop_removed_stems(path, plan, finished, removed, fix):
     return plan
 
 
-def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_mb, images_per_shard):
+def shard_files(out_dir, split):
+    """The names of the `<split>-NNNNN-of-NNNNN.tfrecord` files in `out_dir`, sorted."""
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(out_dir, f"{split}-*-of-*.tfrecord")))
+
+
+def _start_over(out_dir, split):
+    return (f"delete {os.path.join(out_dir, split)}.* and {os.path.join(out_dir, split)}-*.tfrecord yourself to "
+            "start over, or choose another --out")
+
+
+def _same_folder(a, b):
+    return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+
+
+def _refuse_another_export(out_dir, split, plan, current, source):
+    """Refuse a plan (with records on disk) that another export made: other data from another folder."""
+    recorded = dict(plan.get("source") or {})
+    manifest_file = manifest_path(out_dir, split)
+    if not recorded and os.path.exists(manifest_file):  # plans written before the source was recorded
+        manifest = read_json(manifest_file)
+        recorded = {"data_dir": manifest.get("data_dir"), "dataset": manifest.get("dataset", "salicon")}
+    planned = {stem for shard in plan["shards"] for stem in shard["stems"]}
+    if planned == set(current):
+        return  # the same images (a data folder moved, say): the plan's own checks apply
+    if recorded.get("data_dir") and source and source.get("data_dir"):
+        other = not _same_folder(recorded["data_dir"], source["data_dir"]) or (
+            recorded.get("dataset") not in (None, source.get("dataset")))
+    else:
+        other = not planned & set(current)  # nothing recorded: no image in common
+    if not other:
+        return
+    on_disk = shard_files(out_dir, split)
+    if not on_disk and not os.path.exists(manifest_file):
+        return  # an abandoned plan of nothing: replaced like any plan without finished shards
+    theirs = f"{recorded.get('dataset') or 'data'} from {recorded.get('data_dir') or 'another folder'}"
+    ours = f"{source.get('dataset')} from {source.get('data_dir')}" if source else "this data"
+    raise ValueError(
+        f"{out_dir} holds the '{split}' records of another export ({theirs}: {len(planned)} images, "
+        f"{len(on_disk)} shard file(s)), not of {source.get('data_dir') if source else 'this data'} ({ours}); "
+        f"an export never deletes or mixes with records it did not write. Choose another --out for this export, "
+        f"or {_start_over(out_dir, split)}"
+    )
+
+
+def _refuse_foreign_shards(out_dir, split, names, why):
+    """Refuse `<split>-*-of-*.tfrecord` files that are not `names` (the plan's): they are not this export's."""
+    foreign = [name for name in shard_files(out_dir, split) if name not in names]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ValueError(
+            f"{os.path.join(out_dir, foreign[0])}{more}: a '{split}' shard that the plan {why} does not list; an "
+            f"export never deletes or mixes with records it did not write. Move it away, or choose another --out"
+        )
+
+
+def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_mb, images_per_shard, source=None):
     """The split's plan and its finished shards ({name: entry}).
 
     A plan without any finished shard is simply replaced when the data or teacher changed (e.g. a first run that
     stopped at a bad file). With finished shards, images removed since (a bad file deleted) are dropped from the
     unfinished shards, so the rerun resumes; new images or another teacher are refused.
+
+    Only the shards a plan names are ever deleted. Records this export did not plan are refused (ValueError,
+    saying why and what to do): a manifest or shards of `split` without its plan, a plan (with records) made by
+    an export of other images from another `source` folder, and shard files that the plan does not list.
     """
     path = plan_path(out_dir, split)
     current = sorted(sample.stem for sample in samples)
+    stale = []
     if os.path.exists(path):
         plan = read_json(path)
+        _refuse_another_export(out_dir, split, plan, current, source)
+        ours = {shard["name"] for shard in plan["shards"]}
+        _refuse_foreign_shards(out_dir, split, ours, f"{path}")
         finished = finished_shards(out_dir, split, plan)
         planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
         if finished or (planned == current and same_source(plan["teacher"], teacher_description)):
-            return _check_plan(path, plan, finished, current, teacher_description, out_dir, split), finished
-    # No shard was finished: nothing to keep, whatever an earlier plan said.
-    for stale in glob.glob(os.path.join(out_dir, f"{split}-*-of-*.tfrecord")) + [progress_path(out_dir, split)]:
-        if os.path.exists(stale):
-            os.remove(stale)
-    plan = make_plan(samples, split, teacher_description, shard_size_mb, images_per_shard)
+            plan = _check_plan(path, plan, finished, current, teacher_description, out_dir, split)
+            _report_kept_shard_size(path, plan, shard_size_mb, images_per_shard, out_dir, split)
+            return plan, finished
+        stale = sorted(ours)  # no shard was finished: nothing of this plan to keep
+    else:
+        on_disk = shard_files(out_dir, split)
+        if on_disk or os.path.exists(manifest_path(out_dir, split)):
+            made = ""
+            if os.path.exists(manifest_path(out_dir, split)):
+                manifest = read_json(manifest_path(out_dir, split))
+                made = (f", made from {manifest.get('dataset', 'salicon')} in {manifest.get('data_dir')} with "
+                        f"{manifest.get('num_images')} images")
+            raise ValueError(
+                f"{out_dir} already holds '{split}' records ({len(on_disk)} shard file(s)"
+                f"{', the manifest ' + split + '.json' if os.path.exists(manifest_path(out_dir, split)) else ''}"
+                f"{made}) but no {split}.plan.json, so no export in this folder planned them; an export never "
+                f"deletes records it did not write. Choose another --out, or {_start_over(out_dir, split)}"
+            )
+    for name in stale:
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    if os.path.exists(progress_path(out_dir, split)):
+        os.remove(progress_path(out_dir, split))
+    plan = make_plan(samples, split, teacher_description, shard_size_mb, images_per_shard, source)
     write_json(path, plan)
     return plan, {}
 
@@ -212,6 +305,23 @@ def _check_plan(path, plan, finished, current, teacher_description, out_dir, spl
             f"pipeline {teacher_description['pipeline']}). {fix}"
         )
     return plan
+
+
+def _report_kept_shard_size(path, plan, shard_size_mb, images_per_shard, out_dir, split):
+    """Say on stderr when a rerun asks for other shards than the plan it resumes (or re-checks) has: the plan wins."""
+    requested = plan.get("requested")
+    if images_per_shard is not None:
+        differs = int(images_per_shard) != plan["images_per_shard"]
+        asked = f"--images-per-shard {images_per_shard}"
+    else:
+        # Plans from before `requested` was recorded: only an explicit --images-per-shard can be compared.
+        differs = requested is not None and (requested.get("images_per_shard") is not None
+                                             or requested.get("shard_size_mb") != shard_size_mb)
+        asked = f"--shard-size-mb {shard_size_mb:g}"
+    if differs:
+        print(f"export: {path}: keeps its {plan['num_shards']} shards of up to {plan['images_per_shard']} images "
+              f"planned by the first run; {asked} is not applied to an export that already has finished shards. "
+              f"To reshard, {_start_over(out_dir, split)}", file=sys.stderr)
 
 
 def finished_shards(out_dir, split, plan):

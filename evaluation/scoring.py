@@ -92,6 +92,39 @@ def load_fixations(records_dir, split):
     return out
 
 
+def load_density(path):
+    """A true density `<stem>.npy` (`--densities-dir`) as float64 (H, W), checked; never unpickled.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file when it is not a plain numeric 2-D array (a pickled object array is refused
+            unread), or has NaN/inf, negative values or no mass.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no true density for this record; --densities-dir holds one <stem>.npy "
+                                "per image (datasets.synthetic writes them)")
+    try:
+        density = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a plain .npy array of numbers ({' '.join(str(e).split())}); a true density is "
+                         "a float array saved with np.save (pickled objects are never loaded)") from e
+    if not isinstance(density, np.ndarray) or density.dtype == object:  # an .npz archive, say
+        raise ValueError(f"{path}: not a plain .npy array; a true density is a float array saved with np.save")
+    if density.ndim != 2 or not np.issubdtype(density.dtype, np.number) or not density.size:
+        raise ValueError(f"{path}: a true density is a 2-D numeric array (H, W); this one is {density.dtype} of shape "
+                         f"{density.shape}")
+    density = density.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(density)))
+    if bad:
+        raise ValueError(f"{path}: the true density has {bad} NaN or inf value(s) of {density.size}; regenerate it "
+                         "(python -m datasets.synthetic) or remove --densities-dir")
+    if density.min() < 0 or density.sum() <= 0:
+        raise ValueError(f"{path}: the true density must be non-negative with a positive sum (min "
+                         f"{density.min():.4g}, sum {density.sum():.4g}); regenerate it or remove --densities-dir")
+    return density
+
+
 def fit_centre_bias(fixations):
     """Mean and covariance of fixations in normalised image coordinates ((row + 0.5) / H, (col + 0.5) / W).
 
@@ -175,6 +208,11 @@ def _other_maps(examples, n_other, seed):
     return others
 
 
+def _has_human_data(example):
+    """Whether a record has anything human to score against: a human map with mass, or fixations."""
+    return bool(example["has_saliency"] and example["saliency"].sum() > 0) or len(example["fixations"]) > 0
+
+
 def score_map(prediction, example, other_map=None, true_density=None, seed=0):
     """All metrics of one prediction (2-D, at the image size) for one example; missing references are skipped."""
     out = {}
@@ -223,7 +261,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         models: {name: path or Predictor}; paths are loaded with `inference.predictors.load_predictor`.
         include_teacher: also score the teacher maps stored in the records.
         densities_dir: folder of true densities `<stem>.npy` (synthetic data) for `kld_true` / `cc_true`.
-        max_images: score only the first N records of each folder.
+        max_images: score only the first N records of each folder (None: all; otherwise >= 1).
         sauc_other: number of other images whose fixations are sAUC's negatives.
         seed: AUC-Judd jitter and sAUC / AUC-Borji sampling.
         progress: show a progress bar.
@@ -236,17 +274,33 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         {"split", "num_images", "records_dir", "models": {name: {"metrics": {metric: mean}, "num_params",
         "images_per_s"}}, "datasets": {name: {"num_images", "models", "notes"}}}. The top-level "models" are
         over all images; "datasets" holds one such table per data set, reference rows included.
+
+    Raises:
+        ValueError: a folder given twice, or one whose records have no human data (no human map, no fixation)
+            and no `densities_dir`: there would be nothing to score against.
     """
     import keras
 
     from inference.predictors import load_predictor
 
     records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
-    examples = [ex for directory in records_dirs for ex in load_examples(directory, split, max_images)]
+    records.check_distinct_folders(records_dirs)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be None or >= 1 (--max-images). Received: max_images={max_images}")
+    examples = []
+    for directory in records_dirs:
+        loaded = load_examples(directory, split, max_images)
+        if not densities_dir and not any(_has_human_data(ex) for ex in loaded):
+            raise ValueError(
+                f"{directory}: the '{split}' records have no human data (no human map and no fixation in "
+                f"{len(loaded)} records) to score against: teacher-only records (export_teacher.py --images) can "
+                "teach variant B but not be evaluated. Evaluate records of a data set with eye-tracking data"
+            )
+        examples += loaded
     others = _other_maps(examples, sauc_other, seed)
     truths = [None] * len(examples)
     if densities_dir:
-        truths = [np.load(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
+        truths = [load_density(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
     groups = {}
     for i, ex in enumerate(examples):
         groups.setdefault(ex["dataset"], []).append(i)

@@ -23,8 +23,10 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from datasets import records
@@ -137,6 +139,7 @@ class TrainConfig:
             self.jit_compile = xla_pays_off()
         if not isinstance(self.records_dir, (str, os.PathLike)):
             self.records_dir = [os.fspath(d) for d in self.records_dir]
+            records.check_distinct_folders(self.records_dir)
             if len(self.records_dir) == 1:
                 self.records_dir = self.records_dir[0]
         if not 0.0 <= float(self.label_fraction) <= 1.0:
@@ -236,15 +239,36 @@ class StudentCheckpoints(keras.callbacks.Callback):
 
 
 def _save_weights_atomic(model, path):
-    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk)."""
+    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk).
+
+    A failed write leaves Keras's h5py file open (its writer is never closed on an error); left to the interpreter's
+    teardown, h5py's cleanup flushes it into the full disk again and the process dies with a segfault after the
+    error message. So the file is closed here, and an h5py error becomes an OSError naming `path`.
+    """
     tmp = path + ".tmp.weights.h5"
     try:
         model.save_weights(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        _close_h5_files(tmp)
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # h5py's: no file name, HDF5's whole report as text
+            raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e).splitlines()[0], path) from e
         raise
+
+
+def _close_h5_files(path):
+    """Close every h5py file object still open on `path` (its flush may fail again: that error is moot here)."""
+    import h5py
+
+    target = os.path.abspath(path)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        if os.path.abspath(os.fsdecode(file_id.name)) == target:
+            try:
+                h5py.File(file_id).close()
+            except Exception:  # noqa: BLE001 - e.g. "file write failed" while flushing into a full disk
+                pass
 
 
 def count_records(files, label_fraction=1.0):
@@ -477,6 +501,30 @@ def freeze_encoder_batchnorm(student, backbone):
     return frozen
 
 
+def _too_few_records(config, train_files, labelled, teacher_only, with_teacher):
+    """Why the training records do not fill one batch, and what helps: the batch size, or for variant A (human maps
+    only) records without human maps or a --label-fraction that keeps none of them."""
+    where = ", ".join(config.records_dirs)
+    n_train = labelled + teacher_only if with_teacher else labelled
+    if with_teacher:
+        return (f"{where}: {n_train} training records are fewer than one batch of {config.batch_size}; "
+                "lower --batch-size")
+    fraction = float(config.label_fraction)
+    with_map = count_records(train_files)[0] if fraction < 1.0 else labelled
+    if with_map == 0:
+        return (f"{where}: the '{config.train_split}' records have no human maps ({teacher_only} teacher-only "
+                "records, e.g. from export_teacher.py --images), and variant A trains on human maps only: use "
+                "--variant B (which also learns from the teacher maps), or add records with human maps")
+    if labelled == 0:
+        return (f"--label-fraction {fraction:g} keeps the human maps of none of the {with_map} training records "
+                f"that have one (in {where}; about {fraction * with_map:.2g} expected), and variant A trains on human "
+                "maps only: raise --label-fraction")
+    kept = f" (--label-fraction {fraction:g} keeps {labelled} of {with_map})" if fraction < 1.0 else ""
+    more = " or raise --label-fraction" if fraction < 1.0 else ""
+    return (f"{where}: {labelled} training records with a human map{kept} are fewer than one batch of "
+            f"{config.batch_size}; lower --batch-size{more}")
+
+
 def build_distiller(config, strategy):
     """The student (seeded) wrapped in a compiled Distiller, built under `strategy`."""
     from student.distillation import Distiller
@@ -528,7 +576,7 @@ def train(config, strategy=None, extra_callbacks=()):
                if os.path.exists(os.path.join(d, f"{s}.json"))]
     mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
     for difference in mixed:
-        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}")
+        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}", file=sys.stderr)
     initial_epoch = _prepare_run_dir(config)
     run_dir = config.run_dir
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
@@ -546,11 +594,7 @@ def train(config, strategy=None, extra_callbacks=()):
         n_train = labelled + teacher_only if with_teacher else labelled
         steps = n_train // config.batch_size
         if steps == 0:
-            raise ValueError(
-                f"{', '.join(config.records_dirs)}: {n_train} training records "
-                f"{'' if with_teacher else 'with a human map '}are fewer than one batch of "
-                f"{config.batch_size}; lower --batch-size"
-            )
+            raise ValueError(_too_few_records(config, train_files, labelled, teacher_only, with_teacher))
         steps = min(steps, config.steps_per_epoch or steps)
         train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, with_teacher, n_train)
         val_examples = None
@@ -620,14 +664,94 @@ def train(config, strategy=None, extra_callbacks=()):
     return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
 
 
-def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None):
-    """Write variant B's seeded initial weights, from which both variants start (A takes the common layers)."""
+def seed_record_path(weights_path):
+    """Where the seed of initial weights is recorded: `initial.weights.h5` -> `initial.seed.json`."""
+    weights_path = os.fspath(weights_path)
+    base = weights_path[: -len(".weights.h5")] if weights_path.endswith(".weights.h5") else weights_path
+    return base + ".seed.json"
+
+
+def _file_sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _seeded_initial_model(seed, backbone="resnet18", backbone_weights=None):
     from student.model import build_student
 
-    if not os.path.exists(path):
-        keras.utils.set_random_seed(seed)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _save_weights_atomic(build_student("B", backbone=backbone, backbone_weights=backbone_weights), path)
+    keras.utils.set_random_seed(seed)
+    return build_student("B", backbone=backbone, backbone_weights=backbone_weights)
+
+
+def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None):
+    """The seed of the initial weights in `path`: from its seed record when that matches the file, else `seed` if
+    the file holds exactly `seed`'s weights (files written before the record existed), else None (unknown)."""
+    record = seed_record_path(path)
+    if os.path.exists(record):
+        try:
+            with open(record) as f:
+                entry = json.load(f)
+            if entry.get("sha256") == _file_sha256(path):
+                if (entry.get("backbone", "resnet18"), entry.get("backbone_weights")) != (backbone, backbone_weights):
+                    return None
+                return int(entry["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from student.model import build_student
+
+    expected = _seeded_initial_model(seed, backbone, backbone_weights)
+    stored = build_student("B", backbone=backbone)
+    try:
+        stored.load_weights(path)
+    except Exception:  # noqa: BLE001 - an unreadable or foreign file is simply not seed's weights
+        return None
+    if all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(expected.weights, stored.weights)):
+        _write_seed_record(path, seed, backbone, backbone_weights)
+        return seed
+    return None
+
+
+def _write_seed_record(path, seed, backbone="resnet18", backbone_weights=None):
+    with atomic_write(seed_record_path(path), "w") as f:
+        json.dump({"seed": int(seed), "backbone": backbone, "backbone_weights": backbone_weights,
+                   "sha256": _file_sha256(path)}, f, indent=2)
+
+
+def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None, used_by=()):
+    """Write variant B's seeded initial weights, from which both variants start (A takes the common layers).
+
+    The seed (and the encoder with its pretrained weights) is recorded beside them (`seed_record_path`: `initial.seed.json`, with the file's sha256). An
+    existing file is reused only when it holds the weights of `seed`. One of another seed (or of a seed that
+    cannot be told) is made again, with a note on stderr, unless a run in `used_by` (folders with a
+    config.json) started from it: then the run would mix two seeds, so it is refused.
+
+    Raises:
+        ValueError: the existing initial weights are of another seed and a run in `used_by` started from them.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path):
+        recorded = _recorded_seed(path, seed, backbone, backbone_weights)
+        if recorded == seed:
+            return path
+        which = f"seed {recorded}" if recorded is not None else "an unknown seed"
+        started = [os.fspath(d) for d in used_by if os.path.exists(os.path.join(d, "config.json"))]
+        if started:
+            again = f"rerun with --seed {recorded}" if recorded is not None else "rerun with the seed it was made with"
+            raise ValueError(
+                f"{path} holds the initial weights of {which}, not --seed {seed}, and {', '.join(started)} started "
+                f"from them; {again} to continue, or choose another --run-dir for seed {seed}"
+            )
+        print(f"[train] {path}: initial weights of {which}, not --seed {seed}; made again for seed {seed}",
+              file=sys.stderr)
+    model = _seeded_initial_model(seed, backbone, backbone_weights)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _save_weights_atomic(model, path)
+    _write_seed_record(path, seed, backbone, backbone_weights)
     return path
 
 
@@ -636,14 +760,15 @@ def train_both(make_config, parent_dir):
 
     Args:
         make_config: `(variant, run_dir, initial_weights) -> TrainConfig`.
-        parent_dir: folder that receives `initial.weights.h5`, `A/` and `B/`.
+        parent_dir: folder that receives `initial.weights.h5` (with its seed in `initial.seed.json`), `A/` and
+            `B/`. Initial weights of another seed are made again, or refused once A or B started from them.
 
     Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
     first = make_config("A", os.path.join(parent_dir, "A"), None)
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
-                                   first.backbone_weights)
+                                   first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")])
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
     done = [finished_run(c) for c in configs]
     if all(done) and any(c.resume for c in configs):

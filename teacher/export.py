@@ -34,6 +34,8 @@ DATA_HINT = (
 def _list_samples(data_dir, split, dataset="salicon", split_file=None, sigma=nusvip.DEFAULT_SIGMA_PX):
     """The samples of `split` of `dataset` (`datasets.sources.list_samples`; SALICON errors say how to get it)."""
     data_dir = os.fspath(data_dir)
+    if dataset == "images":
+        return _list_images_folder(data_dir, split)
     if dataset != "salicon":
         return sources.list_samples(dataset, data_dir, split, split_file, sigma)
     if not os.path.isdir(data_dir):
@@ -42,6 +44,31 @@ def _list_samples(data_dir, split, dataset="salicon", split_file=None, sigma=nus
         return list_salicon(data_dir, split)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. {DATA_HINT}") from e
+
+
+def _subfolders(folder):
+    return sorted(name for name in os.listdir(folder)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
+
+
+def _list_images_folder(data_dir, split):
+    """The images directly in an `--images` folder; its subfolders are named on stderr (they are not read), or in
+    the error when there is nothing else."""
+    data_dir = os.fspath(data_dir)
+    folders = _subfolders(data_dir) if os.path.isdir(data_dir) else []
+    try:
+        samples = sources.list_samples("images", data_dir, split)
+    except FileNotFoundError as e:
+        if folders:
+            raise FileNotFoundError(
+                f"{data_dir}: no images directly in this folder, only subfolders ({', '.join(folders)}); --images "
+                "does not read subfolders: pass one of them as --images (each with its own --out)") from e
+        raise
+    if folders:
+        print(f"export: --images reads only the images directly in {data_dir}: {len(folders)} subfolder(s) ignored: "
+              f"{', '.join(folders)} (export each with its own --images and --out, or move their images up)",
+              file=sys.stderr)
+    return samples
 
 
 def _report_other_files(samples):
@@ -110,7 +137,8 @@ def export_split(
     Raises:
         FileNotFoundError: missing data folder or teacher file (the message says what to download).
         ValueError: an unreadable or inconsistent image (naming the file) without `skip_bad`; a plan in
-            `out_dir` made from other data or another teacher; a failed verification.
+            `out_dir` made from other data or another teacher; records in `out_dir` that another export wrote
+            (they are never deleted); a failed verification.
     """
     if split == "all":
         teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
@@ -132,12 +160,14 @@ def export_split(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     description = labelling.teacher_description(teacher, pipeline)
-    plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard)
+    name = sources.dataset_name(dataset, data_dir)
+    source = {"data_dir": os.path.abspath(os.fspath(data_dir)), "dataset": name}
+    plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard,
+                                              source)
     shards.remove_stale_files(out_dir, split, plan, finished)
 
     by_stem = {sample.stem: sample for sample in samples}
     todo = [by_stem[stem] for shard in plan["shards"] if shard["name"] not in finished for stem in shard["stems"]]
-    name = sources.dataset_name(dataset, data_dir)
     writer = shards.ShardWriter(out_dir, split, plan, finished, shards.kill_after_from_env(), dataset=name)
     if todo:
         labelling.label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)

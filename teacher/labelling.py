@@ -13,7 +13,8 @@ the manifest's `preprocessing` says so and `sizes.teacher` counts the stored siz
 to the training size exactly as it resizes the image (both cover the whole image).
 
 Images are checked for what training will decode (tf.io.decode_image: JPEG, PNG, BMP, GIF, WebP) and human maps
-for mass (an all-black map is refused). An image with an EXIF orientation is stored re-encoded upright as PNG
+for mass (an all-black map is refused); so is a constant teacher map (all zeros, say: weights that never loaded),
+naming the teacher and the image. An image with an EXIF orientation is stored re-encoded upright as PNG
 (the teacher saw it upright and tf.io.decode_image ignores EXIF); every other image is stored unchanged. Decoding
 (a parallel `tf.data` map with prefetch) and serialising/writing (`datasets.shards`, a writer thread) overlap with
 the teacher; memory stays bounded by a few batches, whatever the split size.
@@ -166,6 +167,18 @@ def _run_teacher(teacher, images, stems):
     return np.asarray(teacher(images), np.float32)
 
 
+def _check_varies(teacher_map, teacher, sample):
+    """Refuse a constant teacher map (`teacher.loading.is_constant_map`), naming the image and the teacher."""
+    from teacher.loading import is_constant_map
+
+    if is_constant_map(teacher_map):
+        raise ValueError(
+            f"{sample.image_path}: teacher {getattr(teacher, 'name', teacher)!r} returned a constant map (every pixel "
+            f"{float(np.asarray(teacher_map).flat[0]):.4g}) for this image; a saliency map must vary over the image: "
+            "check the teacher's weights (an all-zero or untrained model gives constant maps)"
+        )
+
+
 def _batch_items(batch, samples, teacher, skip_bad):
     """Run the teacher on a batch's good images; return the writer's items in order."""
     ok = batch["ok"].numpy()
@@ -197,6 +210,7 @@ def _batch_items(batch, samples, teacher, skip_bad):
             continue
         box = batch["box"][i]
         teacher_map = np.asarray(preprocessing.crop_padding(maps[position[i]], box))[:, :, 0]
+        _check_varies(teacher_map, teacher, sample)
         items.append({
             "stem": sample.stem,
             "image_bytes": batch["image_bytes"][i].numpy(),
@@ -267,6 +281,7 @@ def _contract_batch_items(batch, samples, teacher, skip_bad):
             items.append({"stem": sample.stem, "skipped": {"stem": sample.stem, "error": entry["error"]}})
             continue
         size = entry["image"].shape[:2]
+        _check_varies(maps[entry["index"]], teacher, sample)
         items.append({
             "stem": sample.stem,
             "image_bytes": entry["image_bytes"],

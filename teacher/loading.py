@@ -18,7 +18,8 @@ follows the saliency-model contract (`CONTRACT`): a Keras file (`.keras`, or a f
 SavedModel folder taking float32 RGB 0..255 images (B, H, W, 3) of any size and returning a non-negative map
 (B, H, W, 1) at the input size (an unnormalised density; the model carries its own preprocessing). The
 contract is checked when the file loads: the declared input (rank, dtype, channels) and one probe call on a
-small image (output shape, finite and non-negative values); an error names the part that fails.
+small image (output shape, finite and non-negative values that are not constant: an all-zero model is refused);
+an error names the part that fails.
 
 Which route (`teacher_kind`, `teacher_format="auto"`): a frozen `.pb` and a `.weights.h5` are MSI-Net; a
 SavedModel is MSI-Net when its `serving_default` signature has the author's published names (input
@@ -262,12 +263,34 @@ def _load_saved_model(path):
 
 
 def _load_keras(path, jit_compile):
-    if path.endswith(".weights.h5"):
-        model = msinet.build_msinet()
-        model.load_weights(path)
-    else:
-        model = keras.saving.load_model(path, compile=False)
+    try:
+        if path.endswith(".weights.h5"):
+            model = msinet.build_msinet()
+            model.load_weights(path)
+        else:
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - h5py, zipfile and Keras raise their own types for a foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: cannot load as the Keras MSI-Net ({type(e).__name__}: {first}); expected a file "
+                         "saved from teacher.msinet's model (teacher/convert.py makes one)") from e
     return _keras_function(model, jit_compile)
+
+
+def check_keras_file(path):
+    """Refuse a `.keras` that is not a zip archive or an `.h5` that is not HDF5, naming it (before any loader, whose
+    own errors say "File not found" or nothing about the file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file: a .keras file is a zip archive and this one is not "
+                         "(corrupt, truncated, or another format renamed); save the model again with model.save(path)")
+    if path.endswith(".h5"):
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"{path}: not an HDF5 file (corrupt, truncated, or another format renamed); a .h5 or "
+                             ".weights.h5 teacher is a Keras file saved with model.save or model.save_weights")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -525,14 +548,28 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
                               max_input_side=max_input_side, map_max_side=map_max_side, keep_alive=keep_alive)
     probe = np.random.default_rng(0).uniform(0.0, 255.0, PROBE_SHAPE).astype(np.float32)
     try:
-        teacher(probe)
+        maps = teacher(probe).numpy()
     except Exception as e:  # noqa: BLE001 - whatever the model raises on a valid input breaks the contract.
         if isinstance(e, ValueError) and str(e).startswith(path):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"{path}: does not follow the saliency-model contract ({CONTRACT_TEXT}): the probe call on "
                          f"a float32 {PROBE_SHAPE} batch failed ({type(e).__name__}: {first})") from e
+    constant = [m for m in maps[..., 0] if is_constant_map(m)]
+    if constant:
+        raise teacher._violation(
+            "output values", f"are constant (every pixel {float(constant[0].flat[0]):.4g}) on the probe images",
+            "A saliency map must vary over the image: check that the model's weights were loaded (an all-zero or "
+            "untrained model gives a constant map)")
     return teacher
+
+
+def is_constant_map(saliency_map):
+    """True when a map does not vary: all zeros, or its range below 1/65535 of its peak (what a record's 16-bit
+    teacher map, divided by its maximum, could resolve)."""
+    saliency_map = np.asarray(saliency_map, np.float64)
+    peak = float(np.max(np.abs(saliency_map))) if saliency_map.size else 0.0
+    return peak == 0.0 or float(np.ptp(saliency_map)) <= peak / 65535.0
 
 
 def _saved_model_is_msinet(path):
@@ -631,6 +668,7 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         return load_contract_teacher(path, max_input_side, map_max_side)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}")
+    check_keras_file(path)
     if teacher_kind(path, teacher_format) == "contract":
         return load_contract_teacher(path, max_input_side, map_max_side)
 

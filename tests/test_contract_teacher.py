@@ -340,3 +340,28 @@ def test_fastgaze_through_predict_and_evaluate(fastgaze_records, tmp_path):
     assert direct["cc"] > 0.2  # a real model on real maps, well above chance
     for metric in ("kld", "cc", "sim"):
         assert abs(direct[metric] - stored[metric]) < 0.02, metric
+
+
+# --- issue 18: a constant teacher is refused like an all-black human map ------------------------------------------
+
+@pytest.mark.parametrize("bias", [0.0, 2.5])
+def test_constant_contract_teacher_is_refused_by_the_probe(bias, tmp_path):
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(1, 1, kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(bias))(inputs)
+    path = tmp_path / "constant.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match=rf"constant\.keras: does not follow .* output values are constant "
+                                         rf"\(every pixel {bias:g}\) on the probe images.*weights"):
+        load_teacher(path)
+
+
+def test_export_refuses_a_constant_contract_map_naming_teacher_and_image(mixed_sizes_dir, tmp_path):
+    def zero_for_tall_images(images):  # passes the probe (37x53); constant on image c (50x20)
+        return blob_density(images)["density"] * tf.cast(tf.shape(images)[1] < tf.shape(images)[2], tf.float32)
+
+    teacher = ContractTeacher(zero_for_tall_images, name="half-dead", sha256="0", path="half-dead", format="keras",
+                              backend="keras")
+    image = mixed_sizes_dir / "images" / "val" / "c.png"
+    with pytest.raises(ValueError, match=rf"{image}: teacher 'half-dead' returned a constant map \(every pixel 0\)"):
+        export.export_split(mixed_sizes_dir, "val", teacher, tmp_path / "distill", batch_size=3, progress=False)

@@ -70,5 +70,5 @@ def test_demo_cli_with_another_seed_and_its_flags(tiny_settings, tmp_path, monke
     config = json.loads((run_dir / "A" / "config.json").read_text())
     assert (config["seed"], config["epochs"], config["batch_size"], config["image_size"]) == (1, 2, 2, [32, 32])
     assert (run_dir / "metrics.md").exists()
-    assert train_cli.main(["--demo", "--records-dir", "elsewhere"]) == 2
+    assert train_cli.main(["--demo", "--records-dir", "elsewhere"]) == 1
     assert "--demo does not use --records-dir" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def test_evaluate_cli_writes_markdown_and_json(exact_teacher_records, tmp_path, 
 
 
 def test_missing_records_are_a_clear_error(tmp_path, capsys):
-    assert evaluate_cli.main(["--records-dir", str(tmp_path), "--quiet"]) == 2
+    assert evaluate_cli.main(["--records-dir", str(tmp_path), "--quiet"]) == 1
     assert "export_teacher.py" in capsys.readouterr().err
 
 
@@ -188,7 +188,7 @@ def test_unfinished_export_is_refused_instead_of_scoring_part_of_it(exact_teache
 
     partial = shutil.copytree(exact_teacher_records, tmp_path / "partial")
     (partial / "val.plan.json").write_text("{}")
-    assert evaluate_cli.main(["--records-dir", str(partial), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert evaluate_cli.main(["--records-dir", str(partial), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "has not finished" in err and f"python export_teacher.py --split val --out {partial}" in err
 
@@ -207,7 +207,7 @@ def test_models_with_the_same_folder_name_get_distinct_rows(monkeypatch, tmp_pat
     assert seen == {os.path.join("s0", "B"): paths[0], os.path.join("s1", "B"): paths[1], "A": paths[2]}
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| s0/B |" in table and "| s1/B |" in table
-    assert evaluate_cli.main(["--models", paths[0], paths[0] + "/", "--out", str(tmp_path / "out")]) == 2
+    assert evaluate_cli.main(["--models", paths[0], paths[0] + "/", "--out", str(tmp_path / "out")]) == 1
     assert "same model" in capsys.readouterr().err
 
 
@@ -218,7 +218,7 @@ def test_unwritable_out_is_refused_before_scoring(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(evaluate_cli, "evaluate", must_not_run)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 2
+    assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 1
     assert f"{blocker / 'eval'}: cannot write output there" in capsys.readouterr().err
 
 
@@ -228,4 +228,63 @@ def test_corrupt_saved_model_is_a_clear_error(exact_teacher_records, tmp_path, c
     (model / "saved_model.pb").write_bytes(b"\x0a\xff\xff garbage")
     code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--models", str(model), "--out",
                               str(tmp_path / "out"), "--quiet"])
-    assert code == 2 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err
+    assert code == 1 and f"{model / 'saved_model.pb'}: not a readable SavedModel" in capsys.readouterr().err
+
+
+# --- issue 18 ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_images_below_one_is_refused_at_parse_time(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate_cli.main(["--max-images", value])
+    assert info.value.code == 2 and "--max-images: expected a positive integer" in capsys.readouterr().err
+
+
+def test_the_same_records_folder_twice_is_refused(exact_teacher_records, tmp_path, capsys):
+    code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), str(exact_teacher_records) + os.sep,
+                              "--out", str(tmp_path), "--quiet"])
+    assert code == 1 and f"--records-dir: {exact_teacher_records}" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.md").exists()
+
+
+def test_teacher_only_records_are_an_error_saying_there_is_no_human_data(exact_teacher_records, tmp_path, capsys):
+    out = tmp_path / "unlabelled"
+    out.mkdir()
+    with tf.io.TFRecordWriter(str(out / records.shard_name("val", 0, 1))) as writer:
+        for ex in records.read_records(records.list_shards(exact_teacher_records, "val")).as_numpy_iterator():
+            writer.write(records.serialize_example(ex["stem"].decode(), encode_png(ex["image"]), *SHAPE,
+                                                   teacher_map=ex["teacher"][..., 0], dataset="images"))
+    code = evaluate_cli.main(["--records-dir", str(out), "--split", "val", "--out", str(tmp_path / "eval"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert f"{out}: the 'val' records have no human data" in err
+    assert not (tmp_path / "eval" / "metrics.md").exists()
+
+
+class _MakesAFolderWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("case", ["nan", "pickled"])
+def test_a_bad_true_density_is_named_and_never_unpickled(case, exact_teacher_records, tmp_path, capsys):
+    import shutil
+
+    densities = shutil.copytree(exact_teacher_records / "densities", tmp_path / "densities")
+    bad = densities / "img2.npy"
+    marker = tmp_path / "unpickled"
+    if case == "nan":
+        density = np.load(bad)
+        density[3, 4] = np.nan
+        np.save(bad, density)
+    else:
+        np.save(bad, np.array([_MakesAFolderWhenUnpickled(str(marker))], dtype=object), allow_pickle=True)
+    code = evaluate_cli.main(["--records-dir", str(exact_teacher_records), "--densities-dir", str(densities),
+                              "--out", str(tmp_path / "eval"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"{bad}: " in err, err
+    assert ("NaN" in err) if case == "nan" else ("pickled" in err and not marker.exists())
+    assert "model" not in err

@@ -107,7 +107,7 @@ def test_bad_inputs_exit_with_one_line(tmp_path, capsys):
     for args, named in cases:
         code = export_teacher.main(args + base)
         err = capsys.readouterr().err
-        assert code == 2 and named in err and err.count("\n") == 1 and "Traceback" not in err, err
+        assert code == 1 and named in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("dataset, split, stems", [
@@ -159,4 +159,21 @@ def test_teacher_maps_outside_unit_range_are_refused(tmp_path):
     root = make_nusvip(tmp_path / "mini")
     with pytest.raises(ValueError, match=r"'raw-density' returned values in \[22, 22\]; expected maps in \[0, 1\]"):
         export.export_split(root / "stimuli", "train", _DensityTeacher(), tmp_path / "o", progress=False,
+                            dataset="images")
+
+
+class _ZeroTeacher(_DensityTeacher):
+    """An all-zero MSI-Net-like teacher (e.g. weights that never loaded): maps in [0, 1], but constant."""
+
+    name = "all-zero"
+
+    def __call__(self, images):
+        return np.zeros((len(images), *self.input_size, 1), np.float32)
+
+
+def test_constant_teacher_maps_are_refused_naming_teacher_and_image(tmp_path):
+    root = make_nusvip(tmp_path / "mini")
+    with pytest.raises(ValueError, match=rf"{root / 'stimuli' / 'a.jpg'}: teacher 'all-zero' returned a constant "
+                                         r"map \(every pixel 0\)"):
+        export.export_split(root / "stimuli", "train", _ZeroTeacher(), tmp_path / "o", progress=False,
                             dataset="images")

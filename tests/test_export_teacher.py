@@ -198,17 +198,17 @@ def run_cli(args, capsys):
 
 def test_missing_data_and_weights_messages(synthetic_salicon_dir, tmp_path, capsys):
     code, err = run_cli(["--data-dir", str(tmp_path / "salicon"), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert str(tmp_path / "salicon") in err and "salicon.net" in err and "download.py" in err
 
     weights = tmp_path / "weights" / "model_salicon_cpu.pb"
     code, err = run_cli(["--data-dir", str(synthetic_salicon_dir), "--teacher", str(weights),
                          "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert str(weights) in err and "download.py" in err and "Drive" in err
 
     code, err = run_cli(["--data-dir", str(tmp_path), "--teacher", "oracle", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "SALICON" in err and err.count("\n") == 1
+    assert code == 1 and "SALICON" in err and err.count("\n") == 1
 
 
 def test_bad_image_cli_exit_code(data_copy, tmp_path, capsys):
@@ -352,3 +352,116 @@ def test_other_files_beside_the_images_are_listed(data_copy, tmp_path, capsys):
     export.export_split(data_copy, "train", OracleTeacher(data_copy, input_size=(24, 32)), tmp_path / "d", **KW)
     err = capsys.readouterr().err
     assert "skipped 1 file(s)" in err and str(data_copy / "images" / "train" / "scan.tif") in err
+
+
+# --- issue 18: an export never deletes or mixes with records it did not write --------------------------------
+
+def _shard_bytes(out, split="train"):
+    return {p.name: p.read_bytes() for p in sorted(out.glob(f"{split}-*.tfrecord"))}
+
+
+def _photos(data, tmp_path):
+    """A folder of photos (the val images) beside the data: what `export_teacher.py --images photos/` reads."""
+    photos = tmp_path / "photos"
+    shutil.copytree(data / "images" / "val", photos)
+    return photos
+
+
+def test_images_export_into_a_records_folder_without_its_plan_deletes_nothing(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    export.export_split(data_copy, "train", teacher, out, **KW)
+    (out / "train.plan.json").unlink()  # only the outputs the README names were copied
+    before = _shard_bytes(out)
+    with pytest.raises(ValueError, match=rf"{out} already holds 'train' records .*no train\.plan\.json.*"
+                                         r"never deletes records it did not write.*another --out"):
+        export.export_split(_photos(data_copy, tmp_path), "train", teacher, out, dataset="images", **KW)
+    assert _shard_bytes(out) == before and len(before) == 3
+    assert json.loads((out / "train.json").read_text())["num_images"] == 8
+
+
+def test_images_export_into_another_exports_folder_says_why_it_is_refused(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    export.export_split(data_copy, "train", teacher, out, **KW)
+    before = _shard_bytes(out)
+    photos = _photos(data_copy, tmp_path)
+    with pytest.raises(ValueError) as info:
+        export.export_split(photos, "train", teacher, out, dataset="images", **KW)
+    message = str(info.value)
+    assert f"holds the 'train' records of another export (salicon from {data_copy}" in message
+    assert f"not of {photos}" in message and "another --out" in message
+    assert "the data folder has" not in message  # the photos are not to blame
+    assert _shard_bytes(out) == before
+
+
+def test_a_replaced_plan_deletes_only_its_own_shards(data_copy, tmp_path):
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    out = tmp_path / "d"
+    bad = data_copy / "images" / "train" / f"{TRAIN_STEMS[0]}.jpg"  # first shard: nothing gets finished
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=str(bad)):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    foreign = out / "train-00000-of-00002.tfrecord"  # not a shard of this export's plan (3 shards)
+    foreign.write_bytes(b"someone else's records")
+    _remove_sample(data_copy, "train", TRAIN_STEMS[0])
+    with pytest.raises(ValueError, match=rf"{foreign}: a 'train' shard that the plan .* does not list"):
+        export.export_split(data_copy, "train", teacher, out, **KW)
+    assert foreign.read_bytes() == b"someone else's records"
+
+
+def test_rerun_of_a_finished_export_with_another_images_per_shard_says_it_keeps_the_shards(
+        synthetic_salicon_dir, tmp_path, capsys):
+    out = tmp_path / "d"
+    export.export_split(synthetic_salicon_dir, "train", "oracle", out, **KW)
+    before = _shard_bytes(out)
+    capsys.readouterr()
+    manifest = export.export_split(synthetic_salicon_dir, "train", "oracle", out, **dict(KW, images_per_shard=4))
+    assert _shard_bytes(out) == before and manifest["num_shards"] == 3
+    err = capsys.readouterr().err
+    assert f"{out / 'train.plan.json'}: keeps its 3 shards of up to 3 images" in err
+    assert "--images-per-shard 4 is not applied" in err
+
+
+def test_images_export_names_the_subfolders_it_ignores(data_copy, tmp_path, capsys):
+    photos = _photos(data_copy, tmp_path)
+    (photos / "holiday").mkdir()
+    shutil.copy(photos / f"{VAL_STEMS[0]}.jpg", photos / "holiday" / "beach.jpg")
+    (photos / "raw").mkdir()
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    manifest = export.export_split(photos, "train", teacher, tmp_path / "d", dataset="images", **KW)
+    assert manifest["num_images"] == 4
+    err = capsys.readouterr().err
+    assert f"--images reads only the images directly in {photos}: 2 subfolder(s) ignored: holiday, raw" in err
+
+    only_folders = tmp_path / "albums"
+    shutil.copytree(photos / "holiday", only_folders / "holiday")
+    with pytest.raises(FileNotFoundError, match=rf"{only_folders}: no images directly in this folder, only "
+                                                r"subfolders \(holiday\)"):
+        export.export_split(only_folders, "train", teacher, tmp_path / "e", dataset="images", **KW)
+
+
+def test_images_export_warns_about_the_flags_it_ignores(data_copy, tmp_path, capsys):
+    photos = _photos(data_copy, tmp_path)
+    shutil.copytree(data_copy / "densities", photos / "densities")  # so that the oracle can label the photos
+    base = ["--images", str(photos), "--teacher", "oracle", "--input-size", "24", "32", "--no-progress"]
+    code = export_teacher.main(base + ["--out", str(tmp_path / "d"), "--sigma", "3", "--split-file",
+                                       str(tmp_path / "missing.json"), "--dataset", "osie"])
+    captured = capsys.readouterr()
+    assert code == 0
+    warning = ("export_teacher.py: warning: --dataset, --split-file, --sigma only apply to data sets with human data "
+               "(--data-dir); ignored with --images")
+    assert warning in captured.err and "warning" not in captured.out
+    assert export_teacher.main(base + ["--out", str(tmp_path / "e")]) == 0
+    assert "warning: --" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["teacher.keras", "teacher.h5", "model_salicon_cpu.weights.h5"])
+def test_a_garbage_teacher_file_is_named_with_the_true_cause(name, synthetic_salicon_dir, tmp_path, capsys):
+    garbage = tmp_path / name
+    garbage.write_bytes(b"not a model at all " * 50)
+    code, err = run_cli(["--split", "val", "--data-dir", str(synthetic_salicon_dir), "--teacher", str(garbage),
+                         "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{garbage}: not a" in err and "corrupt" in err
+    assert "File not found" not in err and "free space" not in err

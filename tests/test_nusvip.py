@@ -280,3 +280,23 @@ def test_mit1003_maps_only_layouts_still_list_by_split(tmp_path):
     split.write_text(json.dumps({"train": ["b"], "val": ["a"], "test": []}))
     (b,) = sources.list_samples("mit1003", tmp_path / "mit", "train", split_file=split)
     assert b.stem == "b" and b.map_path.endswith("b_fixMap.jpg") and b.fixations_path.endswith("b_fixPts.png")
+
+
+def test_exif_rotated_stimulus_is_listed_at_its_displayed_size(tmp_path):
+    """Issue 18: a stimulus stored sideways with EXIF orientation 6 was listed at its stored (header) size, so its
+    points were refused as not belonging to it."""
+    from PIL import Image
+
+    from datasets.io import read_image
+
+    make_nusvip(tmp_path)
+    path = tmp_path / "stimuli" / "a.jpg"
+    displayed = read_image(path)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(displayed, 1)))  # 16x12; orientation 6 turns it back
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(path, format="JPEG", quality=98, exif=exif)
+    a, _ = _list(tmp_path)
+    assert (a.height, a.width) == SIZES["a"] == (12, 16)
+    np.testing.assert_array_equal(a.fixations, A_EXPECTED["fixations"])
+    assert a.load()["image"].shape == (12, 16, 3)

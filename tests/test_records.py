@@ -347,3 +347,17 @@ def test_label_fraction_keeps_a_fixed_nested_subset_of_human_maps(tmp_path):
     assert (targets["teacher"].numpy().sum(axis=(1, 2, 3)) > 0).all()
     human_only = records.training_dataset([path], 40, (8, 8), training=False, with_teacher=False, label_fraction=0.2)
     assert len(next(iter(human_only))[0]) == expected.sum()
+
+
+def test_contract_records_of_different_teacher_input_sizes_are_refused(tmp_path):
+    """Issue 18: the whole teacher entry is compared (here --teacher-max-side), not only name/sha256/size/pipeline."""
+    contract = {"name": "fastgaze", "format": "saved_model", "backend": "graph", "contract": "saliency-model/v1",
+                "input_size": None, "pipeline": None, "max_input_side": None, "map_max_side": 320,
+                "path": "/data/models/fastgaze"}
+    _manifest(tmp_path, "train", **contract)
+    _manifest(tmp_path, "val", **dict(contract, max_input_side=512))
+    sources = [(tmp_path, "train"), (tmp_path, "val")]
+    with pytest.raises(ValueError, match=r"train.json and .*val.json differ: max_input_side None vs 512"):
+        records.check_same_teacher(sources)
+    _manifest(tmp_path, "val", **dict(contract, path="/elsewhere/fastgaze"))  # the same file, copied elsewhere
+    assert records.check_same_teacher(sources) == []

@@ -180,7 +180,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(recor
 def test_missing_records_say_to_run_export_teacher(tmp_path, capsys):
     code = train_cli.main(["--variant", "B", "--records-dir", str(tmp_path / "nothing"), "--run-dir",
                            str(tmp_path / "run"), "--quiet"])
-    assert code == 2
+    assert code == 1
     assert "python export_teacher.py --split train" in capsys.readouterr().err
 
 
@@ -248,7 +248,7 @@ def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(
                                [h["val_kld"] for h in training.read_history(straight / "B" / "history.csv")],
                                rtol=1e-5)
     assert train_cli.main(["--variant", "both", "--resume", "--records-dir", str(records_dir), "--run-dir",
-                           str(resumed), *TINY_CLI]) == 2  # nothing left to resume
+                           str(resumed), *TINY_CLI]) == 1  # nothing left to resume
 
 
 class _NanFromTheStart(keras.callbacks.Callback):
@@ -310,7 +310,7 @@ def test_garbage_backbone_weights_are_a_clear_error(records_dir, tmp_path, capsy
     garbage.write_bytes(b"this is not a weights file" * 10)
     code = train_cli.main(["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "r"),
                            "--backbone-weights", str(garbage), *TINY_CLI])
-    assert code == 2 and f"{garbage}: not usable as --backbone-weights" in capsys.readouterr().err
+    assert code == 1 and f"{garbage}: not usable as --backbone-weights" in capsys.readouterr().err
 
 
 def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir, tmp_path, capsys):
@@ -319,19 +319,21 @@ def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir
     copy = shutil.copytree(records_dir, tmp_path / "records")
     base = ["--variant", "A", "--records-dir", str(copy), "--run-dir", str(tmp_path / "run"), *TINY_CLI]
     (copy / "train.plan.json").write_text("{}")
-    assert train_cli.main(base) == 2
+    assert train_cli.main(base) == 1
     assert f"python export_teacher.py --split train --out {copy}" in capsys.readouterr().err
     (copy / "train.plan.json").unlink()
     for split, size in (("train", [24, 32]), ("val", [48, 64])):
         (copy / f"{split}.json").write_text(json.dumps(
             {"num_images": 8 if split == "train" else 4,
              "teacher": {"name": "oracle", "sha256": None, "input_size": size, "pipeline": "repo"}}))
-    assert train_cli.main(base) == 2
+    assert train_cli.main(base) == 1
     assert "--allow-mixed-records" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 2
-    assert f"{blocker / 'run'}: cannot write output there" in capsys.readouterr().err
+    assert train_cli.main(base[:4] + ["--run-dir", str(blocker / "run"), "--allow-mixed-records", *TINY_CLI]) == 1
+    captured = capsys.readouterr()
+    assert f"{blocker / 'run'}: cannot write output there" in captured.err
+    assert "warning: mixed records" in captured.err and "mixed records" not in captured.out  # warnings: stderr
 
 
 def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal():
@@ -357,3 +359,107 @@ def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, cap
     monkeypatch.setattr(training, "train", fake_train)
     assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
     assert "--kd-weight only apply to variant B" in capsys.readouterr().err
+
+
+# --- issue 18 ---------------------------------------------------------------------------------------------------
+
+def _seeded_b_weights(seed):
+    from student.model import build_student
+
+    keras.utils.set_random_seed(seed)
+    return [w.numpy() for w in build_student("B").weights]
+
+
+def _file_weights(path):
+    from student.model import build_student
+
+    model = build_student("B")
+    model.load_weights(path)
+    return [w.numpy() for w in model.weights]
+
+
+def test_leftover_initial_weights_of_another_seed_are_not_reused(tmp_path, capsys):
+    path = str(tmp_path / "initial.weights.h5")
+    training.save_initial_weights(path, seed=1)
+    training.save_initial_weights(path, seed=2)  # a leftover of seed 1 that no run started from: made again
+    assert "seed 1, not --seed 2" in capsys.readouterr().err
+    for a, b in zip(_file_weights(path), _seeded_b_weights(2)):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "initial.seed.json").read_text())["seed"] == 2
+    (tmp_path / "initial.seed.json").unlink()  # weights written before the seed was recorded: told by their values
+    before = os.stat(path).st_mtime_ns
+    training.save_initial_weights(path, seed=2)
+    assert os.stat(path).st_mtime_ns == before and (tmp_path / "initial.seed.json").exists()
+
+    def make(v, d, w):  # --variant both --seed 3 into a folder whose A started from seed 2's weights
+        return TrainConfig(variant=v, records_dir="unused", run_dir=d, initial_weights=w, seed=3, **TINY)
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "config.json").write_text(json.dumps({"seed": 2, "initial_weights": path}))
+    with pytest.raises(ValueError, match=rf"{path} holds the initial weights of seed 2, not --seed 3.*"
+                                         rf"{tmp_path / 'A'} started from them"):
+        training.train_both(make, str(tmp_path))
+
+
+def test_the_same_records_folder_twice_is_refused(records_dir, tmp_path, capsys):
+    twice = [str(records_dir), str(records_dir) + os.sep]
+    with pytest.raises(ValueError, match=rf"--records-dir: {records_dir}/? is given twice"):
+        TrainConfig(records_dir=twice)
+    code = train_cli.main(["--variant", "A", "--records-dir", *twice, "--run-dir", str(tmp_path / "run"), *TINY_CLI])
+    assert code == 1 and "is given twice" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+_FULL_DISK_CHILD = """
+import os, sys
+import h5py, keras
+from student import training
+
+model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(4000)])  # 1.6 MB of weights on a 1 MB disk
+path = os.path.join(sys.argv[1], "last.weights.h5")
+try:
+    training._save_weights_atomic(model, path)
+except OSError as e:
+    print(f"error: {e.filename}: {e.strerror}")
+print("open:", [f.name for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)], "left:", os.listdir(sys.argv[1]))
+"""
+
+
+def test_a_real_full_disk_while_saving_weights_is_an_error_not_a_segfault(tmp_path):
+    """Issue 18: train.py on a full disk printed its message, then died with a segfault (rc 139) in h5py's cleanup
+    of the weights file Keras left open. A 1 MB tmpfs is a real full disk (needs root and mount)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)], capture_output=True,
+                           text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MB tmpfs as a full disk here ({mount.stderr.strip()})")
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        proc = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(disk)], cwd=repo, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo)})
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert proc.returncode == 0, f"rc {proc.returncode}:\n{proc.stderr[-3000:]}"  # was -11 (SIGSEGV)
+    assert f"error: {disk / 'last.weights.h5'}: No space left on device" in proc.stdout
+    assert "open: [] left: []" in proc.stdout  # the file is closed and the temporary removed
+
+
+def test_no_human_maps_for_variant_a_gives_the_true_cause_not_the_batch_size(records_dir, teacher_only_dir,
+                                                                                tmp_path):
+    only_teacher = TrainConfig(variant="A", records_dir=str(teacher_only_dir), val_split="train",
+                               run_dir=str(tmp_path / "t"), **TINY)
+    with pytest.raises(ValueError, match=rf"{teacher_only_dir}: the 'train' records have no human maps \(8 "
+                                         r"teacher-only records.*variant A trains on human maps only.*--variant B"):
+        training.train(only_teacher)
+    assert training.count_records(records.list_shards(records_dir, "train"), 0.001)[0] == 0
+    scarce = TrainConfig(variant="A", records_dir=str(records_dir), label_fraction=0.001,
+                         run_dir=str(tmp_path / "s"), **TINY)
+    with pytest.raises(ValueError, match=r"--label-fraction 0.001 keeps the human maps of none of the 8 training "
+                                         r"records that have one.*raise --label-fraction") as info:
+        training.train(scarce)
+    assert "lower --batch-size" not in str(info.value)
