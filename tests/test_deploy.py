@@ -270,3 +270,47 @@ def test_int8_accuracy_script_on_real_osie_images(exports):
                                         "student.xml vs student_int8.xml"]
     for entry in results["pairs"].values():
         assert -1 <= entry["cc_int8_vs_float"] <= 1 and entry["nss"]["float"] != entry["nss"]["int8"]
+
+
+# --- issue 18, item 2: the runtime files say their input size and resize mode themselves -------------------------
+
+
+def _copy_without_sidecar(path, folder):
+    """Copy an export (and OpenVINO's .bin) into `folder`, leaving its `.json` sidecar behind."""
+    import os
+    import shutil
+
+    copied = shutil.copy(path, folder)
+    if path.endswith(".xml"):
+        shutil.copy(_weights_file(path), folder)
+    assert not os.path.exists(copied + ".json")
+    return copied
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert", "onnx_int8", "openvino_int8", "litert_int8"])
+def test_a_file_copied_without_its_json_still_letterboxes(exports, fmt, tmp_path, test_images):
+    _, originals = test_images
+    portrait = np.ascontiguousarray(originals[0].transpose(1, 0, 2))
+    copied = _copy_without_sidecar(exports[fmt], tmp_path)
+    predictor = load_predictor(copied)
+    assert predictor.input_size == SIZE and predictor.resize == "letterbox"
+    np.testing.assert_allclose(predictor.predict(portrait), load_predictor(exports[fmt]).predict(portrait), atol=1e-6)
+    # What the file says wins over a sidecar that disagrees with it.
+    (tmp_path / (copied.rsplit("/", 1)[-1] + ".json")).write_text(json.dumps({"resize": "stretch",
+                                                                              "input_size": [8, 8]}))
+    assert load_predictor(copied).resize == "letterbox"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_a_runtime_file_that_says_nothing_is_refused(fmt, tmp_path):
+    pytest.importorskip(RUNTIMES[fmt])
+    runtime_model = deploy.build_runtime_model(build_student("A", seed=0), (32, 32))
+    path = tmp_path / f"bare{deploy.EXTENSIONS[fmt]}"
+    runtime_model.export(str(path), format=fmt, input_signature=deploy._input_signature(runtime_model), verbose=False)
+    with pytest.raises(ValueError, match=rf"{path}: .*letterboxed or stretched.*export_student\.py") as info:
+        load_predictor(path)
+    assert f"{path}.json" in str(info.value)  # the other fix: the sidecar beside it
+    (tmp_path / f"{path.name}.json").write_text(json.dumps({"resize": "stretch", "input_size": [32, 32]}))
+    assert load_predictor(path).resize == "stretch"  # a sidecar alone still serves a file from before
