@@ -273,6 +273,37 @@ def _tflite_metadata(path, key=EMBEDDED_METADATA_KEY):
     return None
 
 
+def _openvino_weights(path):
+    return os.path.splitext(path)[0] + ".bin"
+
+
+def _check_openvino_files(path):
+    """Refuse an OpenVINO .xml that is not well-formed IR XML or lacks its .bin, before OpenVINO tries every
+    frontend on it (TensorFlow's prints parse errors of its own)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, UnicodeDecodeError) as e:
+        raise ValueError(_unreadable_message(path, "openvino", e)) from e
+    if root.tag != "net":
+        raise ValueError(_unreadable_message(path, "openvino", f"its XML root is <{root.tag}>, not OpenVINO's <net>"))
+    if not os.path.isfile(_openvino_weights(path)):
+        raise ValueError(_unreadable_message(path, "openvino", f"no {_openvino_weights(path)} beside it"))
+
+
+def _unreadable_message(path, runtime, error):
+    """One line: which file could not be read, the runtime's own reason in brief, and the fix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # Keep the runtime's reason, not its C++ source locations.
+    lines = [line for line in lines if not line.startswith(("Exception from ", "Check '"))] or lines
+    reason = (lines[-1] if lines else type(error).__name__)[:300]
+    files = path if runtime != "openvino" else f"{path} or its weights {_openvino_weights(path)}"
+    kind = {"onnxruntime": "ONNX", "openvino": "OpenVINO IR", "litert": "LiteRT (.tflite)"}[runtime]
+    return (f"{files}: not a readable {kind} model (corrupt, truncated or missing: {reason}). Copy the file again, "
+            "or export the student again with export_student.py")
+
+
 class RuntimeStudentPredictor(Predictor):
     """A fixed-size student export (`.onnx`, OpenVINO `.xml`, `.tflite`) with the SavedModel's contract.
 
@@ -295,11 +326,19 @@ class RuntimeStudentPredictor(Predictor):
         self.runtime = RUNTIME_EXTENSIONS[os.path.splitext(path)[1].lower()]
         self.threads = threads
         try:
+            if self.runtime == "openvino":
+                _check_openvino_files(path)
             input_size, embedded = getattr(self, f"_load_{self.runtime}")(path, threads)
         except ImportError as e:
             raise ImportError(
                 f"{path}: needs the {self.runtime} package ({e}); install the deploy extra: pip install -e '.[deploy]'"
             ) from e
+        except ValueError as e:
+            if str(e).startswith(path):  # ours, already naming the file
+                raise
+            raise ValueError(_unreadable_message(path, self.runtime, e)) from e
+        except Exception as e:  # each runtime has its own exception types for a damaged file
+            raise ValueError(_unreadable_message(path, self.runtime, e)) from e
         super().__init__(path, input_size, None, batch_size)
         self.resize = self._read_resize(path, embedded)
 

@@ -314,3 +314,65 @@ def test_a_runtime_file_that_says_nothing_is_refused(fmt, tmp_path):
     assert f"{path}.json" in str(info.value)  # the other fix: the sidecar beside it
     (tmp_path / f"{path.name}.json").write_text(json.dumps({"resize": "stretch", "input_size": [32, 32]}))
     assert load_predictor(path).resize == "stretch"  # a sidecar alone still serves a file from before
+
+
+# --- issue 18, item 9: a corrupt or truncated runtime file is an error naming it, not the runtime's traceback ------
+
+
+def _damaged(exports, fmt, damage, folder):
+    """A copy of an export (OpenVINO: .xml and .bin) in `folder` with one file garbage, truncated or missing."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(exports[fmt])
+    xml = Path(shutil.copy(source, folder))
+    if fmt == "openvino":
+        shutil.copy(_weights_file(str(source)), folder)
+    target = xml.with_suffix(".bin") if damage.startswith("bin_") else xml
+    data = target.read_bytes()
+    if damage.endswith("missing"):
+        target.unlink()
+    elif damage.endswith("truncated"):
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        target.write_bytes(b"garbage\n" * 4)
+    return xml, target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, damage", [("onnx", "garbage"), ("onnx", "truncated"), ("litert", "garbage"),
+                                         ("litert", "truncated"), ("openvino", "garbage"), ("openvino", "truncated"),
+                                         ("openvino", "bin_truncated"), ("openvino", "bin_missing")])
+def test_a_damaged_runtime_file_is_an_error_naming_it(exports, fmt, damage, tmp_path):
+    path, damaged = _damaged(exports, fmt, damage, tmp_path)
+    with pytest.raises(ValueError, match="export_student.py") as info:
+        load_predictor(path)
+    message = str(info.value)
+    assert str(path) in message and str(damaged) in message and "corrupt, truncated or missing" in message
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_name_a_damaged_runtime_file(exports, synthetic_salicon_dir, tmp_path, capsys):
+    import evaluate as evaluate_cli
+    import predict as predict_cli
+    from teacher.export import export_split
+
+    image = sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))[0]
+    (tmp_path / "a").mkdir()
+    onnx, _ = _damaged(exports, "onnx", "truncated", tmp_path / "a")
+    tflite, _ = _damaged(exports, "litert", "garbage", tmp_path / "a")
+    for model in (onnx, tflite):
+        capsys.readouterr()
+        assert predict_cli.main(["--model", str(model), image, "--out", str(tmp_path / "pred"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("predict.py: error: ") and str(model) in err and "Traceback" not in err
+    records_dir = tmp_path / "records"
+    export_split(str(synthetic_salicon_dir), "val", "oracle", str(records_dir), progress=False)
+    (tmp_path / "b").mkdir()
+    xml, _ = _damaged(exports, "openvino", "bin_truncated", tmp_path / "b")
+    capsys.readouterr()
+    assert evaluate_cli.main(["--records-dir", str(records_dir), "--models", str(xml), "--no-teacher",
+                              "--out", str(tmp_path / "eval"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("evaluate.py: error: ") and str(xml) in err and "Traceback" not in err
+
