@@ -160,6 +160,7 @@ def load_student(path, variant=None):
         path = weights
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
+    _check_hdf5(path)
     if variant is None:
         variant = _weights_variant(path)
     student = build_student(variant)
@@ -168,10 +169,25 @@ def load_student(path, variant=None):
         warnings.simplefilter("error", UserWarning)
         try:
             student.load_weights(path)
+        except OSError as e:  # h5py: readable as HDF5 above, but damaged inside
+            raise ValueError(f"{path}: not a student .weights.h5 (cannot be read: {e}); pass a file from a run's "
+                             "checkpoints/") from None
         except (ValueError, UserWarning) as e:
             raise ValueError(f"{path}: these weights do not fit a variant {variant} student ({e}); "
                              "pass the right --variant") from None
     return student, input_size
+
+
+def _check_hdf5(path):
+    """A ValueError naming `path` when it is not an HDF5 file (a `.weights.h5` that is garbage or truncated)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path}: not a student .weights.h5 (not a readable HDF5 file: {e}); pass a file from a "
+                         "run's checkpoints/ (best.weights.h5 or last.weights.h5), or the run folder itself") from None
 
 
 def _weights_variant(path):
@@ -399,17 +415,27 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     Raises:
         ImportError: int8 with "openvino" and NNCF is not installed (raised before anything is written).
     """
-    from student.serving import _check_input_size, export_saved_model
+    from student.serving import _check_input_size, _is_saved_model, export_saved_model
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: {list(formats)}")
     if int8 and records_dir is None:
-        raise ValueError("int8 export needs `records_dir` (distillation records to calibrate on), e.g. data/distill")
+        raise ValueError("int8 export needs `records_dir` (--records-dir): distillation records to calibrate on, "
+                         "e.g. data/distill")
     if int8 and not {"onnx", "openvino", "litert"} & set(formats):
         raise ValueError("int8 applies to the onnx, openvino and litert formats; add one of them to `formats`")
+    if int8 and (not isinstance(calibration_count, (int, np.integer)) or isinstance(calibration_count, bool)
+                 or calibration_count < 1):
+        raise ValueError(f"`calibration_count` (--calibration-count) must be a positive int: the number of images "
+                         f"that calibrate int8. Received: {calibration_count!r}")
     if int8 and "openvino" in formats:
         _import_nncf()
+    saved_model_dir = os.path.join(os.fspath(out_dir), f"{name}_saved_model")
+    if "saved_model" in formats and os.path.isdir(saved_model_dir) and os.listdir(saved_model_dir) \
+            and not _is_saved_model(saved_model_dir):
+        raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
+                              "replace it. Choose another --out or --name, or remove this folder")
     if isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant)
         resize = resize or run_resize(source)
@@ -421,7 +447,31 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         raise ValueError(f"{source}: a bare weights file does not say its training size; pass input_size "
                          "(--input-size HEIGHT WIDTH), e.g. 240 320")
     input_size = _check_input_size(input_size)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    # Everything is written into a hidden folder inside `out_dir` and moved into place at the end: an error,
+    # a full disk or Ctrl-C leaves `out_dir` as it was (no file of half an export set).
+    staging = tempfile.mkdtemp(prefix=f".{name}.export-tmp-", dir=out_dir)
+    try:
+        paths = _export_into(staging, student, formats, input_size, int8, records_dir, calibration_split,
+                             calibration_count, name, resize, export_saved_model)
+        _move_into_place(staging, out_dir)
+    except OSError as e:
+        if e.filename and os.fspath(e.filename).startswith(staging + os.sep):  # name where it was going
+            parts = os.path.relpath(e.filename, staging).split(os.sep)
+            e.filename = os.path.join(out_dir, *[p for p in parts if not (p.startswith(".") and ".tmp-" in p)])
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+    return {fmt: os.path.join(out_dir, os.path.relpath(path, staging)) for fmt, path in paths.items()}
+
+
+def _export_into(out_dir, student, formats, input_size, int8, records_dir, calibration_split, calibration_count,
+                 name, resize, export_saved_model):
+    """`export_student`'s writing, into `out_dir` (its staging folder); returns the paths written."""
     paths = {}
     if "saved_model" in formats:
         paths["saved_model"] = export_saved_model(student, os.path.join(out_dir, f"{name}_saved_model"),
@@ -450,3 +500,22 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         if fmt != "saved_model":
             _write_export_metadata(path, input_size, resize)
     return paths
+
+
+def _move_into_place(staging, out_dir):
+    """Move every file and folder of `staging` into `out_dir`, replacing earlier exports of the same names.
+
+    Renames within one file system: they cannot run out of space. OpenVINO's .bin files go before the .xml
+    files, and the .json sidecars last. A replaced folder (a SavedModel) is renamed away before the new one
+    takes its name, then removed.
+    """
+    order = lambda n: (not n.endswith(".bin"), n.endswith(".json"), n)  # noqa: E731
+    for name in sorted(os.listdir(staging), key=order):
+        source, target = os.path.join(staging, name), os.path.join(out_dir, name)
+        if os.path.isdir(source) and os.path.lexists(target):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir)
+            os.replace(target, os.path.join(old, name))
+            os.replace(source, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(source, target)

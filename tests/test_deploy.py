@@ -193,14 +193,16 @@ def test_cli_exports_a_run_folder(trained_like_student, tmp_path, capsys):
 
 
 def test_cli_errors_name_the_fix(tmp_path, capsys):
-    assert export_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    # Exit status 1 for a handled error, 2 for a usage error (issue 18, item 12's convention; these were all 2).
+    assert export_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 1
     assert "no such run folder" in capsys.readouterr().err
     weights = tmp_path / "s.weights.h5"
     build_student("A", seed=0).save_weights(str(weights))
-    assert export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--formats", "litert"]) == 2
+    assert export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--formats", "litert"]) == 1
     assert "--input-size" in capsys.readouterr().err
-    assert export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32",
-                            "--int8"]) == 2
+    with pytest.raises(SystemExit) as info:
+        export_cli.main([str(weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32", "--int8"])
+    assert info.value.code == 2
     assert "records" in capsys.readouterr().err
 
 
@@ -376,3 +378,94 @@ def test_predict_and_evaluate_name_a_damaged_runtime_file(exports, synthetic_sal
     err = capsys.readouterr().err
     assert err.startswith("evaluate.py: error: ") and str(xml) in err and "Traceback" not in err
 
+
+# --- issue 18, item 8 (and item 12's /proc): export_student.py refuses bad input in one line, leaves nothing partial
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    """A bare variant A student .weights.h5."""
+    path = tmp_path_factory.mktemp("small_weights") / "s.weights.h5"
+    build_student("A", seed=0).save_weights(str(path))
+    return path
+
+
+def test_cli_garbage_weights_name_the_file(tmp_path, capsys):
+    garbage = tmp_path / "g.weights.h5"
+    garbage.write_bytes(b"not an hdf5 file" * 10)
+    for extra in ([], ["--variant", "B"]):
+        assert export_cli.main([str(garbage), "--out", str(tmp_path / "out"), "--input-size", "32", "32",
+                                *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"export_student.py: error: {garbage}: not a student .weights.h5")
+        assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_cli_unwritable_out_names_the_flag(small_weights, tmp_path, capsys, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "out" if where == "under_a_file" else "/proc"
+    assert export_cli.main([str(small_weights), "--out", str(out), "--input-size", "32", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"export_student.py: error: {out}: cannot write output there") and "--out" in err
+    assert err.count("\n") == 1
+
+
+def test_cli_calibration_count_and_int8_without_records_are_usage_errors(small_weights, tmp_path, capsys):
+    for count in ("0", "-3"):
+        with pytest.raises(SystemExit) as info:
+            export_cli.main([str(small_weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32", "--int8",
+                             "--records-dir", str(tmp_path), "--calibration-count", count])
+        assert info.value.code == 2 and "--calibration-count: expected a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        export_cli.main([str(small_weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32", "--int8"])
+    assert info.value.code == 2 and "--int8 needs --records-dir" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # The library refuses it before writing anything, too.
+    with pytest.raises(ValueError, match="calibration_count"):
+        deploy.export_student(build_student("A", seed=0), tmp_path / "lib", formats=["litert"], input_size=(32, 32),
+                              int8=True, records_dir=tmp_path, calibration_count=0)
+    with pytest.raises(ValueError, match="--records-dir"):
+        deploy.export_student(build_student("A", seed=0), tmp_path / "lib", formats=["litert"], input_size=(32, 32),
+                              int8=True)
+    assert not (tmp_path / "lib").exists()
+
+
+def test_cli_full_disk_is_one_line_and_leaves_no_partial_output(small_weights, tmp_path, capsys, monkeypatch):
+    """A real full disk cannot be made here: the LiteRT writer raises ENOSPC after the ONNX file was written."""
+    import errno
+    import os
+
+    pytest.importorskip("tf2onnx")
+
+    def full_disk(runtime_model, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(deploy, "export_litert", full_disk)
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "student.onnx").write_bytes(b"a previous export")  # kept as it was: not replaced by half a new set
+    assert export_cli.main([str(small_weights), "--out", str(out), "--input-size", "32", "32",
+                            "--formats", "onnx", "litert"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("export_student.py: error: ") and "No space left on device" in err
+    assert "student.tflite" in err and "free space" in err and err.count("\n") == 1
+    assert sorted(os.listdir(out)) == ["student.onnx"] and (out / "student.onnx").read_bytes() == b"a previous export"
+
+
+@pytest.mark.slow
+def test_cli_error_prints_no_tensorflow_lines(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "export_student.py"), str(tmp_path / "missing"), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=root,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"export_student.py: error: {tmp_path / 'missing'}: no such run folder or "
+                                          ".weights.h5 file"]
