@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 
 from datasets.io import atomic_write, import_tensorflow_quietly
@@ -127,14 +128,43 @@ def _test_tables(results):
             for name, table in results["datasets"].items()}
 
 
-def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False):
+# The study's flags for the training settings a rerun must keep (the rest follow from --out and --seeds).
+_SETTING_FLAGS = {"epochs": "--epochs", "image_size": "--image-size", "batch_size": "--batch-size",
+                  "records_dir": "--records-dir"}
+
+
+def _check_same_settings(config, out_dir):
+    """Refuse a run folder of this study made with other settings, naming the study's flags (not train.py's)."""
+    from student.training import _changed_settings
+
+    path = os.path.join(config.run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        changed = _changed_settings(json.load(f), config)
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        flags = sorted({_SETTING_FLAGS.get(k, k) for k in changed})
+        raise ValueError(
+            f"{config.run_dir} holds a run of this study made with other settings ({detail}); rerun with the "
+            f"settings it was made with ({', '.join(flags)} as in its config.json) to resume or report it, or "
+            f"choose another --out than {out_dir} for the new settings"
+        )
+
+
+def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
+              stop_requested=None):
     """Train every variant for every seed (resuming), score them, and write the summary.
 
     With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
     by its time budget reports what it has, with the number of seeds per variant).
+
+    Runs in `out_dir` made with other settings are refused before any work (ValueError naming the flags).
+    `stop_requested`, a callable, is asked after each run: True raises KeyboardInterrupt (the command line
+    passes whether a Ctrl-C arrived, so one caught inside a library still stops the study).
     """
     from evaluation.scoring import evaluate, load_examples
-    from student.training import finished_run, save_initial_weights, train
+    from student import training
 
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
@@ -144,33 +174,43 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
                 raise FileNotFoundError(
                     f"{directory}: no finished '{split}' export ({split}.json); run `python export_teacher.py "
                     f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+    plan = []  # (seed, variant name, config), in the order they run
+    for seed in seeds:
+        initial = os.path.join(out_dir, f"seed{seed}", "initial.weights.h5")
+        for name in variants:
+            config = settings.train_config(name, os.path.join(out_dir, f"seed{seed}", name), initial, seed)
+            _check_same_settings(config, out_dir)
+            plan.append((seed, name, config))
+    finished = {(seed, name): training.finished_run(config) is not None for seed, name, config in plan}
+    if report_only and not any(finished.values()):
+        raise FileNotFoundError(f"{out_dir}: no finished run to report (with these settings); run the study "
+                                "without --report first")
     os.makedirs(out_dir, exist_ok=True)
     references = _cached(os.path.join(out_dir, "references.json"), lambda: _test_tables(
         evaluate(dirs, "test", {}, include_teacher=True, references=True, progress=False)))
     val_examples = [ex for d in dirs for ex in load_examples(d, "val")]
 
     runs = {name: [] for name in variants}
-    for seed in seeds:
-        seed_dir = os.path.join(out_dir, f"seed{seed}")
-        initial = save_initial_weights(os.path.join(seed_dir, "initial.weights.h5"), seed)
-        for name in variants:
-            run_dir = os.path.join(seed_dir, name)
-            curves_path = os.path.join(run_dir, "val_curves.json")
-            config = settings.train_config(name, run_dir, initial, seed)
-            if finished_run(config) is None:
-                if report_only:
-                    continue
-                print(f"[study] seed {seed}, {name}", flush=True)
-                os.makedirs(run_dir, exist_ok=True)
-                train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
-            test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
-                evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
-                         references=False, progress=False)))
-            with open(curves_path) as f:
-                curves = {int(k): v for k, v in json.load(f).items()}
-            # By epoch index: an epoch whose curve point was lost to an interruption is None, not a shift.
-            runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
-                               "curves": [curves.get(e) for e in range(settings.epochs)]})
+    for seed, name, config in plan:
+        run_dir = config.run_dir
+        curves_path = os.path.join(run_dir, "val_curves.json")
+        if not finished[seed, name]:
+            if report_only:
+                continue
+            print(f"[study] seed {seed}, {name}", flush=True)
+            training.save_initial_weights(config.initial_weights, seed)
+            os.makedirs(run_dir, exist_ok=True)
+            training.train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
+            if stop_requested is not None and stop_requested():
+                raise KeyboardInterrupt
+        test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
+            evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
+                     references=False, progress=False)))
+        with open(curves_path) as f:
+            curves = {int(k): v for k, v in json.load(f).items()}
+        # By epoch index: an epoch whose curve point was lost to an interruption is None, not a shift.
+        runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
+                           "curves": [curves.get(e) for e in range(settings.epochs)]})
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         raise FileNotFoundError(f"{out_dir}: no finished run to report")
@@ -264,9 +304,12 @@ def plot_curves(summary, path):
     plt.close(fig)
 
 
+PROG = "real_study"
+
+
 def main(argv=None):
     defaults = StudySettings()
-    p = argparse.ArgumentParser(description="A-versus-B study on real eye-tracking data with a real teacher.",
+    p = argparse.ArgumentParser(prog=PROG, description="A-versus-B study on real eye-tracking data with a real teacher.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--records-dir", nargs="+", default=list(defaults.records_dirs),
                    help="record folders with train, val and test splits (export_teacher.py --split all)")
@@ -280,11 +323,33 @@ def main(argv=None):
     args = p.parse_args(argv)
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
                              epochs=args.epochs, batch_size=args.batch_size)
+    interrupts = []
+
+    def on_sigint(signum, frame):
+        interrupts.append(signum)  # remembered: a library that catches the KeyboardInterrupt cannot hide it
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report)
-    except FileNotFoundError as e:
-        print(f"real_study: error: {e}", file=sys.stderr)
-        return 2
+        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
+                  stop_requested=lambda: bool(interrupts))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; finished runs and epochs are kept: free space or fix the "
+              "permissions, then run the same command again to resume", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts:  # caught and swallowed somewhere after the last run began: still an interruption
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 
