@@ -3,7 +3,8 @@
     python predict.py --model runs/b-seed0 photos/ extra.jpg --out predictions --overlay
 
 writes predictions/<stem>.png (grayscale map in [0, 255] at each image's size) and, with --overlay,
-predictions/<stem>_overlay.jpg. Exit status 1 if any image failed (the others are still written).
+predictions/<stem>_overlay.jpg. Exit status 1 if any image failed (the others are still written) or on any
+other error (a missing or unreadable model, an unwritable --out), 2 for a usage error.
 """
 
 import argparse
@@ -82,7 +83,7 @@ def main(argv=None):
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     if report.skipped:
         shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
         print(f"predict.py: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",

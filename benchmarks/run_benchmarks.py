@@ -421,18 +421,59 @@ def to_markdown(results):
     return text
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+PROG = "run_benchmarks.py"
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results", help="writes <out>.json and <out>.md")
     p.add_argument("--work-dir", default=None, help="where synthetic data and records are made (default: temp)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement")
-    p.add_argument("--train-steps", type=int, default=6, help="timed training steps per measurement")
-    p.add_argument("--export-images", type=int, default=16,
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repetitions per measurement")
+    p.add_argument("--train-steps", type=positive_int, default=6, help="timed training steps per measurement")
+    p.add_argument("--export-images", type=positive_int, default=16,
                    help="N: images for the export throughput (N) and memory (N and 4N) measurements")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (TensorFlow included)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads of every runtime (TensorFlow included)")
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS,
                    help="run only these sections and merge them into an existing <out>.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    """Parse arguments and run the benchmarks; exit status 2 for a usage error, 1 for any other error."""
+    args = build_parser().parse_args(argv)
+    from datasets.io import check_writable_dir
+
+    try:
+        check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out")  # before hours of measurements
+        if args.work_dir:
+            check_writable_dir(args.work_dir, "--work-dir")
+        return run(args)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; free space or fix the permissions, then rerun (--only "
+              "reruns some sections and merges them into <out>.json)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; sections already measured are in <out>.json (--only reruns the others)",
+              file=sys.stderr)
+        return 130
+
+
+def run(args):
+    """The measurements of `main` (after its checks)."""
     sections = args.only or SECTIONS
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -173,18 +173,38 @@ def plot_study(summary, path):
     plt.close(fig)
 
 
+PROG = "study"
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="A-versus-B distillation study on synthetic data over several seeds.")
+    """Parse arguments and run the study; exit status 2 for a usage error, 1 for any other error, 130 on Ctrl-C."""
+    p = argparse.ArgumentParser(prog=PROG,
+                                description="A-versus-B distillation study on synthetic data over several seeds.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
     p.add_argument("--out", default="runs/study", help="output folder")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
     args = p.parse_args(argv)
+    from datasets.io import check_writable_dir
     from experiments.demo import DemoSettings
 
     settings = DemoSettings()
     if args.epochs:
         settings.epochs = args.epochs
-    run_study(args.seeds, args.out, settings)
+    try:
+        check_writable_dir(args.out)
+        run_study(args.seeds, args.out, settings)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; finished runs are kept: free space or fix the permissions, "
+              "then run the same command again to resume", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -365,7 +365,7 @@ def test_predict_and_evaluate_name_a_damaged_runtime_file(exports, synthetic_sal
     tflite, _ = _damaged(exports, "litert", "garbage", tmp_path / "a")
     for model in (onnx, tflite):
         capsys.readouterr()
-        assert predict_cli.main(["--model", str(model), image, "--out", str(tmp_path / "pred"), "--no-progress"]) == 2
+        assert predict_cli.main(["--model", str(model), image, "--out", str(tmp_path / "pred"), "--no-progress"]) == 1
         err = capsys.readouterr().err
         assert err.startswith("predict.py: error: ") and str(model) in err and "Traceback" not in err
     records_dir = tmp_path / "records"
@@ -373,8 +373,9 @@ def test_predict_and_evaluate_name_a_damaged_runtime_file(exports, synthetic_sal
     (tmp_path / "b").mkdir()
     xml, _ = _damaged(exports, "openvino", "bin_truncated", tmp_path / "b")
     capsys.readouterr()
+    # evaluate.py's exit codes are being moved to the one convention (1) in the other half of issue 18, item 12.
     assert evaluate_cli.main(["--records-dir", str(records_dir), "--models", str(xml), "--no-teacher",
-                              "--out", str(tmp_path / "eval"), "--quiet"]) == 2
+                              "--out", str(tmp_path / "eval"), "--quiet"]) in (1, 2)
     err = capsys.readouterr().err
     assert err.startswith("evaluate.py: error: ") and str(xml) in err and "Traceback" not in err
 
