@@ -12,11 +12,6 @@ import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
-
-from inference.files import predict_files  # noqa: E402
-from inference.predictors import load_predictor  # noqa: E402
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -63,6 +58,11 @@ def _warn(message):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
+    import_tensorflow_quietly()
+    from inference.files import predict_files
+    from inference.predictors import load_predictor
+
     if not args.overlay:
         unused = [f"--{name}" for name in ("colormap", "alpha") if getattr(args, name) != parser.get_default(name)]
         if unused:

@@ -95,6 +95,9 @@ def main(argv=None):
     p.add_argument("--name", default="student", help="base name of the exported files")
     p.add_argument("--out", default=None, help="writes <out>.json and <out>.md")
     args = p.parse_args(argv)
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
     try:
         results = measure(args.exports, args.osie, args.count, args.name)
     except (FileNotFoundError, ValueError, ImportError) as e:

@@ -20,6 +20,8 @@ Each line of the table is a ratio of two measurements taken here, under the same
 `--only runtimes` (or any of inference, training, export, memory, graph) runs those sections and merges
 them into an existing `<out>.json`, so a long run can be resumed or one part refreshed.
 
+Status lines go to stderr; stdout carries the results table only.
+
 The teacher is MSI-Net with random weights in the author's frozen-graph format (built by
 tests/msinet_reference.py): speed does not depend on the weights' values. Data are synthetic SALICON-layout
 images at 480x640. Results go to `<out>.json` and `<out>.md` with a description of the machine.
@@ -40,8 +42,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+# TensorFlow and Keras: imported by `run` (quietly, after argparse), so --help and usage errors are instant and
+# print no TensorFlow lines. Every function below that uses them runs after that.
+keras = tf = None
+
+
+def _import_tensorflow():
+    global keras, tf
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+    import tensorflow as tf
 
 SIZE = (240, 320)
 BATCH = 8
@@ -448,6 +460,11 @@ def build_parser():
     return p
 
 
+def _status(message):
+    """Progress of the run on stderr: stdout carries the results table only."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     """Parse arguments and run the benchmarks; exit status 2 for a usage error, 1 for any other error."""
     args = build_parser().parse_args(argv)
@@ -475,6 +492,7 @@ def main(argv=None):
 def run(args):
     """The measurements of `main` (after its checks)."""
     sections = args.only or SECTIONS
+    _import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -489,7 +507,7 @@ def run(args):
     data_large = os.path.join(work, "salicon_4n")
     records_dir = os.path.join(work, "distill")
     pb_path = os.path.join(work, "model_salicon_cpu.pb")
-    print(f"[bench] preparing synthetic 480x640 data, records and a random-weight MSI-Net graph in {work}")
+    _status(f"[bench] preparing synthetic 480x640 data, records and a random-weight MSI-Net graph in {work}")
     generate_synthetic_salicon(data_small, n_train=n, n_val=BATCH, image_size=(480, 640), seed=0, verbose=False)
     generate_synthetic_salicon(data_large, n_train=4 * n, n_val=BATCH, image_size=(480, 640), seed=0,
                                verbose=False)
@@ -518,23 +536,23 @@ def run(args):
             f.write(to_markdown(results))
 
     if "inference" in sections:
-        print("[bench] 1. inference")
+        _status("[bench] 1. inference")
         results["inference"] = bench_inference(keras_msinet, args.repeats)
     if "training" in sections:
-        print("[bench] 2 and 4. training")
+        _status("[bench] 2 and 4. training")
         results["pipeline"], results["b_vs_a"] = bench_training(records_dir, args.train_steps)
     if "export" in sections:
-        print("[bench] 3. export")
+        _status("[bench] 3. export")
         results["export"] = bench_export(data_small, graph_teacher)
     if "memory" in sections:
-        print("[bench] 5. export memory")
+        _status("[bench] 5. export memory")
         results["export_memory"] = bench_export_memory({n: data_small, 4 * n: data_large})
     if "graph" in sections:
-        print("[bench] 6. frozen graph vs Keras")
+        _status("[bench] 6. frozen graph vs Keras")
         results["graph_vs_keras"] = bench_graph_vs_keras(graph_teacher, keras_msinet, args.repeats)
     save()  # each section above is kept even if the runtime rows fail (their packages are an extra)
     if "runtimes" in sections:
-        print("[bench] 7. deployment runtimes")
+        _status("[bench] 7. deployment runtimes")
         results["runtimes"] = bench_runtimes(work, graph_teacher, keras_msinet, records_dir, args.threads,
                                              args.repeats)
         save()

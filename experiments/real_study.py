@@ -23,17 +23,18 @@ finished run is kept, an unfinished one continues from its last epoch, scores ar
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 
+import numpy as np
+
 from datasets.io import atomic_write, import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before keras: no CUDA/oneDNN lines on every command
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+# TensorFlow and Keras are imported where they are used (main imports them quietly after argparse), so
+# `--help` and usage errors are instant and print no TensorFlow lines.
 
 # In the order they run for each seed: the main comparison first, so a study cut short has it.
 VARIANTS = {
@@ -70,46 +71,58 @@ class StudySettings:
         )
 
 
-class ValCurves(keras.callbacks.Callback):
-    """After each epoch, score the saliency head on the val images at their original size (as served).
+@functools.lru_cache(maxsize=None)
+def _val_curves_class():
+    """`ValCurves`, a Keras callback, made on first use (importing Keras loads TensorFlow)."""
+    import keras
 
-    The letterboxed inputs are made once; each epoch runs the student on them in batches, keeps the logits of
-    each image's box, and scores their softmax resized to the original size (`student.serving`'s computation).
-    """
+    class ValCurves(keras.callbacks.Callback):
+        """After each epoch, score the saliency head on the val images at their original size (as served).
 
-    def __init__(self, examples, image_size, path, batch_size=16):
-        super().__init__()
-        import tensorflow as tf
+        The letterboxed inputs are made once; each epoch runs the student on them in batches, keeps the logits of
+        each image's box, and scores their softmax resized to the original size (`student.serving`'s computation).
+        """
 
-        from student.serving import image_box, resize_images
+        def __init__(self, examples, image_size, path, batch_size=16):
+            super().__init__()
+            import tensorflow as tf
 
-        self.examples = examples
-        self.path = path
-        self.batch_size = batch_size
-        self.inputs = np.concatenate([resize_images(ex["image"][None], image_size).numpy() for ex in examples])
-        self.boxes = [[int(v) for v in image_box(tf.shape(ex["image"][None]), image_size)] for ex in examples]
-        self.rows = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.rows = {int(k): v for k, v in json.load(f).items()}
+            from student.serving import image_box, resize_images
 
-    def on_epoch_end(self, epoch, logs=None):
-        from metrics import saliency
-        from evaluation.scoring import resize_map
+            self.examples = examples
+            self.path = path
+            self.batch_size = batch_size
+            self.inputs = np.concatenate([resize_images(ex["image"][None], image_size).numpy() for ex in examples])
+            self.boxes = [[int(v) for v in image_box(tf.shape(ex["image"][None]), image_size)] for ex in examples]
+            self.rows = {}
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.rows = {int(k): v for k, v in json.load(f).items()}
 
-        logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
-        scores = []
-        for ex, (top, left, h, w), z in zip(self.examples, self.boxes, logits[..., 0]):
-            z = z[top:top + h, left:left + w].astype(np.float64)
-            density = np.exp(z - z.max())
-            prediction = np.maximum(resize_map(density / density.sum(), ex["saliency"].shape), 0).astype(np.float64)
-            fixated = saliency.fixation_map_from_points(ex["fixations"], prediction.shape)
-            # Only the curve's metrics: the AUCs' 100 random splits per image would cost more than the epoch.
-            scores.append({"kld": saliency.kld(prediction, ex["saliency"]), "cc": saliency.cc(prediction, ex["saliency"]),
-                           "nss": saliency.nss(prediction, fixated)})
-        self.rows[epoch] = {k: float(np.mean([s[k] for s in scores])) for k in CURVE_METRICS}
-        with atomic_write(self.path, "w") as f:
-            json.dump(self.rows, f, indent=2)
+        def on_epoch_end(self, epoch, logs=None):
+            from metrics import saliency
+            from evaluation.scoring import resize_map
+
+            logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
+            scores = []
+            for ex, (top, left, h, w), z in zip(self.examples, self.boxes, logits[..., 0]):
+                z = z[top:top + h, left:left + w].astype(np.float64)
+                density = np.exp(z - z.max())
+                prediction = np.maximum(resize_map(density / density.sum(), ex["saliency"].shape), 0).astype(np.float64)
+                fixated = saliency.fixation_map_from_points(ex["fixations"], prediction.shape)
+                # Only the curve's metrics: the AUCs' 100 random splits per image would cost more than the epoch.
+                scores.append({"kld": saliency.kld(prediction, ex["saliency"]), "cc": saliency.cc(prediction, ex["saliency"]),
+                               "nss": saliency.nss(prediction, fixated)})
+            self.rows[epoch] = {k: float(np.mean([s[k] for s in scores])) for k in CURVE_METRICS}
+            with atomic_write(self.path, "w") as f:
+                json.dump(self.rows, f, indent=2)
+
+    return ValCurves
+
+
+def ValCurves(examples, image_size, path, batch_size=16):  # noqa: N802 - a class made lazily
+    """A `ValCurves` callback (see `_val_curves_class`): the val curves after each epoch, into `path`."""
+    return _val_curves_class()(examples, image_size, path, batch_size)
 
 
 def _cached(path, compute):
@@ -197,7 +210,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
         if not finished[seed, name]:
             if report_only:
                 continue
-            print(f"[study] seed {seed}, {name}", flush=True)
+            print(f"[study] seed {seed}, {name}", file=sys.stderr, flush=True)  # status: stdout has the table only
             training.save_initial_weights(config.initial_weights, seed)
             os.makedirs(run_dir, exist_ok=True)
             training.train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
@@ -321,6 +334,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
+    import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
                              epochs=args.epochs, batch_size=args.batch_size)
     interrupts = []

@@ -62,10 +62,12 @@ def test_study_trains_every_variant_and_reports_floor_teacher_and_ceiling(study_
     config = json.loads((tmp_path / "seed0" / "B_kd_20" / "config.json").read_text())
     assert config["label_fraction"] == 0.2 and config["kd_into_saliency"] == 1.0 and config["completed"]
 
+    # Status lines go to stderr (issue 18, item 13): stdout carries the table only.
+    first = capsys.readouterr()
+    assert "[study] seed 0, A" in first.err and "[study] seed" not in first.out and "| student A |" in first.out
     # A rerun reuses every finished run and cached score: nothing is trained again.
-    capsys.readouterr()
     again = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B_kd_20"))
-    assert "[study] seed" not in capsys.readouterr().out
+    assert "[study] seed" not in capsys.readouterr().err
     assert again["variants"] == summary["variants"]
     # A report of a study cut short covers the finished runs only, and trains nothing.
     report = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B"),
