@@ -20,7 +20,9 @@ Each line of the table is a ratio of two measurements taken here, under the same
 `--only runtimes` (or any of inference, training, export, memory, graph) runs those sections and merges
 them into an existing `<out>.json`, so a long run can be resumed or one part refreshed.
 
-Status lines go to stderr; stdout carries the results table only.
+The synthetic data, records and exports (several hundred MB) are made in a temporary `saliency-kd-bench-*`
+folder that is removed at the end, on an error and on Ctrl-C (`--keep-work` keeps it), or in `--work-dir`, which
+is kept and reused by the next run. Status lines go to stderr; stdout carries the results table only.
 
 The teacher is MSI-Net with random weights in the author's frozen-graph format (built by
 tests/msinet_reference.py): speed does not depend on the weights' values. Data are synthetic SALICON-layout
@@ -28,9 +30,11 @@ images at 480x640. Results go to `<out>.json` and `<out>.md` with a description 
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,7 +150,7 @@ def bench_training(records_dir, steps, rounds=2):
         times["A_xla"].append(_seconds_per_step(train_steps["A_xla"], lambda: batch_a, steps))
         times["B_xla"].append(_seconds_per_step(train_steps["B_xla"], lambda: batch_b, steps))
         iterator = iter(pipeline)
-        times["B_pipeline"].append(_seconds_per_step(train_steps["B"], lambda: next(iterator), steps))
+        times["B_pipeline"].append(_seconds_per_step(train_steps["B"], functools.partial(next, iterator), steps))
         del iterator
         gc.collect()
     best = {k: min(v) for k, v in times.items()}
@@ -449,7 +453,10 @@ def positive_int(text):
 def build_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results", help="writes <out>.json and <out>.md")
-    p.add_argument("--work-dir", default=None, help="where synthetic data and records are made (default: temp)")
+    p.add_argument("--work-dir", default=None,
+                   help="where synthetic data, records and exports are made and kept (default: a temporary folder, "
+                        "removed at the end)")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (default: removed)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed repetitions per measurement")
     p.add_argument("--train-steps", type=positive_int, default=6, help="timed training steps per measurement")
     p.add_argument("--export-images", type=positive_int, default=16,
@@ -490,18 +497,36 @@ def main(argv=None):
 
 
 def run(args):
-    """The measurements of `main` (after its checks)."""
-    sections = args.only or SECTIONS
-    _import_tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    """The measurements of `main` (after its checks), in `--work-dir` or a temporary work folder.
 
+    The temporary folder (`saliency-kd-bench-*`, several hundred MB) is removed at the end, on an error and on
+    Ctrl-C, unless `--keep-work`; a `--work-dir` is the user's and is kept.
+    """
+    _import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as e:  # TensorFlow already started in this process (not from the command line)
+        _status(f"[bench] warning: --threads does not apply to TensorFlow here ({e})")
+    if args.work_dir:
+        return _measure(args, args.work_dir)
+    work = tempfile.mkdtemp(prefix="saliency-kd-bench-")
+    try:
+        return _measure(args, work)
+    finally:
+        if args.keep_work:
+            _status(f"[bench] kept the work folder {work} (--keep-work); pass it as --work-dir to reuse it")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, work):
     from datasets.synthetic import generate_synthetic_salicon
     from msinet_reference import build_reference_pb
     from teacher.export import export_split
     from teacher.loading import load_teacher
 
-    work = args.work_dir or tempfile.mkdtemp(prefix="saliency-kd-bench-")
+    sections = args.only or SECTIONS
     n = args.export_images
     data_small = os.path.join(work, "salicon_n")
     data_large = os.path.join(work, "salicon_4n")

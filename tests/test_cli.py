@@ -166,3 +166,61 @@ def test_predict_progress_is_plain_when_stderr_is_not_a_terminal(tmp_path, capsy
     assert len(report.written) == 3 and captured.out == ""
     assert "predict: 3/3 image(s) done" in _plain(captured.err)
 
+
+# --- issue 18, item 14: the benchmark's temporary work folder does not outlive the run --------------------------
+
+
+def _stub_benchmark(monkeypatch, tmp_path, fail=False):
+    """run_benchmarks with its data, teacher and measurements replaced by stand-ins (the real ones take an hour);
+    temporary folders are made in `tmp_path / "tmp"`. With `fail`, making the data raises ENOSPC."""
+    import errno
+    import tempfile
+    import types
+
+    import benchmarks.run_benchmarks as run_benchmarks
+    import datasets.synthetic
+    import teacher.convert
+    import teacher.export
+    import teacher.loading
+
+    def generate(root, **kwargs):
+        if fail:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+        os.makedirs(root, exist_ok=True)
+        (Path(root) / "image.jpg").write_bytes(b"\0" * 1000)
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(datasets.synthetic, "generate_synthetic_salicon", generate)
+    monkeypatch.setitem(sys.modules, "msinet_reference",
+                        types.SimpleNamespace(build_reference_pb=lambda path, seed: Path(path).write_bytes(b"pb")))
+    monkeypatch.setattr(teacher.export, "export_split", lambda *args, **kwargs: None)
+    monkeypatch.setattr(teacher.convert, "convert", lambda path: "keras teacher")
+    monkeypatch.setattr(teacher.loading, "load_teacher", lambda path: "graph teacher")
+    monkeypatch.setattr(run_benchmarks, "machine_description", lambda: {"cpu": "test"})
+    monkeypatch.setattr(run_benchmarks, "bench_inference", lambda teacher, repeats: {"ratio": 10.0})
+    return run_benchmarks
+
+
+def test_benchmark_work_folder_is_removed_after_a_run(tmp_path, monkeypatch, capsys):
+    run_benchmarks = _stub_benchmark(monkeypatch, tmp_path)
+    out = tmp_path / "results" / "bench"
+    assert run_benchmarks.main(["--out", str(out), "--only", "inference"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["inference"] == {"ratio": 10.0}
+    assert list((tmp_path / "tmp").iterdir()) == []  # no saliency-kd-bench-* left
+    assert "[bench]" not in capsys.readouterr().out  # status on stderr
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_benchmark_work_folder_is_removed_on_an_error_unless_kept(tmp_path, monkeypatch, capsys, keep):
+    """A full disk is simulated: making the synthetic data raises OSError(ENOSPC)."""
+    run_benchmarks = _stub_benchmark(monkeypatch, tmp_path, fail=True)
+    args = ["--out", str(tmp_path / "results" / "bench"), "--only", "inference"] + (["--keep-work"] if keep else [])
+    assert run_benchmarks.main(args) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err
+    left = [p.name for p in (tmp_path / "tmp").iterdir()]
+    if keep:
+        assert len(left) == 1 and left[0].startswith("saliency-kd-bench-") and left[0] in err and "--keep-work" in err
+    else:
+        assert left == []
