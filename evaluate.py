@@ -14,10 +14,6 @@ import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
-
-from evaluation.scoring import evaluate, to_markdown, write_results  # noqa: E402
-
 
 def positive_int(text):
     """argparse type: an integer >= 1."""
@@ -55,8 +51,16 @@ def build_parser():
                         "reproduces MIT1003's official maps)")
     p.add_argument("--seed", type=int, default=0, help="AUC-Judd jitter and sAUC negatives")
     p.add_argument("--out", default="runs/eval", help="folder for metrics.json and metrics.md")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress and status on stderr (the table still goes to "
+                   "stdout)")
     return p
+
+
+def evaluate(*args, **kwargs):
+    """`evaluation.scoring.evaluate`, imported when first called: it loads TensorFlow, which --help never needs."""
+    from evaluation.scoring import evaluate as evaluate_records
+
+    return evaluate_records(*args, **kwargs)
 
 
 def model_names(paths):
@@ -95,6 +99,10 @@ def _fail(error):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
+    import_tensorflow_quietly()
+    from evaluation.scoring import to_markdown, write_results
+
     try:
         models = model_names(args.models)
         check_writable_dir(args.out)
@@ -106,8 +114,9 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         return _fail(e)
     json_path, md_path = write_results(results, args.out)
-    print(to_markdown(results))
-    print(f"[evaluate] wrote {md_path} and {json_path}")
+    print(to_markdown(results))  # stdout carries the table only: `evaluate.py ... > table.md`
+    if not args.quiet:
+        print(f"[evaluate] wrote {md_path} and {json_path}", file=sys.stderr)
     return 0
 
 

@@ -8,7 +8,7 @@ predictions/<stem>_overlay.jpg; for each video (.mp4, .avi, .mov, .mkv, .webm, .
 predictions/<stem>_saliency.mp4 (the heat map over every frame, same size and frame rate) and, with --save-maps,
 predictions/<stem>_maps/frame_000000.png, ... Images and videos can be mixed; folders are searched for both.
 Results go to stdout, warnings and progress to stderr. Exit status 1 if any input failed (the others are still
-written), 2 for an error before any prediction (bad model, missing input, unwritable --out).
+written) or on any other error (a missing or unreadable model, an unwritable --out), 2 for a usage error.
 """
 
 import argparse
@@ -20,8 +20,6 @@ import sys
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
 
 from inference.files import IMAGE_EXTENSIONS, list_images, predict_files  # noqa: E402
 from inference.predictors import DEFAULT_MODEL, load_predictor  # noqa: E402
@@ -101,6 +99,8 @@ def _warn_unused(unused, condition):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
+    import_tensorflow_quietly()
     report, video_reports, video_failures = None, [], []
     try:
         check_writable_dir(args.out)
@@ -137,7 +137,7 @@ def main(argv=None):
             skipped = report.skipped
     except (FileNotFoundError, ValueError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"predict.py: skipped {len(skipped)} file(s) that are not images ({'/'.join(IMAGE_EXTENSIONS)}) or "

@@ -83,15 +83,26 @@ def to_markdown(results):
     return "\n".join(lines) + "\n"
 
 
+PROG = "int8_accuracy.py"
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Exit status 2 for a usage error, 1 for any other error (no exports, no OSIE)."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--exports", required=True, help="folder from export_student.py --int8")
     p.add_argument("--osie", default=os.path.join(ROOT, "..", "shared", "data", "eyetracking", "osie"))
     p.add_argument("--count", type=int, default=None, help="only the first N images of OSIE's test split")
     p.add_argument("--name", default="student", help="base name of the exported files")
     p.add_argument("--out", default=None, help="writes <out>.json and <out>.md")
     args = p.parse_args(argv)
-    results = measure(args.exports, args.osie, args.count, args.name)
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
+    try:
+        results = measure(args.exports, args.osie, args.count, args.name)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
     text = to_markdown(results)
     if args.out:
         from datasets.io import atomic_write

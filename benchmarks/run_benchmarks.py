@@ -20,15 +20,21 @@ Each line of the table is a ratio of two measurements taken here, under the same
 `--only runtimes` (or any of inference, training, export, memory, graph) runs those sections and merges
 them into an existing `<out>.json`, so a long run can be resumed or one part refreshed.
 
+The synthetic data, records and exports (several hundred MB) are made in a temporary `saliency-kd-bench-*`
+folder that is removed at the end, on an error and on Ctrl-C (`--keep-work` keeps it), or in `--work-dir`, which
+is kept and reused by the next run. Status lines go to stderr; stdout carries the results table only.
+
 The teacher is MSI-Net with random weights in the author's frozen-graph format (built by
 tests/msinet_reference.py): speed does not depend on the weights' values. Data are synthetic SALICON-layout
 images at 480x640. Results go to `<out>.json` and `<out>.md` with a description of the machine.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,8 +46,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+# TensorFlow and Keras: imported by `run` (quietly, after argparse), so --help and usage errors are instant and
+# print no TensorFlow lines. Every function below that uses them runs after that.
+keras = tf = None
+
+
+def _import_tensorflow():
+    global keras, tf
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+    import tensorflow as tf
 
 SIZE = (240, 320)
 BATCH = 8
@@ -134,7 +150,7 @@ def bench_training(records_dir, steps, rounds=2):
         times["A_xla"].append(_seconds_per_step(train_steps["A_xla"], lambda: batch_a, steps))
         times["B_xla"].append(_seconds_per_step(train_steps["B_xla"], lambda: batch_b, steps))
         iterator = iter(pipeline)
-        times["B_pipeline"].append(_seconds_per_step(train_steps["B"], lambda: next(iterator), steps))
+        times["B_pipeline"].append(_seconds_per_step(train_steps["B"], functools.partial(next, iterator), steps))
         del iterator
         gc.collect()
     best = {k: min(v) for k, v in times.items()}
@@ -421,34 +437,102 @@ def to_markdown(results):
     return text
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+PROG = "run_benchmarks.py"
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results", help="writes <out>.json and <out>.md")
-    p.add_argument("--work-dir", default=None, help="where synthetic data and records are made (default: temp)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement")
-    p.add_argument("--train-steps", type=int, default=6, help="timed training steps per measurement")
-    p.add_argument("--export-images", type=int, default=16,
+    p.add_argument("--work-dir", default=None,
+                   help="where synthetic data, records and exports are made and kept (default: a temporary folder, "
+                        "removed at the end)")
+    p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (default: removed)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repetitions per measurement")
+    p.add_argument("--train-steps", type=positive_int, default=6, help="timed training steps per measurement")
+    p.add_argument("--export-images", type=positive_int, default=16,
                    help="N: images for the export throughput (N) and memory (N and 4N) measurements")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (TensorFlow included)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads of every runtime (TensorFlow included)")
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS,
                    help="run only these sections and merge them into an existing <out>.json")
-    args = p.parse_args(argv)
-    sections = args.only or SECTIONS
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return p
 
+
+def _status(message):
+    """Progress of the run on stderr: stdout carries the results table only."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    """Parse arguments and run the benchmarks; exit status 2 for a usage error, 1 for any other error."""
+    args = build_parser().parse_args(argv)
+    from datasets.io import check_writable_dir
+
+    try:
+        check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out")  # before hours of measurements
+        if args.work_dir:
+            check_writable_dir(args.work_dir, "--work-dir")
+        return run(args)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; free space or fix the permissions, then rerun (--only "
+              "reruns some sections and merges them into <out>.json)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; sections already measured are in <out>.json (--only reruns the others)",
+              file=sys.stderr)
+        return 130
+
+
+def run(args):
+    """The measurements of `main` (after its checks), in `--work-dir` or a temporary work folder.
+
+    The temporary folder (`saliency-kd-bench-*`, several hundred MB) is removed at the end, on an error and on
+    Ctrl-C, unless `--keep-work`; a `--work-dir` is the user's and is kept.
+    """
+    _import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as e:  # TensorFlow already started in this process (not from the command line)
+        _status(f"[bench] warning: --threads does not apply to TensorFlow here ({e})")
+    if args.work_dir:
+        return _measure(args, args.work_dir)
+    work = tempfile.mkdtemp(prefix="saliency-kd-bench-")
+    try:
+        return _measure(args, work)
+    finally:
+        if args.keep_work:
+            _status(f"[bench] kept the work folder {work} (--keep-work); pass it as --work-dir to reuse it")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, work):
     from datasets.synthetic import generate_synthetic_salicon
     from msinet_reference import build_reference_pb
     from teacher.export import export_split
     from teacher.loading import load_teacher
 
-    work = args.work_dir or tempfile.mkdtemp(prefix="saliency-kd-bench-")
+    sections = args.only or SECTIONS
     n = args.export_images
     data_small = os.path.join(work, "salicon_n")
     data_large = os.path.join(work, "salicon_4n")
     records_dir = os.path.join(work, "distill")
     pb_path = os.path.join(work, "model_salicon_cpu.pb")
-    print(f"[bench] preparing synthetic 480x640 data, records and a random-weight MSI-Net graph in {work}")
+    _status(f"[bench] preparing synthetic 480x640 data, records and a random-weight MSI-Net graph in {work}")
     generate_synthetic_salicon(data_small, n_train=n, n_val=BATCH, image_size=(480, 640), seed=0, verbose=False)
     generate_synthetic_salicon(data_large, n_train=4 * n, n_val=BATCH, image_size=(480, 640), seed=0,
                                verbose=False)
@@ -477,23 +561,23 @@ def main(argv=None):
             f.write(to_markdown(results))
 
     if "inference" in sections:
-        print("[bench] 1. inference")
+        _status("[bench] 1. inference")
         results["inference"] = bench_inference(keras_msinet, args.repeats)
     if "training" in sections:
-        print("[bench] 2 and 4. training")
+        _status("[bench] 2 and 4. training")
         results["pipeline"], results["b_vs_a"] = bench_training(records_dir, args.train_steps)
     if "export" in sections:
-        print("[bench] 3. export")
+        _status("[bench] 3. export")
         results["export"] = bench_export(data_small, graph_teacher)
     if "memory" in sections:
-        print("[bench] 5. export memory")
+        _status("[bench] 5. export memory")
         results["export_memory"] = bench_export_memory({n: data_small, 4 * n: data_large})
     if "graph" in sections:
-        print("[bench] 6. frozen graph vs Keras")
+        _status("[bench] 6. frozen graph vs Keras")
         results["graph_vs_keras"] = bench_graph_vs_keras(graph_teacher, keras_msinet, args.repeats)
     save()  # each section above is kept even if the runtime rows fail (their packages are an extra)
     if "runtimes" in sections:
-        print("[bench] 7. deployment runtimes")
+        _status("[bench] 7. deployment runtimes")
         results["runtimes"] = bench_runtimes(work, graph_teacher, keras_msinet, records_dir, args.threads,
                                              args.repeats)
         save()

@@ -264,7 +264,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         max_images: score only the first N records of each folder (None: all; otherwise >= 1).
         sauc_other: number of other images whose fixations are sAUC's negatives.
         seed: AUC-Judd jitter and sAUC / AUC-Borji sampling.
-        progress: show a progress bar.
+        progress: show the progress per model on stderr (a bar on a terminal, else plain lines).
         references: add the centre-bias and inter-observer rows where the records allow them.
         centre_bias_split: the split whose fixations the centre bias is fitted on.
         observer_sigma: blur (px) of the inter-observer maps; None = `datasets.nusvip.DEFAULT_SIGMA_PX` (24).
@@ -279,8 +279,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         ValueError: a folder given twice, or one whose records have no human data (no human map, no fixation)
             and no `densities_dir`: there would be nothing to score against.
     """
-    import keras
-
+    from inference.files import Progress
     from inference.predictors import load_predictor
 
     records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
@@ -318,12 +317,11 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     for name, predictor in sources.items():
         per_image = [None] * len(examples)
         seconds = 0.0
-        bar = keras.utils.Progbar(len(examples), unit_name="image") if progress else None
-        if bar:
-            print(name)
+        bar = Progress(len(examples), name, enabled=progress)  # on stderr: stdout carries the table only
         for i, ex in enumerate(examples):
             if predictor is None:
                 if ex["teacher"] is None:
+                    bar.update()
                     continue
                 prediction = resize_map(ex["teacher"], ex["saliency"].shape)
             else:
@@ -332,8 +330,8 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
                 seconds += time.perf_counter() - start
             true_density = None if truths[i] is None else resize_map(truths[i], ex["saliency"].shape)
             per_image[i] = score_map(np.asarray(prediction, np.float64), ex, others[i], true_density, seed)
-            if bar:
-                bar.update(i + 1)
+            bar.update()
+        bar.close()
         scored = [s for s in per_image if s is not None]
         entry = {
             "num_params": getattr(predictor, "num_params", None) if predictor is not None else None,

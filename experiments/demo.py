@@ -13,10 +13,17 @@
 Every number it prints comes from synthetic data; SALICON numbers need the real data and a GPU.
 """
 
+import contextlib
 import dataclasses
 import os
+import sys
 
 from datasets.io import atomic_write
+
+
+def _status(message):
+    """A status line on stderr: stdout carries the results (the metrics table) only."""
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -52,9 +59,10 @@ class DemoSettings:
 def _ensure_data(settings, seed):
     from datasets.synthetic import generate_synthetic_salicon
 
-    print(f"[demo] synthetic data: {settings.data_dir}")
-    generate_synthetic_salicon(settings.data_dir, n_train=settings.n_train, n_val=settings.n_val,
-                               image_size=settings.data_size, seed=seed)
+    _status(f"synthetic data: {settings.data_dir}")
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bar (Keras) writes to stdout
+        generate_synthetic_salicon(settings.data_dir, n_train=settings.n_train, n_val=settings.n_val,
+                                   image_size=settings.data_size, seed=seed)
 
 
 def _ensure_records(settings):
@@ -63,15 +71,18 @@ def _ensure_records(settings):
 
     for split in ("train", "val"):
         if os.path.exists(os.path.join(settings.records_dir, f"{split}.json")):
-            print(f"[demo] records for {split}: reusing {settings.records_dir}")
+            _status(f"records for {split}: reusing {settings.records_dir}")
             continue
-        print(f"[demo] exporting {split} records with the oracle teacher")
+        _status(f"exporting {split} records with the oracle teacher")
         teacher = OracleTeacher(settings.data_dir, input_size=settings.teacher_size)
         export_split(settings.data_dir, split, teacher, settings.records_dir)
 
 
 def _train(settings, run_dir, variants, seed, verbose=1):
     from student.training import finished_run, save_initial_weights, train
+
+    if verbose == 1 and not sys.stderr.isatty():
+        verbose = 2  # Keras's bar writes carriage returns and colour codes even to a file: one plain line per epoch
 
     initial = save_initial_weights(os.path.join(run_dir, "initial.weights.h5"), seed)
     results = {}
@@ -80,11 +91,12 @@ def _train(settings, run_dir, variants, seed, verbose=1):
         config = settings.train_config(variant, variant_dir, initial, seed, verbose=verbose)
         done = finished_run(config)
         if done is not None and done.saved_model_dir:
-            print(f"[demo] variant {variant}: reusing the finished run in {variant_dir}")
+            _status(f"variant {variant}: reusing the finished run in {variant_dir}")
             results[variant] = variant_dir
             continue
-        print(f"[demo] training variant {variant}")
-        train(config)
+        _status(f"training variant {variant}")
+        with contextlib.redirect_stdout(sys.stderr):  # Keras's progress bars and epoch lines
+            train(config)
         results[variant] = variant_dir
     return results
 
@@ -155,14 +167,14 @@ def run_demo(run_dir="runs/demo", variants=("A", "B"), seed=0, settings=None, ve
     _ensure_data(settings, seed=0)
     _ensure_records(settings)
     run_dirs = _train(settings, run_dir, variants, seed, verbose)
-    print("[demo] evaluating the teacher and the students on the val split")
+    _status("evaluating the teacher and the students on the val split")
     results = evaluate(settings.records_dir, "val", {f"student {v}": os.path.join(d, "saved_model")
                                                    for v, d in run_dirs.items()},
                        densities_dir=os.path.join(settings.data_dir, "densities", "val"))
     write_results(results, run_dir)
     plot_curves(run_dirs, os.path.join(run_dir, "kld_curves.png"))
     plot_grid(settings.records_dir, run_dirs, os.path.join(run_dir, "grid.png"), settings.grid_images)
-    print(to_markdown(results))
-    print(f"[demo] done. Results in {run_dir}: metrics.md, kld_curves.png, grid.png, A/ and B/ "
-          f"(SavedModels in */saved_model). All numbers are from synthetic data.")
+    print(to_markdown(results))  # the results: the only thing on stdout
+    _status(f"done. Results in {run_dir}: metrics.md, kld_curves.png, grid.png, A/ and B/ "
+            f"(SavedModels in */saved_model). All numbers are from synthetic data.")
     return results

@@ -77,7 +77,6 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
     """Train every variant for every seed (resuming), score them, and write the summary (`study.json`,
     `study.md`, `curves.png`); `report_only` trains nothing and reports the finished runs."""
     from experiments import real_study
-    from student.training import save_initial_weights
 
     settings = settings or PretrainedSettings()
     needs_photos = any(VARIANTS[name].get("photos") for name in variants)
@@ -86,11 +85,6 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
             raise FileNotFoundError(f"{directory}: no records of the unlabelled photos; run `python export_teacher.py "
                                     f"--images <photos> --teacher fastgaze-centre --out {directory}`")
     os.makedirs(out_dir, exist_ok=True)
-    if not report_only:
-        for seed in seeds:
-            # The ImageNet encoder and the seeded decoder: every variant of a seed starts here.
-            save_initial_weights(os.path.join(out_dir, f"seed{seed}", "initial.weights.h5"), seed,
-                                 settings.backbone, settings.backbone_weights)
     cost = real_study._cached(os.path.join(out_dir, "cost.json"),
                               lambda: model_cost(settings.backbone, settings.image_size))
     summary = real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,

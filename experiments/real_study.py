@@ -23,16 +23,18 @@ finished run is kept, an unfinished one continues from its last epoch, scores ar
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
+import signal
 import sys
+
+import numpy as np
 
 from datasets.io import atomic_write, import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before keras: no CUDA/oneDNN lines on every command
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+# TensorFlow and Keras are imported where they are used (main imports them quietly after argparse), so
+# `--help` and usage errors are instant and print no TensorFlow lines.
 
 # In the order they run for each seed: the main comparison first, so a study cut short has it.
 VARIANTS = {
@@ -71,46 +73,58 @@ class StudySettings:
         )
 
 
-class ValCurves(keras.callbacks.Callback):
-    """After each epoch, score the saliency head on the val images at their original size (as served).
+@functools.lru_cache(maxsize=None)
+def _val_curves_class():
+    """`ValCurves`, a Keras callback, made on first use (importing Keras loads TensorFlow)."""
+    import keras
 
-    The letterboxed inputs are made once; each epoch runs the student on them in batches, keeps the logits of
-    each image's box, and scores their softmax resized to the original size (`student.serving`'s computation).
-    """
+    class ValCurves(keras.callbacks.Callback):
+        """After each epoch, score the saliency head on the val images at their original size (as served).
 
-    def __init__(self, examples, image_size, path, batch_size=16):
-        super().__init__()
-        import tensorflow as tf
+        The letterboxed inputs are made once; each epoch runs the student on them in batches, keeps the logits of
+        each image's box, and scores their softmax resized to the original size (`student.serving`'s computation).
+        """
 
-        from student.serving import image_box, resize_images
+        def __init__(self, examples, image_size, path, batch_size=16):
+            super().__init__()
+            import tensorflow as tf
 
-        self.examples = examples
-        self.path = path
-        self.batch_size = batch_size
-        self.inputs = np.concatenate([resize_images(ex["image"][None], image_size).numpy() for ex in examples])
-        self.boxes = [[int(v) for v in image_box(tf.shape(ex["image"][None]), image_size)] for ex in examples]
-        self.rows = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.rows = {int(k): v for k, v in json.load(f).items()}
+            from student.serving import image_box, resize_images
 
-    def on_epoch_end(self, epoch, logs=None):
-        from metrics import saliency
-        from evaluation.scoring import resize_map
+            self.examples = examples
+            self.path = path
+            self.batch_size = batch_size
+            self.inputs = np.concatenate([resize_images(ex["image"][None], image_size).numpy() for ex in examples])
+            self.boxes = [[int(v) for v in image_box(tf.shape(ex["image"][None]), image_size)] for ex in examples]
+            self.rows = {}
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.rows = {int(k): v for k, v in json.load(f).items()}
 
-        logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
-        scores = []
-        for ex, (top, left, h, w), z in zip(self.examples, self.boxes, logits[..., 0]):
-            z = z[top:top + h, left:left + w].astype(np.float64)
-            density = np.exp(z - z.max())
-            prediction = np.maximum(resize_map(density / density.sum(), ex["saliency"].shape), 0).astype(np.float64)
-            fixated = saliency.fixation_map_from_points(ex["fixations"], prediction.shape)
-            # Only the curve's metrics: the AUCs' 100 random splits per image would cost more than the epoch.
-            scores.append({"kld": saliency.kld(prediction, ex["saliency"]), "cc": saliency.cc(prediction, ex["saliency"]),
-                           "nss": saliency.nss(prediction, fixated)})
-        self.rows[epoch] = {k: float(np.mean([s[k] for s in scores])) for k in CURVE_METRICS}
-        with atomic_write(self.path, "w") as f:
-            json.dump(self.rows, f, indent=2)
+        def on_epoch_end(self, epoch, logs=None):
+            from metrics import saliency
+            from evaluation.scoring import resize_map
+
+            logits = self.model.student.predict(self.inputs, batch_size=self.batch_size, verbose=0)["saliency"]
+            scores = []
+            for ex, (top, left, h, w), z in zip(self.examples, self.boxes, logits[..., 0]):
+                z = z[top:top + h, left:left + w].astype(np.float64)
+                density = np.exp(z - z.max())
+                prediction = np.maximum(resize_map(density / density.sum(), ex["saliency"].shape), 0).astype(np.float64)
+                fixated = saliency.fixation_map_from_points(ex["fixations"], prediction.shape)
+                # Only the curve's metrics: the AUCs' 100 random splits per image would cost more than the epoch.
+                scores.append({"kld": saliency.kld(prediction, ex["saliency"]), "cc": saliency.cc(prediction, ex["saliency"]),
+                               "nss": saliency.nss(prediction, fixated)})
+            self.rows[epoch] = {k: float(np.mean([s[k] for s in scores])) for k in CURVE_METRICS}
+            with atomic_write(self.path, "w") as f:
+                json.dump(self.rows, f, indent=2)
+
+    return ValCurves
+
+
+def ValCurves(examples, image_size, path, batch_size=16):  # noqa: N802 - a class made lazily
+    """A `ValCurves` callback (see `_val_curves_class`): the val curves after each epoch, into `path`."""
+    return _val_curves_class()(examples, image_size, path, batch_size)
 
 
 def _cached(path, compute):
@@ -129,16 +143,44 @@ def _test_tables(results):
             for name, table in results["datasets"].items()}
 
 
+# The study's flags for the training settings a rerun must keep (the rest follow from --out and --seeds).
+_SETTING_FLAGS = {"epochs": "--epochs", "image_size": "--image-size", "batch_size": "--batch-size",
+                  "records_dir": "--records-dir"}
+
+
+def _check_same_settings(config, out_dir):
+    """Refuse a run folder of this study made with other settings, naming the study's flags (not train.py's)."""
+    from student.training import _changed_settings
+
+    path = os.path.join(config.run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        changed = _changed_settings(json.load(f), config)
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        flags = sorted({_SETTING_FLAGS.get(k, k) for k in changed})
+        raise ValueError(
+            f"{config.run_dir} holds a run of this study made with other settings ({detail}); rerun with the "
+            f"settings it was made with ({', '.join(flags)} as in its config.json) to resume or report it, or "
+            f"choose another --out than {out_dir} for the new settings"
+        )
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
-              variant_table=None, title="Real data (MIT1003 + OSIE val)"):
+              stop_requested=None, variant_table=None, title="Real data (MIT1003 + OSIE val)"):
     """Train every variant for every seed (resuming), score them, and write the summary.
 
     With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
     by its time budget reports what it has, with the number of seeds per variant). `settings` makes each run's
     `TrainConfig` (`train_config`); `variant_table` names the variants' options (default `VARIANTS`).
+
+    Runs in `out_dir` made with other settings are refused before any work (ValueError naming the flags).
+    `stop_requested`, a callable, is asked after each run: True raises KeyboardInterrupt (the command line
+    passes whether a Ctrl-C arrived, so one caught inside a library still stops the study).
     """
     from evaluation.scoring import evaluate, load_examples
-    from student.training import finished_run, save_initial_weights, train
+    from student import training
 
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
@@ -148,34 +190,43 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
                 raise FileNotFoundError(
                     f"{directory}: no finished '{split}' export ({split}.json); run `python export_teacher.py "
                     f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+    plan = []  # (seed, variant name, config), in the order they run
+    for seed in seeds:
+        initial = os.path.join(out_dir, f"seed{seed}", "initial.weights.h5")
+        for name in variants:
+            config = settings.train_config(name, os.path.join(out_dir, f"seed{seed}", name), initial, seed)
+            _check_same_settings(config, out_dir)
+            plan.append((seed, name, config))
+    finished = {(seed, name): training.finished_run(config) is not None for seed, name, config in plan}
+    if report_only and not any(finished.values()):
+        raise FileNotFoundError(f"{out_dir}: no finished run to report (with these settings); run the study "
+                                "without --report first")
     os.makedirs(out_dir, exist_ok=True)
     references = _cached(os.path.join(out_dir, "references.json"), lambda: _test_tables(
         evaluate(dirs, "test", {}, include_teacher=True, references=True, progress=False)))
     val_examples = [ex for d in dirs for ex in load_examples(d, "val")]
 
     runs = {name: [] for name in variants}
-    for seed in seeds:
-        seed_dir = os.path.join(out_dir, f"seed{seed}")
-        initial = save_initial_weights(os.path.join(seed_dir, "initial.weights.h5"), seed, settings.backbone,
-                                       settings.backbone_weights)
-        for name in variants:
-            run_dir = os.path.join(seed_dir, name)
-            curves_path = os.path.join(run_dir, "val_curves.json")
-            config = settings.train_config(name, run_dir, initial, seed)
-            if finished_run(config) is None:
-                if report_only:
-                    continue
-                print(f"[study] seed {seed}, {name}", flush=True)
-                os.makedirs(run_dir, exist_ok=True)
-                train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
-            test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
-                evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
-                         references=False, progress=False)))
-            with open(curves_path) as f:
-                curves = {int(k): v for k, v in json.load(f).items()}
-            # By epoch index: an epoch whose curve point was lost to an interruption is None, not a shift.
-            runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
-                               "curves": [curves.get(e) for e in range(settings.epochs)]})
+    for seed, name, config in plan:
+        run_dir = config.run_dir
+        curves_path = os.path.join(run_dir, "val_curves.json")
+        if not finished[seed, name]:
+            if report_only:
+                continue
+            print(f"[study] seed {seed}, {name}", file=sys.stderr, flush=True)  # status: stdout has the table only
+            training.save_initial_weights(config.initial_weights, seed, settings.backbone, settings.backbone_weights)
+            os.makedirs(run_dir, exist_ok=True)
+            training.train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
+            if stop_requested is not None and stop_requested():
+                raise KeyboardInterrupt
+        test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
+            evaluate(dirs, "test", {"student": os.path.join(run_dir, "saved_model")}, include_teacher=False,
+                     references=False, progress=False)))
+        with open(curves_path) as f:
+            curves = {int(k): v for k, v in json.load(f).items()}
+        # By epoch index: an epoch whose curve point was lost to an interruption is None, not a shift.
+        runs[name].append({"seed": seed, "test": {d: t["student"] for d, t in test.items()},
+                           "curves": [curves.get(e) for e in range(settings.epochs)]})
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         raise FileNotFoundError(f"{out_dir}: no finished run to report")
@@ -269,9 +320,12 @@ def plot_curves(summary, path, title="Real data (MIT1003 + OSIE val)"):
     plt.close(fig)
 
 
+PROG = "real_study"
+
+
 def main(argv=None):
     defaults = StudySettings()
-    p = argparse.ArgumentParser(description="A-versus-B study on real eye-tracking data with a real teacher.",
+    p = argparse.ArgumentParser(prog=PROG, description="A-versus-B study on real eye-tracking data with a real teacher.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--records-dir", nargs="+", default=list(defaults.records_dirs),
                    help="record folders with train, val and test splits (export_teacher.py --split all)")
@@ -283,13 +337,36 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
+    import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
                              epochs=args.epochs, batch_size=args.batch_size)
+    interrupts = []
+
+    def on_sigint(signum, frame):
+        interrupts.append(signum)  # remembered: a library that catches the KeyboardInterrupt cannot hide it
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report)
-    except FileNotFoundError as e:
-        print(f"real_study: error: {e}", file=sys.stderr)
-        return 2
+        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
+                  stop_requested=lambda: bool(interrupts))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; finished runs and epochs are kept: free space or fix the "
+              "permissions, then run the same command again to resume", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts:  # caught and swallowed somewhere after the last run began: still an interruption
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -13,52 +13,68 @@ All numbers come from synthetic data.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from datasets.io import atomic_write
+
+# TensorFlow and Keras are imported where they are used (main imports them quietly after argparse), so
+# `--help` and usage errors are instant and print no TensorFlow lines.
 
 STUDY_METRICS = ("kld", "kld_true", "cc", "nss")
 
 
-class ValMetricsPerEpoch(keras.callbacks.Callback):
-    """After each epoch, score the student's saliency head on val examples at their original resolution."""
+@functools.lru_cache(maxsize=None)
+def _val_metrics_class():
+    """`ValMetricsPerEpoch`, a Keras callback, made on first use (importing Keras loads TensorFlow)."""
+    import keras
+    import tensorflow as tf
 
-    def __init__(self, examples, truths, image_size, path):
-        super().__init__()
-        self.examples = examples
-        self.truths = truths
-        self.image_size = tuple(image_size)
-        self.path = path
-        self.rows = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.rows = {int(k): v for k, v in json.load(f).items()}
+    class ValMetricsPerEpoch(keras.callbacks.Callback):
+        """After each epoch, score the student's saliency head on val examples at their original resolution."""
 
-    def _densities(self):
-        images = np.stack([tf.image.resize(ex["image"], self.image_size, antialias=True).numpy()
-                           for ex in self.examples])
-        from student.model import spatial_softmax
+        def __init__(self, examples, truths, image_size, path):
+            super().__init__()
+            self.examples = examples
+            self.truths = truths
+            self.image_size = tuple(image_size)
+            self.path = path
+            self.rows = {}
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.rows = {int(k): v for k, v in json.load(f).items()}
 
-        logits = self.model.student.predict(images, verbose=0, batch_size=16)["saliency"]
-        return np.asarray(spatial_softmax(logits))[..., 0]
+        def _densities(self):
+            images = np.stack([tf.image.resize(ex["image"], self.image_size, antialias=True).numpy()
+                               for ex in self.examples])
+            from student.model import spatial_softmax
 
-    def on_epoch_end(self, epoch, logs=None):
-        from evaluation.scoring import resize_map, score_map
+            logits = self.model.student.predict(images, verbose=0, batch_size=16)["saliency"]
+            return np.asarray(spatial_softmax(logits))[..., 0]
 
-        scores = []
-        for ex, density, truth in zip(self.examples, self._densities(), self.truths):
-            shape = ex["saliency"].shape
-            prediction = resize_map(density, shape).astype(np.float64)
-            scores.append(score_map(prediction, ex, None, resize_map(truth, shape)))
-        self.rows[epoch] = {k: float(np.mean([s[k] for s in scores if k in s])) for k in STUDY_METRICS}
-        with atomic_write(self.path, "w") as f:
-            json.dump(self.rows, f, indent=2)
+        def on_epoch_end(self, epoch, logs=None):
+            from evaluation.scoring import resize_map, score_map
+
+            scores = []
+            for ex, density, truth in zip(self.examples, self._densities(), self.truths):
+                shape = ex["saliency"].shape
+                prediction = resize_map(density, shape).astype(np.float64)
+                scores.append(score_map(prediction, ex, None, resize_map(truth, shape)))
+            self.rows[epoch] = {k: float(np.mean([s[k] for s in scores if k in s])) for k in STUDY_METRICS}
+            with atomic_write(self.path, "w") as f:
+                json.dump(self.rows, f, indent=2)
+
+    return ValMetricsPerEpoch
+
+
+def ValMetricsPerEpoch(examples, truths, image_size, path):  # noqa: N802 - a class made lazily
+    """A callback scoring the student's saliency head on val examples at their original resolution after each
+    epoch, into `path` (see `_val_metrics_class`)."""
+    return _val_metrics_class()(examples, truths, image_size, path)
 
 
 def _teacher_scores(examples, truths):
@@ -91,7 +107,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
             per_epoch = os.path.join(run_dir, "val_metrics.json")
             config = settings.train_config(variant, run_dir, initial, seed, export=False, verbose=0)
             if finished_run(config) is None:
-                print(f"[study] seed {seed}, variant {variant}")
+                print(f"[study] seed {seed}, variant {variant}", file=sys.stderr, flush=True)  # status: stderr
                 os.makedirs(run_dir, exist_ok=True)
                 train(config, extra_callbacks=[ValMetricsPerEpoch(examples, truths, settings.train_size, per_epoch)])
             with open(per_epoch) as f:
@@ -105,8 +121,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
     with atomic_write(os.path.join(out_dir, "study.md"), "w") as f:
         f.write(to_markdown(summary))
     plot_study(summary, os.path.join(out_dir, "study.png"))
-    print(to_markdown(summary))
-    print(f"[study] wrote {out_dir}/study.md, study.json, study.png (synthetic data)")
+    print(to_markdown(summary))  # stdout carries the results only
+    print(f"[study] wrote {out_dir}/study.md, study.json, study.png (synthetic data)", file=sys.stderr)
     return summary
 
 
@@ -173,18 +189,39 @@ def plot_study(summary, path):
     plt.close(fig)
 
 
+PROG = "study"
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="A-versus-B distillation study on synthetic data over several seeds.")
+    """Parse arguments and run the study; exit status 2 for a usage error, 1 for any other error, 130 on Ctrl-C."""
+    p = argparse.ArgumentParser(prog=PROG,
+                                description="A-versus-B distillation study on synthetic data over several seeds.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
     p.add_argument("--out", default="runs/study", help="output folder")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
     args = p.parse_args(argv)
+    from datasets.io import check_writable_dir, import_tensorflow_quietly
     from experiments.demo import DemoSettings
 
     settings = DemoSettings()
     if args.epochs:
         settings.epochs = args.epochs
-    run_study(args.seeds, args.out, settings)
+    try:
+        check_writable_dir(args.out)
+        import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
+        run_study(args.seeds, args.out, settings)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: error: {where}{e.strerror or e}; finished runs are kept: free space or fix the permissions, "
+              "then run the same command again to resume", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
     return 0
 
 

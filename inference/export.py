@@ -11,7 +11,9 @@ free. To serve an image of another size, bring it to (H, W) as the student was t
 fit with its aspect ratio kept, centred on the ImageNet mean colour) or stretched, run the file, take the
 density of the image's box, renormalise it and resize it back: `inference.predictors` does that with OpenCV
 (area when shrinking, bilinear otherwise), so these files give the same contract as the SavedModel through
-`load_predictor`. `<file>.json` beside each file records the input size and the resize mode.
+`load_predictor`. Each file carries its input size and resize mode inside it (the `saliency_kd` entry: ONNX
+`metadata_props`, OpenVINO `rt_info`, a TFLite metadata buffer), so a file copied alone is served as it was
+trained; `<file>.json` beside it repeats them for people and older readers.
 
 All exports run the inference graph of `student.serving.inference_student` (BatchNormalization folded
 into the convolutions, the saliency head only). int8 variants are calibrated on images from the records:
@@ -32,6 +34,9 @@ FORMATS = ("saved_model", "onnx", "openvino", "litert")
 EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("density", "saliency_map")
+RESIZE_MODES = ("letterbox", "stretch")
+# The key of the JSON every runtime file carries inside it (`export_description`); read by inference.predictors.
+METADATA_KEY = "saliency_kd"
 
 
 def run_resize(path, default="letterbox"):
@@ -44,14 +49,77 @@ def run_resize(path, default="letterbox"):
         return json.load(f).get("resize", "stretch")
 
 
+def export_description(input_size, resize):
+    """What a runtime file says about itself (inside it and in its `.json`): input size and resize mode."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"`resize` must be one of {RESIZE_MODES}. Received: resize={resize!r}")
+    return {"format": "saliency-kd student export", "input": "uint8 (N, H, W, 3) RGB at input_size",
+            "outputs": list(OUTPUT_NAMES), "input_size": [int(v) for v in input_size], "resize": resize}
+
+
 def _write_export_metadata(path, input_size, resize):
     from datasets.io import atomic_write
     from inference.predictors import export_metadata_path
 
     with atomic_write(export_metadata_path(path), "w") as f:
-        json.dump({"format": "saliency-kd student export", "input": "uint8 (N, H, W, 3) RGB at input_size",
-                   "outputs": list(OUTPUT_NAMES), "input_size": list(input_size), "resize": resize}, f, indent=2)
+        json.dump(export_description(input_size, resize), f, indent=2)
     return path
+
+
+def embed_description(path, description):
+    """Store `description` (`export_description`) inside a runtime file under `METADATA_KEY`, in place.
+
+    ONNX: a `metadata_props` entry; OpenVINO: an `rt_info` entry of the .xml (the .bin is rewritten alongside);
+    LiteRT: a metadata entry of the flatbuffer pointing at a buffer holding the JSON.
+    """
+    path = os.fspath(path)
+    text = json.dumps(description)
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".onnx":
+        import onnx
+
+        model = onnx.load(path)
+        kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        model.metadata_props.add(key=METADATA_KEY, value=text)
+        onnx.save(model, path)
+    elif extension == ".xml":
+        import openvino as ov
+
+        model = ov.Core().read_model(path)
+        model.set_rt_info(text, [METADATA_KEY])
+        _save_openvino(model, path)
+    elif extension == ".tflite":
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        with open(path, "rb") as f:
+            model = flatbuffer_utils.read_model_from_bytearray(bytearray(f.read()))
+        model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(text.encode(), np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+        model.metadata.append(entry)
+        with open(path, "wb") as f:
+            f.write(flatbuffer_utils.convert_object_to_bytearray(model))
+    else:
+        raise ValueError(f"{path}: not a runtime file (.onnx, .xml, .tflite)")
+    return path
+
+
+def _save_openvino(model, path):
+    """`ov.save_model` to `path` (.xml and .bin) through a sibling name: the model may still map the old .bin."""
+    import openvino as ov
+
+    stem = os.path.splitext(path)[0]
+    staged = stem + ".staged"
+    ov.save_model(model, staged + ".xml", compress_to_fp16=False)
+    del model
+    os.replace(staged + ".bin", stem + ".bin")
+    os.replace(staged + ".xml", path)
 
 
 def load_student(path, variant=None, backbone=None):
@@ -94,6 +162,7 @@ def load_student(path, variant=None, backbone=None):
         path = weights
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
+    _check_hdf5(path)
     if variant is None:
         variant = _weights_variant(path)
     backbone = backbone or "resnet18"
@@ -103,10 +172,25 @@ def load_student(path, variant=None, backbone=None):
         warnings.simplefilter("error", UserWarning)
         try:
             student.load_weights(path)
+        except OSError as e:  # h5py: readable as HDF5 above, but damaged inside
+            raise ValueError(f"{path}: not a student .weights.h5 (cannot be read: {e}); pass a file from a run's "
+                             "checkpoints/") from None
         except (ValueError, UserWarning) as e:
             raise ValueError(f"{path}: these weights do not fit a variant {variant} {backbone} student ({e}); "
                              "pass the right --variant and --backbone") from None
     return student, input_size
+
+
+def _check_hdf5(path):
+    """A ValueError naming `path` when it is not an HDF5 file (a `.weights.h5` that is garbage or truncated)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path}: not a student .weights.h5 (not a readable HDF5 file: {e}); pass a file from a "
+                         "run's checkpoints/ (best.weights.h5 or last.weights.h5), or the run folder itself") from None
 
 
 def _weights_variant(path):
@@ -156,11 +240,12 @@ def _input_signature(model):
     return [tf.TensorSpec((None, height, width, 3), tf.uint8, name=INPUT_NAME)]
 
 
-def _atomic_target(path, write):
+def _atomic_target(path, write, description=None):
     """Run `write(tmp_path)` into a temporary folder beside `path`, then move the files it made into place.
 
     `write` gets a path with the same base name inside the temporary folder, so side files (OpenVINO's
-    `.bin`) come along; they are moved first and the named file last.
+    `.bin`) come along; they are moved first and the named file last. A `description` (`export_description`)
+    is stored inside the file before it moves (`embed_description`).
     """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
@@ -168,6 +253,8 @@ def _atomic_target(path, write):
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         write(os.path.join(tmp, os.path.basename(path)))
+        if description is not None:
+            embed_description(os.path.join(tmp, os.path.basename(path)), description)
         names = sorted(os.listdir(tmp), key=lambda n: n == os.path.basename(path))
         for name in names:
             os.replace(os.path.join(tmp, name), os.path.join(parent, name))
@@ -176,19 +263,28 @@ def _atomic_target(path, write):
     return path
 
 
-def export_onnx(runtime_model, path, opset=17):
-    """Write `runtime_model` (from `build_runtime_model`) as ONNX (needs tf2onnx and onnx)."""
+def _runtime_description(runtime_model, resize):
+    return export_description(runtime_model.input.shape[1:3], resize)
+
+
+def export_onnx(runtime_model, path, opset=17, resize="letterbox"):
+    """Write `runtime_model` (from `build_runtime_model`) as ONNX (needs tf2onnx and onnx).
+
+    `resize` is how its student was trained ("letterbox" or "stretch"); it is stored inside the file.
+    """
     return _atomic_target(path, lambda tmp: runtime_model.export(
-        tmp, format="onnx", input_signature=_input_signature(runtime_model), opset_version=opset, verbose=False))
+        tmp, format="onnx", input_signature=_input_signature(runtime_model), opset_version=opset, verbose=False),
+        _runtime_description(runtime_model, resize))
 
 
-def export_openvino(runtime_model, path):
+def export_openvino(runtime_model, path, resize="letterbox"):
     """Write `runtime_model` as OpenVINO IR (`path` ends in .xml; the weights go to the .bin beside it)."""
     return _atomic_target(path, lambda tmp: runtime_model.export(
-        tmp, format="openvino", input_signature=_input_signature(runtime_model), verbose=False))
+        tmp, format="openvino", input_signature=_input_signature(runtime_model), verbose=False),
+        _runtime_description(runtime_model, resize))
 
 
-def export_litert(runtime_model, path, representative_images=None):
+def export_litert(runtime_model, path, representative_images=None, resize="letterbox"):
     """Write `runtime_model` as LiteRT (.tflite); float32, or full-integer int8 given calibration images.
 
     Args:
@@ -196,6 +292,7 @@ def export_litert(runtime_model, path, representative_images=None):
         path: the .tflite file.
         representative_images: None for float32, or uint8 (N, H, W, 3) images at the model's size to
             calibrate int8 activations (weights and activations int8; the uint8 input and float outputs stay).
+        resize: how its student was trained, "letterbox" or "stretch" (stored inside the file).
     """
     import tensorflow as tf
 
@@ -209,10 +306,11 @@ def export_litert(runtime_model, path, representative_images=None):
 
         kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative_dataset}
     return _atomic_target(path, lambda tmp: runtime_model.export(
-        tmp, format="litert", input_signature=_input_signature(runtime_model), verbose=False, **kwargs))
+        tmp, format="litert", input_signature=_input_signature(runtime_model), verbose=False, **kwargs),
+        _runtime_description(runtime_model, resize))
 
 
-def quantize_onnx(float_path, path, representative_images):
+def quantize_onnx(float_path, path, representative_images, resize="letterbox"):
     """Static int8 quantization (QDQ, per-channel weights) of an ONNX export with onnxruntime.quantization."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -234,16 +332,17 @@ def quantize_onnx(float_path, path, representative_images):
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
         os.remove(prepared)
 
-    return _atomic_target(path, write)
+    return _atomic_target(path, write, export_description(images.shape[1:3], resize))
 
 
-def quantize_openvino(float_xml_path, path, representative_images):
+def quantize_openvino(float_xml_path, path, representative_images, resize="letterbox"):
     """Post-training int8 quantization of an OpenVINO export with NNCF; writes `path` (.xml) and its .bin.
 
     Args:
         float_xml_path: the float IR from `export_openvino`.
         path: the int8 .xml to write.
         representative_images: uint8 (N, H, W, 3) images at the model's size; all N calibrate.
+        resize: how its student was trained, "letterbox" or "stretch" (stored inside the file).
 
     Raises:
         ImportError: NNCF is not installed.
@@ -263,7 +362,8 @@ def quantize_openvino(float_xml_path, path, representative_images):
             if op.get_type_name() not in ("Constant", "Parameter", "Result")]
     quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(names=tail, validate=False))
-    return _atomic_target(path, lambda tmp: ov.save_model(quantized, tmp, compress_to_fp16=False))
+    return _atomic_target(path, lambda tmp: ov.save_model(quantized, tmp, compress_to_fp16=False),
+                          export_description(images.shape[1:3], resize))
 
 
 def _import_nncf():
@@ -320,17 +420,27 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     Raises:
         ImportError: int8 with "openvino" and NNCF is not installed (raised before anything is written).
     """
-    from student.serving import _check_input_size, export_saved_model
+    from student.serving import _check_input_size, _is_saved_model, export_saved_model
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: {list(formats)}")
     if int8 and records_dir is None:
-        raise ValueError("int8 export needs `records_dir` (distillation records to calibrate on), e.g. data/distill")
+        raise ValueError("int8 export needs `records_dir` (--records-dir): distillation records to calibrate on, "
+                         "e.g. data/distill")
     if int8 and not {"onnx", "openvino", "litert"} & set(formats):
         raise ValueError("int8 applies to the onnx, openvino and litert formats; add one of them to `formats`")
+    if int8 and (not isinstance(calibration_count, (int, np.integer)) or isinstance(calibration_count, bool)
+                 or calibration_count < 1):
+        raise ValueError(f"`calibration_count` (--calibration-count) must be a positive int: the number of images "
+                         f"that calibrate int8. Received: {calibration_count!r}")
     if int8 and "openvino" in formats:
         _import_nncf()
+    saved_model_dir = os.path.join(os.fspath(out_dir), f"{name}_saved_model")
+    if "saved_model" in formats and os.path.isdir(saved_model_dir) and os.listdir(saved_model_dir) \
+            and not _is_saved_model(saved_model_dir):
+        raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
+                              "replace it. Choose another --out or --name, or remove this folder")
     if isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant, backbone)
         resize = resize or run_resize(source)
@@ -342,7 +452,31 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         raise ValueError(f"{source}: a bare weights file does not say its training size; pass input_size "
                          "(--input-size HEIGHT WIDTH), e.g. 240 320")
     input_size = _check_input_size(input_size)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    # Everything is written into a hidden folder inside `out_dir` and moved into place at the end: an error,
+    # a full disk or Ctrl-C leaves `out_dir` as it was (no file of half an export set).
+    staging = tempfile.mkdtemp(prefix=f".{name}.export-tmp-", dir=out_dir)
+    try:
+        paths = _export_into(staging, student, formats, input_size, int8, records_dir, calibration_split,
+                             calibration_count, name, resize, export_saved_model)
+        _move_into_place(staging, out_dir)
+    except OSError as e:
+        if e.filename and os.fspath(e.filename).startswith(staging + os.sep):  # name where it was going
+            parts = os.path.relpath(e.filename, staging).split(os.sep)
+            e.filename = os.path.join(out_dir, *[p for p in parts if not (p.startswith(".") and ".tmp-" in p)])
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+    return {fmt: os.path.join(out_dir, os.path.relpath(path, staging)) for fmt, path in paths.items()}
+
+
+def _export_into(out_dir, student, formats, input_size, int8, records_dir, calibration_split, calibration_count,
+                 name, resize, export_saved_model):
+    """`export_student`'s writing, into `out_dir` (its staging folder); returns the paths written."""
     paths = {}
     if "saved_model" in formats:
         paths["saved_model"] = export_saved_model(student, os.path.join(out_dir, f"{name}_saved_model"),
@@ -353,20 +487,40 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     runtime_model = build_runtime_model(student, input_size)
     target = lambda fmt, suffix="": os.path.join(out_dir, f"{name}{suffix}{EXTENSIONS[fmt]}")  # noqa: E731
     if "onnx" in portable:
-        paths["onnx"] = export_onnx(runtime_model, target("onnx"))
+        paths["onnx"] = export_onnx(runtime_model, target("onnx"), resize=resize)
     if "openvino" in portable:
-        paths["openvino"] = export_openvino(runtime_model, target("openvino"))
+        paths["openvino"] = export_openvino(runtime_model, target("openvino"), resize=resize)
     if "litert" in portable:
-        paths["litert"] = export_litert(runtime_model, target("litert"))
+        paths["litert"] = export_litert(runtime_model, target("litert"), resize=resize)
     if int8:
         images = calibration_images(records_dir, input_size, calibration_split, calibration_count, resize=resize)
         if "litert" in portable:
-            paths["litert_int8"] = export_litert(runtime_model, target("litert", "_int8"), images)
+            paths["litert_int8"] = export_litert(runtime_model, target("litert", "_int8"), images, resize=resize)
         if "onnx" in portable:
-            paths["onnx_int8"] = quantize_onnx(paths["onnx"], target("onnx", "_int8"), images)
+            paths["onnx_int8"] = quantize_onnx(paths["onnx"], target("onnx", "_int8"), images, resize=resize)
         if "openvino" in portable:
-            paths["openvino_int8"] = quantize_openvino(paths["openvino"], target("openvino", "_int8"), images)
+            paths["openvino_int8"] = quantize_openvino(paths["openvino"], target("openvino", "_int8"), images,
+                                                       resize=resize)
     for fmt, path in paths.items():
         if fmt != "saved_model":
             _write_export_metadata(path, input_size, resize)
     return paths
+
+
+def _move_into_place(staging, out_dir):
+    """Move every file and folder of `staging` into `out_dir`, replacing earlier exports of the same names.
+
+    Renames within one file system: they cannot run out of space. OpenVINO's .bin files go before the .xml
+    files, and the .json sidecars last. A replaced folder (a SavedModel) is renamed away before the new one
+    takes its name, then removed.
+    """
+    order = lambda n: (not n.endswith(".bin"), n.endswith(".json"), n)  # noqa: E731
+    for name in sorted(os.listdir(staging), key=order):
+        source, target = os.path.join(staging, name), os.path.join(out_dir, name)
+        if os.path.isdir(source) and os.path.lexists(target):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir)
+            os.replace(target, os.path.join(old, name))
+            os.replace(source, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(source, target)

@@ -3,6 +3,8 @@ on request, a heat-map overlay JPEG."""
 
 import dataclasses
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -10,6 +12,58 @@ from datasets.io import encode_jpeg, encode_png, read_image, write_bytes_atomic
 from inference.predictors import check_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+class Progress:
+    """Progress over `total` items on stderr, never stdout (which carries results only).
+
+    On a terminal, a tqdm bar; otherwise (a log file, a pipe) plain lines without carriage returns or colour
+    codes: one at the start, one per tenth done and one at the end with the rate. `enabled=False` prints nothing.
+    """
+
+    def __init__(self, total, desc, unit="image", enabled=True, stream=None):
+        self.total, self.desc, self.unit, self.enabled = int(total), desc, unit, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.count, self.start, self._bar, self._tenths = 0, time.monotonic(), None, 0
+        if not enabled:
+            return
+        if _isatty(self.stream):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream)
+        else:
+            self._line(f"{desc}: {self.total} {unit}(s)")
+
+    def _line(self, text):
+        print(text, file=self.stream, flush=True)
+
+    def update(self, n=1):
+        """`n` more items done."""
+        self.count += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.enabled and self.total and self.count < self.total:
+            tenths = 10 * self.count // self.total
+            if tenths > self._tenths:
+                self._tenths = tenths
+                self._line(f"{self.desc}: {self.count}/{self.total} {self.unit}(s) ({10 * tenths}%)")
+
+    def close(self):
+        """The final line (plain mode) or the bar's end."""
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            seconds = time.monotonic() - self.start
+            rate = f", {self.count / seconds:.1f} {self.unit}(s)/s" if seconds > 0 and self.count else ""
+            self._line(f"{self.desc}: {self.count}/{self.total} {self.unit}(s) done in {seconds:.1f} s{rate}")
+        self.enabled, self._bar = False, None
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def overlay_colormap(colormap, alpha):
@@ -133,7 +187,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
         overlay: also write `<stem>_overlay.jpg`, the heat map blended over the image.
         colormap: matplotlib colormap of the overlay. Defaults to "jet".
         alpha: heat-map weight of the overlay. Defaults to 0.5.
-        progress: show a progress bar (stderr).
+        progress: show the progress on stderr (`Progress`: a bar on a terminal, else plain lines).
 
     Returns:
         A `PredictionReport`.
@@ -143,8 +197,6 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
         ValueError: no images, two inputs would write the same output, the output folder is an input folder, or
             a bad `colormap` / `alpha` with `overlay`.
     """
-    from tqdm import tqdm
-
     if overlay:
         overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
@@ -155,7 +207,8 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
             f"no images to predict in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
             f"{'/'.join(IMAGE_EXTENSIONS)} files"
         )
-    for path, stem in tqdm(pairs, desc="predict", unit="image", disable=not progress):
+    bar = Progress(len(pairs), "predict", enabled=progress)
+    for path, stem in pairs:
         try:
             image = read_image(path)
             saliency_map = predictor.predict(image)
@@ -169,4 +222,6 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
         except Exception as e:  # one bad image must not stop the others; each failure is reported
             message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
             report.failures.append((path, message))
+        bar.update()
+    bar.close()
     return report

@@ -256,17 +256,72 @@ def export_metadata_path(path):
     return os.fspath(path) + ".json"
 
 
+# The key under which `inference.export` stores the export's JSON description inside each runtime file.
+EMBEDDED_METADATA_KEY = "saliency_kd"
+
+
+def _tflite_metadata(path, key=EMBEDDED_METADATA_KEY):
+    """The bytes of the metadata entry `key` of a .tflite flatbuffer, or None (read with LiteRT's schema)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        data = f.read()
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() not in (key, key.encode()):
+            continue
+        buffer = model.Buffers(entry.Buffer())
+        if buffer.Offset() > 1:  # a large model keeps buffers after the flatbuffer
+            return data[buffer.Offset():buffer.Offset() + buffer.Size()]
+        return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    return None
+
+
+def _openvino_weights(path):
+    return os.path.splitext(path)[0] + ".bin"
+
+
+def _check_openvino_files(path):
+    """Refuse an OpenVINO .xml that is not well-formed IR XML or lacks its .bin, before OpenVINO tries every
+    frontend on it (TensorFlow's prints parse errors of its own)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, UnicodeDecodeError) as e:
+        raise ValueError(_unreadable_message(path, "openvino", e)) from e
+    if root.tag != "net":
+        raise ValueError(_unreadable_message(path, "openvino", f"its XML root is <{root.tag}>, not OpenVINO's <net>"))
+    if not os.path.isfile(_openvino_weights(path)):
+        raise ValueError(_unreadable_message(path, "openvino", f"no {_openvino_weights(path)} beside it"))
+
+
+def _unreadable_message(path, runtime, error):
+    """One line: which file could not be read, the runtime's own reason in brief, and the fix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # Keep the runtime's reason, not its C++ source locations.
+    lines = [line for line in lines if not line.startswith(("Exception from ", "Check '"))] or lines
+    reason = (lines[-1] if lines else type(error).__name__)[:300]
+    files = path if runtime != "openvino" else f"{path} or its weights {_openvino_weights(path)}"
+    kind = {"onnxruntime": "ONNX", "openvino": "OpenVINO IR", "litert": "LiteRT (.tflite)"}[runtime]
+    return (f"{files}: not a readable {kind} model (corrupt, truncated or missing: {reason}). Copy the file again, "
+            "or export the student again with export_student.py")
+
+
 class RuntimeStudentPredictor(Predictor):
     """A fixed-size student export (`.onnx`, OpenVINO `.xml`, `.tflite`) with the SavedModel's contract.
 
     Each image is brought to the file's size as its student was trained (`fit_to_input`: letterboxed, or
-    stretched for a student trained so; the JSON beside the file says which, stretch when there is none), the
-    density of the image's box is renormalised and resized back to the image's size; `saliency_map` is the
-    density over its max, as in the SavedModel.
+    stretched for a student trained so), the density of the image's box is renormalised and resized back to the
+    image's size; `saliency_map` is the density over its max, as in the SavedModel. How the student was trained
+    is read from the file itself (`inference.export` stores it inside: ONNX metadata_props, OpenVINO rt_info,
+    TFLite metadata), else from the `<file>.json` beside it; a file with neither is refused rather than guessed.
 
     Attributes:
         runtime: "onnxruntime", "openvino" or "litert".
         threads: CPU threads the runtime may use (None: the runtime's default).
+        resize: "letterbox" or "stretch".
     """
 
     kind = "student"
@@ -276,18 +331,58 @@ class RuntimeStudentPredictor(Predictor):
         self.runtime = RUNTIME_EXTENSIONS[os.path.splitext(path)[1].lower()]
         self.threads = threads
         try:
-            input_size = getattr(self, f"_load_{self.runtime}")(path, threads)
+            if self.runtime == "openvino":
+                _check_openvino_files(path)
+            input_size, embedded = getattr(self, f"_load_{self.runtime}")(path, threads)
         except ImportError as e:
             raise ImportError(
                 f"{path}: needs the {self.runtime} package ({e}); install the deploy extra: pip install -e '.[deploy]'"
             ) from e
+        except ValueError as e:
+            if str(e).startswith(path):  # ours, already naming the file
+                raise
+            raise ValueError(_unreadable_message(path, self.runtime, e)) from e
+        except Exception as e:  # each runtime has its own exception types for a damaged file
+            raise ValueError(_unreadable_message(path, self.runtime, e)) from e
         super().__init__(path, input_size, None, batch_size)
-        self.resize = "stretch"
-        if os.path.isfile(export_metadata_path(path)):
-            import json
+        self.resize = self._read_resize(path, embedded)
 
-            with open(export_metadata_path(path)) as f:
-                self.resize = json.load(f).get("resize", "stretch")
+    def _read_resize(self, path, embedded):
+        """The resize mode from the file's own metadata, else its sidecar JSON; a ValueError if neither says."""
+        import json
+
+        sidecar = export_metadata_path(path)
+        if embedded is not None:
+            source = f"{path} (its embedded {EMBEDDED_METADATA_KEY} metadata)"
+            try:
+                description = json.loads(embedded)
+            except ValueError as e:
+                raise ValueError(f"{source} is not valid JSON ({e}); export the student again with "
+                                 "export_student.py") from e
+        elif os.path.isfile(sidecar):
+            source = sidecar
+            try:
+                with open(sidecar) as f:
+                    description = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{sidecar}: not valid JSON ({e}); copy it again beside {path}, or export the "
+                                 "student again with export_student.py") from e
+        else:
+            raise ValueError(
+                f"{path}: the file does not say how its student saw images (letterboxed or stretched to "
+                f"{self.input_size[0]}x{self.input_size[1]}): it carries no {EMBEDDED_METADATA_KEY} metadata and has "
+                f"no {sidecar} beside it. Export the student again with export_student.py (its files carry this "
+                f"inside), or copy the .json that was exported with it to {sidecar}"
+            )
+        resize = description.get("resize", "stretch") if isinstance(description, dict) else None
+        if resize not in ("letterbox", "stretch"):
+            raise ValueError(f"{source}: \"resize\" must be \"letterbox\" or \"stretch\", not {resize!r}; export the "
+                             "student again with export_student.py")
+        size = description.get("input_size")
+        if embedded is not None and size is not None and tuple(size) != tuple(self.input_size):
+            raise ValueError(f"{source} says input_size {tuple(size)} but the model takes {tuple(self.input_size)}; "
+                             "export the student again with export_student.py")
+        return resize
 
     def _load_onnxruntime(self, path, threads):
         import onnxruntime as ort
@@ -298,7 +393,8 @@ class RuntimeStudentPredictor(Predictor):
             options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._run = lambda x: self._session.run(["density"], {"images": x})[0]
-        return tuple(self._session.get_inputs()[0].shape[1:3])
+        embedded = self._session.get_modelmeta().custom_metadata_map.get(EMBEDDED_METADATA_KEY)
+        return tuple(self._session.get_inputs()[0].shape[1:3]), embedded
 
     def _load_openvino(self, path, threads):
         import openvino as ov
@@ -309,12 +405,14 @@ class RuntimeStudentPredictor(Predictor):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         model = core.read_model(path)
+        embedded = (model.get_rt_info([EMBEDDED_METADATA_KEY]).astype(str)
+                    if model.has_rt_info([EMBEDDED_METADATA_KEY]) else None)
         self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         output = self._compiled.output("density")
         self._run = lambda x: self._request.infer({"images": x})[output]
         shape = model.input(0).get_partial_shape()
-        return (shape[1].get_length(), shape[2].get_length())
+        return (shape[1].get_length(), shape[2].get_length()), embedded
 
     def _load_litert(self, path, threads):
         from ai_edge_litert.interpreter import Interpreter
@@ -323,7 +421,8 @@ class RuntimeStudentPredictor(Predictor):
         detail = self._interpreter.get_input_details()[0]
         runner = self._interpreter.get_signature_runner()  # resizes the batch dimension as needed
         self._run = lambda x: runner(images=x)["density"]
-        return tuple(int(v) for v in detail["shape"][1:3])
+        embedded = _tflite_metadata(path)
+        return tuple(int(v) for v in detail["shape"][1:3]), None if embedded is None else embedded.decode()
 
     def run_at_input_size(self, batch):
         """The runtime call alone: densities (N, h, w) for a uint8 batch (N, h, w, 3) at the file's size."""

@@ -23,6 +23,7 @@ the teacher; memory stays bounded by a few batches, whatever the split size.
 import collections
 import concurrent.futures
 import os
+import sys
 import time
 
 import numpy as np
@@ -309,17 +310,48 @@ def _contract_preprocessing(description):
     }
 
 
+class _Progress:
+    """The export's progress on stderr: a tqdm bar (images/s, ETA) on a terminal, else plain lines (no carriage
+    returns or colour codes) at each tenth and at the end. (`inference.files.Progress`, which this floor cannot
+    import.)"""
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.count, self.start, self._tenths = total, desc, 0, time.monotonic(), 0
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="image", file=sys.stderr)
+
+    def update(self, n):
+        self.count += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.total and self.count < self.total and 10 * self.count // self.total > self._tenths:
+            self._tenths = 10 * self.count // self.total
+            print(f"{self.desc}: {self.count}/{self.total} images ({10 * self._tenths}%)", file=sys.stderr,
+                  flush=True)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            seconds = time.monotonic() - self.start
+            print(f"{self.desc}: {self.count}/{self.total} images done in {seconds:.1f} s"
+                  + (f", {self.count / seconds:.1f} images/s" if seconds > 0 and self.count else ""),
+                  file=sys.stderr, flush=True)
+
+
 def label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan):
     """Run the teacher over `todo` in batches while a thread writes the previous batches."""
     bar = None
-    if progress:
-        import keras
-
+    if progress:  # on stderr: stdout carries results only (export_teacher.py's summary)
         kept = plan["num_shards"] - len(writer.remaining_shards)
         print(f"{plan['split']}: exporting {len(todo)} of {plan['num_images']} images into "
-              f"{len(writer.remaining_shards)} shards" + (f" ({kept} finished shards kept)" if kept else ""))
-        bar = keras.utils.Progbar(len(todo), unit_name="image", stateful_metrics=["img/s"])
-    count, start = 0, time.monotonic()
+              f"{len(writer.remaining_shards)} shards" + (f" ({kept} finished shards kept)" if kept else ""),
+              file=sys.stderr, flush=True)
+        bar = _Progress(len(todo), plan["split"])
+    count = 0
     pending = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as executor:
         try:
@@ -341,9 +373,11 @@ def label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline
                     pending.popleft().result()
                 count += len(items)
                 if bar is not None:
-                    bar.update(count, values=[("img/s", count / max(time.monotonic() - start, 1e-9))])
+                    bar.update(len(items))
             while pending:
                 pending.popleft().result()
+            if bar is not None:
+                bar.close()
         except BaseException:
             for future in pending:
                 future.cancel()

@@ -28,13 +28,18 @@ def test_demo_runs_the_whole_pipeline_and_reuses_what_exists(tiny_settings, tmp_
     assert set(results["models"]) == {"teacher (records)", "student A", "student B"}
     for entry in results["models"].values():
         assert {"kld", "cc", "nss", "auc_judd", "kld_true"} <= set(entry["metrics"])
-    out = capsys.readouterr().out
-    assert "synthetic" in out and str(run_dir) in out
+    # Status, progress and Keras's training lines on stderr (issue 18, item 13); stdout holds the table only.
+    from evaluation.scoring import to_markdown
+
+    captured = capsys.readouterr()
+    assert "synthetic" in captured.err and str(run_dir) in captured.err
+    assert captured.out == to_markdown(results) + "\n"
+    assert "\r" not in captured.err and "\x1b" not in captured.err
 
     saved = (run_dir / "B" / "saved_model" / "saved_model.pb").stat().st_mtime_ns
     demo.run_demo(str(run_dir), settings=tiny_settings)
     assert (run_dir / "B" / "saved_model" / "saved_model.pb").stat().st_mtime_ns == saved
-    assert "reusing the finished run" in capsys.readouterr().out
+    assert "reusing the finished run" in capsys.readouterr().err
 
 
 def test_study_summarises_seeds_with_mean_and_spread(tiny_settings, tmp_path):

@@ -107,12 +107,23 @@ def test_cli_oracle_all_splits_then_verify_only(synthetic_salicon_dir, tmp_path,
     assert not (out / "val.progress.json").exists() and (out / "val.plan.json").exists()
 
 
-def test_killed_export_resumes_and_keeps_finished_shards(synthetic_salicon_dir, tmp_path):
+@pytest.fixture
+def child_tmpdir(tmp_path):
+    """A private TMPDIR for a child process that is killed: its temporary files (TensorFlow's
+    `__autograph_generated_file*.py`, removed only at a normal exit) are removed with the folder, not left in
+    the machine's temporary folder on every run."""
+    folder = tmp_path / "child-tmp"
+    folder.mkdir()
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_killed_export_resumes_and_keeps_finished_shards(synthetic_salicon_dir, tmp_path, child_tmpdir):
     out = tmp_path / "distill"
     args = ["--split", "train", "--data-dir", str(synthetic_salicon_dir), "--teacher", "oracle",
             "--input-size", "24", "32", "--out", str(out), "--images-per-shard", "3", "--batch-size", "2",
             "--no-progress"]
-    env = {**os.environ, export.KILL_AFTER_SHARDS_ENV: "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, export.KILL_AFTER_SHARDS_ENV: "1", "PYTHONPATH": str(REPO), "TMPDIR": str(child_tmpdir)}
     killed = subprocess.run([sys.executable, str(REPO / "export_teacher.py"), *args], env=env,
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == export.KILL_EXIT_CODE, killed.stderr[-2000:]

@@ -90,7 +90,7 @@ def test_cli_reports_an_unreadable_image_and_writes_the_others(run_dir, image_di
 
 def test_cli_names_a_missing_model(tmp_path, image_dir, capsys):
     missing = tmp_path / "no_such_run"
-    assert predict.main(["--model", str(missing), str(image_dir[0]), "--no-progress"]) == 2
+    assert predict.main(["--model", str(missing), str(image_dir[0]), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert str(missing) in err and "run folder" in err
 
@@ -229,12 +229,12 @@ def test_output_folder_above_the_input_still_predicts_every_image(run_dir, tmp_p
 
 def test_output_folder_equal_to_the_input_or_no_images_is_an_error(run_dir, tmp_path, capsys):
     photos = _one_image_folder(tmp_path)
-    assert predict.main(["--model", str(run_dir), str(photos), "--out", str(photos), "--no-progress"]) == 2
+    assert predict.main(["--model", str(run_dir), str(photos), "--out", str(photos), "--no-progress"]) == 1
     assert "is the input folder" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "scan.tif").write_bytes(b"II*\x00")
-    assert predict.main(["--model", str(run_dir), str(empty), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert predict.main(["--model", str(run_dir), str(empty), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"no images to predict in {empty}" in err and "scan.tif" in err
 
@@ -256,7 +256,7 @@ def test_unwritable_out_is_refused_before_loading_the_model(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     photos = _one_image_folder(tmp_path)
-    assert predict.main(["--model", str(tmp_path / "no-model"), str(photos), "--out", str(blocker / "o")]) == 2
+    assert predict.main(["--model", str(tmp_path / "no-model"), str(photos), "--out", str(blocker / "o")]) == 1
     assert f"{blocker / 'o'}: cannot write output there" in capsys.readouterr().err
 
 
@@ -268,7 +268,7 @@ def test_corrupt_saved_model_pb_is_a_clear_error(run_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"saved_model.pb: not a readable SavedModel \(corrupt or truncated"):
         load_predictor(copy)
     photos = _one_image_folder(tmp_path)
-    assert predict.main(["--model", str(copy), str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert predict.main(["--model", str(copy), str(photos), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     assert "not a readable SavedModel" in capsys.readouterr().err
 
 
@@ -306,3 +306,13 @@ def test_exif_orientation_6_jpeg_is_predicted_as_displayed(student_predictor, tm
     report = predict_files(student_predictor, [tmp_path / "phone.jpg"], out_dir=tmp_path / "o", progress=False)
     assert not report.failures
     assert cv2.imread(str(tmp_path / "o" / "phone.png"), cv2.IMREAD_GRAYSCALE).shape == (40, 24)
+
+
+def test_exit_status_is_2_for_usage_errors_and_1_for_other_errors(tmp_path, capsys):
+    """Issue 18, item 12: one convention for every command line (handled errors used to exit 2 here)."""
+    with pytest.raises(SystemExit) as info:
+        predict.main([str(tmp_path)])  # no --model
+    assert info.value.code == 2 and "--model" in capsys.readouterr().err
+    assert predict.main(["--model", str(tmp_path / "none"), str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("predict.py: error: ") and err.count("\n") == 1

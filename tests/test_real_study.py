@@ -62,10 +62,12 @@ def test_study_trains_every_variant_and_reports_floor_teacher_and_ceiling(study_
     config = json.loads((tmp_path / "seed0" / "B_kd_20" / "config.json").read_text())
     assert config["label_fraction"] == 0.2 and config["kd_into_saliency"] == 1.0 and config["completed"]
 
+    # Status lines go to stderr (issue 18, item 13): stdout carries the table only.
+    first = capsys.readouterr()
+    assert "[study] seed 0, A" in first.err and "[study] seed" not in first.out and "| student A |" in first.out
     # A rerun reuses every finished run and cached score: nothing is trained again.
-    capsys.readouterr()
     again = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B_kd_20"))
-    assert "[study] seed" not in capsys.readouterr().out
+    assert "[study] seed" not in capsys.readouterr().err
     assert again["variants"] == summary["variants"]
     # A report of a study cut short covers the finished runs only, and trains nothing.
     report = real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A", "B"),
@@ -79,3 +81,94 @@ def test_study_says_which_export_is_missing(tmp_path):
     settings = real_study.StudySettings(records_dirs=(str(tmp_path / "nothing"),))
     with pytest.raises(FileNotFoundError, match=r"no finished 'train' export .* export_teacher\.py"):
         real_study.run_study(seeds=(0,), out_dir=str(tmp_path / "out"), settings=settings)
+
+
+# --- issue 18, item 11: reruns with other settings, Ctrl-C and --report on an empty folder -------------------------
+
+
+def _settings(study_records, **overrides):
+    values = dict(records_dirs=tuple(study_records), image_size=(32, 32), epochs=1, batch_size=2, jit_compile=False)
+    return real_study.StudySettings(**{**values, **overrides})
+
+
+def _fake_finished_run(settings, out_dir, name="A", seed=0):
+    """A run folder whose config.json says it finished with `settings` (no training needed to test the check)."""
+    run_dir = out_dir / f"seed{seed}" / name
+    run_dir.mkdir(parents=True)
+    config = settings.train_config(name, str(run_dir), str(out_dir / f"seed{seed}" / "initial.weights.h5"), seed)
+    (run_dir / "config.json").write_text(json.dumps({**config.to_json(), "completed": True}))
+    return run_dir
+
+
+def test_a_rerun_with_other_settings_names_the_flag_not_run_dir(study_records, tmp_path, capsys):
+    run_dir = _fake_finished_run(_settings(study_records), tmp_path)
+    with pytest.raises(ValueError, match=r"epochs: 1 -> 2.*--epochs") as info:
+        real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=_settings(study_records, epochs=2),
+                             variants=("A",))
+    assert str(run_dir) in str(info.value) and "--run-dir" not in str(info.value) and "--out" in str(info.value)
+    assert not (tmp_path / "references.json").exists()  # refused before any work
+    capsys.readouterr()
+    code = real_study.main(["--records-dir", *study_records, "--seeds", "0", "--variants", "A", "--out",
+                            str(tmp_path), "--epochs", "2", "--image-size", "32", "32", "--batch-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("real_study: error: ") and err.count("\n") == 1 and "--epochs" in err
+
+
+def test_report_of_an_empty_folder_scores_nothing(study_records, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no finished run to report"):
+        real_study.run_study(seeds=(0,), out_dir=str(tmp_path / "empty"), settings=_settings(study_records),
+                             report_only=True)
+    assert not (tmp_path / "empty").exists()  # no references.json (the test evaluation), no initial weights
+    code = real_study.main(["--records-dir", *study_records, "--out", str(tmp_path / "empty"), "--report"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("real_study: error: ") and "no finished run to report" in err
+
+
+def _study_args(study_records, out):
+    return ["--records-dir", *study_records, "--seeds", "0", "--variants", "A", "B", "--out", str(out),
+            "--epochs", "1", "--image-size", "32", "32", "--batch-size", "2"]
+
+
+def test_ctrl_c_stops_the_study_with_a_resume_hint(study_records, tmp_path, capsys, monkeypatch):
+    from student import training
+
+    calls = []
+
+    def interrupted(config, **kwargs):
+        calls.append(config.run_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    try:
+        code = real_study.main(_study_args(study_records, tmp_path))
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("the KeyboardInterrupt escaped real_study.main (a traceback for the user)")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and "interrupted" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_study(study_records, tmp_path, capsys, monkeypatch):
+    """A library that catches the KeyboardInterrupt (seen once in the audit) must not let the study run on."""
+    import os
+    import signal
+    import time
+
+    from student import training
+
+    calls = []
+
+    def swallows(config, **kwargs):
+        calls.append(config.run_dir)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+    monkeypatch.setattr(training, "train", swallows)
+    previous = signal.getsignal(signal.SIGINT)
+    assert real_study.main(_study_args(study_records, tmp_path)) == 130
+    assert signal.getsignal(signal.SIGINT) is previous  # put back
+    assert len(calls) == 1 and "run the same command again to resume" in capsys.readouterr().err
