@@ -16,14 +16,16 @@ import errno
 import os
 import sys
 
+# None of these imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
+from datasets import nusvip, sources
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
-
-from datasets import nusvip, sources  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from teacher import export  # noqa: E402
+# `teacher.export`'s defaults (it imports TensorFlow); tests/test_export_teacher.py checks that they agree.
+DEFAULT_DATA_DIR = os.path.join("data", "salicon")
+DEFAULT_TEACHER = os.path.join("weights", "model_salicon_cpu.pb")
+DEFAULT_OUT_DIR = os.path.join("data", "distill")
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_SHARD_SIZE_MB = 150
 
 
 def positive_int(text):
@@ -49,7 +51,7 @@ def build_parser():
                         help="split to export (MIT1003 and OSIE: the stored splits in datasets/splits); 'all' "
                              "exports train and val (SALICON) or train, val and test")
     parser.add_argument("--data-dir", default=None,
-                        help=f"the data set's folder (default for SALICON: {export.DEFAULT_DATA_DIR})")
+                        help=f"the data set's folder (default for SALICON: {DEFAULT_DATA_DIR})")
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="a folder of images without human data: records with the teacher maps only (every "
                              "image; --split only names the shards)")
@@ -58,7 +60,7 @@ def build_parser():
     parser.add_argument("--sigma", type=float, default=nusvip.DEFAULT_SIGMA_PX,
                         help="Gaussian sigma in pixels for human maps built from fixation points (data sets without "
                              "maps/): one degree of visual angle; OSIE's is 24")
-    parser.add_argument("--teacher", default=export.DEFAULT_TEACHER,
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
                         help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following "
                         "the contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
                         "(B, H, W, 1) out), a built-in model shipped with the package (fastgaze, fastgaze-centre: no download), "
@@ -70,10 +72,10 @@ def build_parser():
                         help="contract teachers: shrink images whose longest side is larger, aspect kept; "
                         "None: each image at its own size")
     parser.add_argument("--out", default=None,
-                        help=f"output folder for shards and manifests (default: {export.DEFAULT_OUT_DIR} for SALICON, "
+                        help=f"output folder for shards and manifests (default: {DEFAULT_OUT_DIR} for SALICON, "
                              "data/distill_<dataset> otherwise)")
-    parser.add_argument("--batch-size", type=positive_int, default=export.DEFAULT_BATCH_SIZE, help="images per teacher call")
-    parser.add_argument("--shard-size-mb", type=float, default=export.DEFAULT_SHARD_SIZE_MB,
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per teacher call")
+    parser.add_argument("--shard-size-mb", type=float, default=DEFAULT_SHARD_SIZE_MB,
                         help="target shard size in MB (10^6 bytes), estimated from the files' sizes")
     parser.add_argument("--images-per-shard", type=positive_int, default=None,
                         help="images per shard, overriding --shard-size-mb")
@@ -109,6 +111,11 @@ def _fail(error):
 def main(argv=None):
     """Parse arguments and export (or verify); returns the exit code."""
     args = build_parser().parse_args(argv)
+    import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+    import tensorflow as tf
+
+    from teacher import export
+
     dataset, data_dir = ("images", args.images) if args.images else (args.dataset, args.data_dir)
     if args.images and args.data_dir:
         return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both")

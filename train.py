@@ -7,17 +7,15 @@
 import argparse
 import dataclasses
 import math
-import os
 import sys
+import types
 
-from datasets.io import import_tensorflow_quietly
+# Neither imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
+from student.backbones import BACKBONES
+from student.config import TrainConfig
 
-import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
-
-from student.backbones import BACKBONES  # noqa: E402
-from student.training import TrainConfig, TrainingDivergedError  # noqa: E402
-
-_DEFAULTS = TrainConfig()
+# The field defaults, read without making a config (`TrainConfig.__post_init__` imports TensorFlow).
+_DEFAULTS = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(TrainConfig)})
 # What --demo honours (flag dest -> DemoSettings field); any other flag changed from its default is refused.
 _DEMO_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "image_size": "train_size", "lr": "learning_rate"}
 _DEMO_ALSO_HONOURED = ("variant", "demo", "run_dir", "seed", "quiet", "jit_compile")
@@ -216,6 +214,11 @@ def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
+    from student.training import TrainingDivergedError
+
     try:
         if args.demo:
             from experiments.demo import run_demo

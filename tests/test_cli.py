@@ -65,16 +65,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER_HALF = pytest.mark.xfail(strict=True, reason="train.py and export_teacher.py are the other half of issue 18 "
-                               "(another engineer): remove this mark once they parse arguments before TensorFlow")
 CLIS = [pytest.param(["predict.py"], id="predict"), pytest.param(["evaluate.py"], id="evaluate"),
         pytest.param(["export_student.py"], id="export_student"),
         pytest.param(["benchmarks/run_benchmarks.py"], id="run_benchmarks"),
         pytest.param(["benchmarks/int8_accuracy.py"], id="int8_accuracy"),
         pytest.param(["-m", "experiments.study"], id="study"),
         pytest.param(["-m", "experiments.real_study"], id="real_study"),
-        pytest.param(["train.py"], id="train", marks=OTHER_HALF),
-        pytest.param(["export_teacher.py"], id="export_teacher", marks=OTHER_HALF)]
+        pytest.param(["train.py"], id="train"),
+        pytest.param(["export_teacher.py"], id="export_teacher")]
 
 # Runs a command line's --help as `python <file>` or `python -m <module>` would, then reports the heavy
 # packages it imported on a file (stdout and stderr stay the command's own).

@@ -344,6 +344,15 @@ def test_full_disk_during_export_is_a_clear_error_and_leaves_no_temporary_file(
     assert "Traceback" not in err and not list(out.glob(".*tmp*"))
 
 
+def test_flag_defaults_are_the_librarys():
+    """export_teacher.py spells `teacher.export`'s defaults out so that --help needs no TensorFlow; they agree."""
+    for name in ("DEFAULT_DATA_DIR", "DEFAULT_TEACHER", "DEFAULT_OUT_DIR", "DEFAULT_BATCH_SIZE", "DEFAULT_SHARD_SIZE_MB"):
+        assert getattr(export_teacher, name) == getattr(export, name), name
+    parser = export_teacher.build_parser()
+    assert (parser.get_default("teacher"), parser.get_default("batch_size"), parser.get_default("shard_size_mb")) == (
+        export.DEFAULT_TEACHER, export.DEFAULT_BATCH_SIZE, shards.DEFAULT_SHARD_SIZE_MB)
+
+
 def test_zero_input_size_is_rejected_at_parse_time(capsys):
     with pytest.raises(SystemExit) as exit_info:
         export_teacher.main(["--input-size", "0", "0"])

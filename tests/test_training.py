@@ -1,5 +1,6 @@
 """train.py and student.training: end to end on synthetic records, resume, NaN handling, clear errors."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -206,6 +207,13 @@ def test_help_explains_the_options(capsys):
     out = capsys.readouterr().out
     for option in ("--variant", "--demo", "--resume", "--strategy", "--mixed-precision", "--backbone-weights"):
         assert option in out
+
+
+def test_help_defaults_are_the_configs():
+    """train.py reads `TrainConfig`'s field defaults without making one (no TensorFlow for --help): the same values."""
+    assert vars(train_cli._DEFAULTS) == dataclasses.asdict(TrainConfig())
+    config = train_cli.config_from_args(train_cli.build_parser().parse_args([]), "B", "runs/B")
+    assert dataclasses.replace(config, verbose=TrainConfig().verbose) == TrainConfig()
 
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
