@@ -431,7 +431,8 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     """Export a trained student to each of `formats` in `out_dir`; the one-call library behind export_student.py.
 
     Args:
-        source: a run folder, a student `.weights.h5` or a Keras student.
+        source: a run folder, a student `.weights.h5`, a Keras student, or a built-in model name ("fastgaze",
+            "fastgaze-centre"; needs `input_size`), exported as a student (`inference.builtin_export`).
         out_dir: output folder; files are `<name>.onnx`, `<name>.xml`/`.bin`, `<name>.tflite`,
             `<name>_saved_model/`, and with int8 `<name>_int8.tflite`, `<name>_int8.onnx` and
             `<name>_int8.xml`/`.bin`.
@@ -473,7 +474,11 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
             and not _is_saved_model(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
                               "replace it. Choose another --out or --name, or remove this folder")
-    if isinstance(source, (str, os.PathLike)):
+    from inference.builtin_export import fastgaze_student, is_builtin
+
+    if is_builtin(source):  # "fastgaze", "fastgaze-centre": the built-in model at the fixed input_size
+        student, run_size = fastgaze_student(source, input_size), input_size
+    elif isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant, backbone)
         resize = resize or run_resize(source)
     else:
