@@ -3,6 +3,9 @@
     python export_student.py runs/B --out exports/B
     python export_student.py runs/B --out exports/B --int8 --records-dir data/distill
     python export_student.py student.weights.h5 --variant B --input-size 240 320 --formats onnx litert
+    python export_student.py fastgaze-centre --out exports/fastgaze --input-size 240 320
+
+A built-in model (fastgaze, fastgaze-centre) exports like a student at --input-size (inference/builtin_export.py).
 
 The SavedModel takes uint8 RGB of any size; the .onnx, .xml (+ .bin) and .tflite files take uint8 RGB at
 exactly --input-size (any batch) and return "density" and "saliency_map" at that size; each carries its input
@@ -35,7 +38,8 @@ def positive_int(text):
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("model", help="run folder from train.py or a student .weights.h5 file")
+    parser.add_argument("model", help="run folder from train.py, a student .weights.h5 file or a built-in model "
+                        "(fastgaze, fastgaze-centre)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--formats", nargs="+", default=list(deploy.FORMATS), choices=deploy.FORMATS)
     parser.add_argument("--input-size", type=positive_int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
@@ -47,8 +51,15 @@ def build_parser():
     parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
     parser.add_argument("--calibration-split", default="train", help="records split used for calibration")
     parser.add_argument("--calibration-count", type=positive_int, default=32, help="calibration images")
-    parser.add_argument("--name", default="student", help="base name of the files")
+    parser.add_argument("--name", default=None,
+                        help="base name of the files (default: student; a built-in model's name, e.g. fastgaze_centre)")
     return parser
+
+
+def _default_name(model):
+    from inference.predictors import BUILTIN_MODELS  # no TensorFlow import
+
+    return model.replace("-", "_") if model in BUILTIN_MODELS else "student"
 
 
 def _error(message):
@@ -72,7 +83,7 @@ def main(argv=None):
         paths = deploy.export_student(args.model, args.out, formats=args.formats, input_size=args.input_size,
                                       variant=args.variant, backbone=args.backbone, int8=args.int8, records_dir=args.records_dir,
                                       calibration_split=args.calibration_split,
-                                      calibration_count=args.calibration_count, name=args.name)
+                                      calibration_count=args.calibration_count, name=args.name or _default_name(args.model))
     except (FileNotFoundError, ValueError, ImportError) as e:
         return _error(e)
     except OSError as e:  # a full disk, a permission: nothing of this export was moved into --out

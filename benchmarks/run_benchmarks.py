@@ -20,6 +20,10 @@ Each line of the table is a ratio of two measurements taken here, under the same
 `--only runtimes` (or any of inference, training, export, memory, graph) runs those sections and merges
 them into an existing `<out>.json`, so a long run can be resumed or one part refreshed.
 
+`--backbones resnet18 efficientnet-lite0 ... --rows runtimes` runs instead the runtime rows of each backbone's
+student and of the built-in FastGaze (float and int8, batch 1 and 8, GMAC, parameters, size on disk) into
+`<out>_backbones.json` and `.md`, row by row and resumable (`benchmarks/backbone_runtimes.py`).
+
 The synthetic data, records and exports (several hundred MB) are made in a temporary `saliency-kd-bench-*`
 folder that is removed at the end, on an error and on Ctrl-C (`--keep-work` keeps it), or in `--work-dir`, which
 is kept and reused by the next run. Status lines go to stderr; stdout carries the results table only.
@@ -464,6 +468,17 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads of every runtime (TensorFlow included)")
     p.add_argument("--only", nargs="+", default=None, choices=SECTIONS,
                    help="run only these sections and merge them into an existing <out>.json")
+    from student.backbones import BACKBONES  # the registry alone: no TensorFlow import
+
+    p.add_argument("--backbones", nargs="+", default=None, choices=list(BACKBONES),
+                   help="instead of the sections: these backbones' students and --builtin in every runtime, float "
+                        "and int8, into <out>_backbones.json and .md, resumable (benchmarks/backbone_runtimes.py)")
+    p.add_argument("--rows", nargs="+", default=["runtimes"], choices=["runtimes"],
+                   help="with --backbones: which rows (the runtime rows)")
+    p.add_argument("--builtin", default="fastgaze-centre", choices=["fastgaze", "fastgaze-centre"],
+                   help="with --backbones: the built-in model the students are compared with")
+    p.add_argument("--redo", nargs="+", default=None, metavar="PATTERN",
+                   help="with --backbones: measure again the rows whose key (model|runtime|weights|batch) has PATTERN")
     return p
 
 
@@ -508,11 +523,16 @@ def run(args):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError as e:  # TensorFlow already started in this process (not from the command line)
         _status(f"[bench] warning: --threads does not apply to TensorFlow here ({e})")
+    measure = _measure
+    if args.backbones:
+        from benchmarks.backbone_runtimes import measure_backbones
+
+        measure = functools.partial(measure_backbones, out=args.out + "_backbones")
     if args.work_dir:
-        return _measure(args, args.work_dir)
+        return measure(args, args.work_dir)
     work = tempfile.mkdtemp(prefix="saliency-kd-bench-")
     try:
-        return _measure(args, work)
+        return measure(args, work)
     finally:
         if args.keep_work:
             _status(f"[bench] kept the work folder {work} (--keep-work); pass it as --work-dir to reuse it")

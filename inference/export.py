@@ -208,12 +208,14 @@ def _weights_variant(path):
     return counts[convs]
 
 
-def build_runtime_model(student, input_size):
+def build_runtime_model(student, input_size, calibration_images=None):
     """A fixed-size Keras model for the portable exports: uint8 (N, H, W, 3) in, density and map out.
 
     Args:
         student: a Keras student (see `student.model.build_student`), any variant.
         input_size: (H, W) the exported file runs at.
+        calibration_images: None, or the uint8 images (N, H, W, 3) a LiteRT int8 file is calibrated on: the
+            logits are then shifted by `int8_logit_shift` on them (the softmax does not change; see there).
 
     Returns:
         A functional keras.Model with input "images" and the dict outputs "density" and "saliency_map",
@@ -228,9 +230,39 @@ def build_runtime_model(student, input_size):
     folded = inference_student(student)
     images = keras.Input((height, width, 3), dtype="uint8", name=INPUT_NAME)
     logits = folded(keras.ops.cast(images, "float32"))["saliency"]
+    if calibration_images is not None:
+        shift = int8_logit_shift(folded, calibration_images)
+        if shift:
+            logits = logits + shift
     density = spatial_softmax(logits)
     saliency_map = density / keras.ops.max(density, axis=(1, 2), keepdims=True)
     return keras.Model(images, {"density": density, "saliency_map": saliency_map}, name=f"{student.name}_runtime")
+
+
+def int8_logit_shift(folded, images, margin=0.1):
+    """The constant to add to the logits before a LiteRT int8 conversion, so that they are >= 0 on `images`.
+
+    The softmax's max (REDUCE_MAX) must keep its input's int8 scale, and LiteRT's converter gives the logits the
+    range it calibrated for the max (each image's largest logit; 0 always included) instead of their own: every
+    logit below 0 then comes out as 0. It flattened FastGaze-centre's maps (logits -4..1.5: CC 0.67 to the
+    float file). The softmax is the same for logits + c;
+    with c = `margin` of their range minus their minimum on the calibration images (0 when that is already >= 0),
+    the max's range is theirs, so the int8 file keeps it (CC 0.98-0.999 there).
+
+    Args:
+        folded: the inference graph (`student.serving.inference_student`).
+        images: uint8 (N, H, W, 3) calibration images at the export size.
+        margin: the share of the logits' range left below their calibration minimum.
+
+    Returns:
+        float, >= 0.
+    """
+    images = np.asarray(images, np.uint8)
+    low, high = np.inf, -np.inf
+    for start in range(0, len(images), 8):
+        logits = np.asarray(folded(images[start:start + 8].astype(np.float32))["saliency"])
+        low, high = min(low, float(logits.min())), max(high, float(logits.max()))
+    return max(0.0, margin * (high - low) - low)
 
 
 def _input_signature(model):
@@ -399,7 +431,8 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     """Export a trained student to each of `formats` in `out_dir`; the one-call library behind export_student.py.
 
     Args:
-        source: a run folder, a student `.weights.h5` or a Keras student.
+        source: a run folder, a student `.weights.h5`, a Keras student, or a built-in model name ("fastgaze",
+            "fastgaze-centre"; needs `input_size`), exported as a student (`inference.builtin_export`).
         out_dir: output folder; files are `<name>.onnx`, `<name>.xml`/`.bin`, `<name>.tflite`,
             `<name>_saved_model/`, and with int8 `<name>_int8.tflite`, `<name>_int8.onnx` and
             `<name>_int8.xml`/`.bin`.
@@ -441,7 +474,11 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
             and not _is_saved_model(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
                               "replace it. Choose another --out or --name, or remove this folder")
-    if isinstance(source, (str, os.PathLike)):
+    from inference.builtin_export import fastgaze_student, is_builtin
+
+    if is_builtin(source):  # "fastgaze", "fastgaze-centre": the built-in model at the fixed input_size
+        student, run_size = fastgaze_student(source, input_size), input_size
+    elif isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant, backbone)
         resize = resize or run_resize(source)
     else:
@@ -495,7 +532,8 @@ def _export_into(out_dir, student, formats, input_size, int8, records_dir, calib
     if int8:
         images = calibration_images(records_dir, input_size, calibration_split, calibration_count, resize=resize)
         if "litert" in portable:
-            paths["litert_int8"] = export_litert(runtime_model, target("litert", "_int8"), images, resize=resize)
+            paths["litert_int8"] = export_litert(build_runtime_model(student, input_size, images),
+                                                 target("litert", "_int8"), images, resize=resize)
         if "onnx" in portable:
             paths["onnx_int8"] = quantize_onnx(paths["onnx"], target("onnx", "_int8"), images, resize=resize)
         if "openvino" in portable:

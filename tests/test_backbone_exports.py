@@ -1,0 +1,155 @@
+"""Every backbone through every export: BN folding, SavedModel, ONNX, OpenVINO, LiteRT, and int8 per family.
+
+Each backbone's student (seeded, BatchNormalization statistics randomised so that folding matters) is exported
+once, at a tiny size, by `inference.export.export_student`; the tests compare what the module-scoped fixture
+computed with the tolerances of tests/test_deploy.py.
+"""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_deploy import _cc, _weights_file, calibration_records  # noqa: F401 (a session fixture, reused)
+
+from datasets.io import read_image
+from inference import export as deploy
+from inference.predictors import RuntimeStudentPredictor, load_predictor, resize_to
+from student.backbones import BACKBONES
+from student.model import build_student, spatial_softmax
+from student.serving import inference_student
+
+SIZE = (32, 64)  # the export's fixed size: one stride-32 cell high, two wide
+RUNTIMES = ("onnx", "openvino", "litert")
+INT8 = ("resnet18", "efficientnet-lite0", "mobilenetv2")  # one backbone of each family
+
+
+def _randomize_batchnorm(model, seed=0):
+    """Random gamma, beta, mean and variance in every BatchNormalization of the encoder (nested models too)."""
+    rng = np.random.default_rng(seed)
+    stack, count = [model], 0
+    while stack:
+        for layer in stack.pop().layers:
+            if isinstance(layer, keras.Model):
+                stack.append(layer)
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                n = layer.gamma.shape[0]
+                layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
+                                   rng.uniform(0.5, 2.0, n)])
+                count += 1
+    assert count > 0
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(synthetic_salicon_dir):
+    """The synthetic val scenes at the export size, uint8 (4, 32, 64, 3)."""
+    paths = sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))
+    return np.stack([resize_to(read_image(p), SIZE) for p in paths])
+
+
+@pytest.fixture(scope="module", params=list(BACKBONES))
+def exported(request, images, calibration_records, tmp_path_factory):  # noqa: F811
+    """One backbone's student, its files (int8 too for `INT8`), and every file's maps of `images`."""
+    for module in ("onnxruntime", "openvino", "ai_edge_litert", "tf2onnx", "nncf"):
+        pytest.importorskip(module)
+    backbone = request.param
+    student = _randomize_batchnorm(build_student("B", backbone=backbone, seed=3))
+    int8 = backbone in INT8
+    out = tmp_path_factory.mktemp(f"exports_{backbone}")
+    paths = deploy.export_student(student, out, input_size=SIZE, int8=int8, records_dir=calibration_records,
+                                  calibration_count=8)
+    results = {}
+    for fmt, path in paths.items():
+        predictor = load_predictor(path, threads=2)
+        results[fmt] = {"maps": np.stack(predictor.predict_batch(images)),
+                        "densities": np.stack([predictor.predict_density(im) for im in images]),
+                        "predictor": predictor}
+    return {"backbone": backbone, "student": student, "paths": paths, "results": results}
+
+
+def test_every_backbone_is_exported(exported):
+    expected = {"saved_model", *RUNTIMES}
+    if exported["backbone"] in INT8:
+        expected |= {f"{fmt}_int8" for fmt in RUNTIMES}
+    assert set(exported["paths"]) == expected
+
+
+def _float64_logits(student, backbone, x):
+    """The student's saliency logits computed in float64: the exact values both float32 graphs approximate."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        exact = build_student("B", backbone=backbone, seed=3)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    for target, source in zip(exact.weights, student.weights):
+        target.assign(np.asarray(source.numpy(), np.float64))
+    return exact(x.astype(np.float64), training=False)["saliency"].numpy()
+
+
+def _maps(logits):
+    density = np.exp(logits - logits.max(axis=(1, 2), keepdims=True))[..., 0]
+    return density / density.max(axis=(1, 2), keepdims=True)
+
+
+def test_folded_graph_matches_the_keras_student(exported):
+    """The folded logits as close to the Keras student's as test_deploy.py asks of ResNet18's, and its maps within
+    test_deploy.py's 1e-5 of the exact (float64) student's.
+
+    For the deeper EfficientNet-Lite1/2 the folded and the unfolded float32 graphs' maps are each 6e-6 to 1.7e-5
+    from the exact ones and up to 1.6e-5 from each other, so the maps are compared with the float64 computation."""
+    student = exported["student"]
+    folded = inference_student(student)
+    nested = [layer for layer in folded.layers if isinstance(layer, keras.Model)]
+    layers = [layer for model in (folded, *nested) for layer in model.layers]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 70, 90, 3)).astype(np.float32)  # padded inside
+    got, expected = folded(x)["saliency"].numpy(), student(x, training=False)["saliency"].numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+    exact = _float64_logits(student, exported["backbone"], x)
+    np.testing.assert_allclose(got, exact, atol=2e-5 * np.abs(exact).max())
+    np.testing.assert_allclose(_maps(got), _maps(exact), atol=1e-5)
+
+
+def test_saved_model_matches_the_keras_student(exported, images):
+    logits = exported["student"](tf.cast(images, tf.float32), training=False)["saliency"]
+    density = spatial_softmax(logits).numpy()[..., 0]
+    np.testing.assert_allclose(exported["results"]["saved_model"]["maps"],
+                               density / density.max(axis=(1, 2), keepdims=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", RUNTIMES)
+def test_runtime_files_match_the_saved_model(exported, fmt):
+    got, reference = exported["results"][fmt], exported["results"]["saved_model"]
+    assert isinstance(got["predictor"], RuntimeStudentPredictor) and got["predictor"].input_size == SIZE
+    np.testing.assert_allclose(got["maps"], reference["maps"], atol=1e-5)
+    np.testing.assert_allclose(got["densities"], reference["densities"], rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("fmt", [f"{fmt}_int8" for fmt in RUNTIMES])
+def test_int8_files_are_int8_and_close_to_float(exported, fmt):
+    if exported["backbone"] not in INT8:
+        pytest.skip(f"int8 is checked on {', '.join(INT8)}, one backbone per family")
+    paths, results = exported["paths"], exported["results"]
+    float_fmt = fmt[: -len("_int8")]
+    assert os.path.getsize(_weights_file(paths[fmt])) < 0.4 * os.path.getsize(_weights_file(paths[float_fmt]))
+    if fmt == "openvino_int8":
+        import openvino as ov
+
+        model = ov.Core().read_model(paths[fmt])
+        # Depthwise convolutions are GroupConvolution in OpenVINO; NNCF gives them int8 weights as well.
+        convolutions = [op for op in model.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        int8_weights = [op for op in model.get_ops()
+                        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+        assert len(int8_weights) == len(convolutions) > 0
+        assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        softmax_inputs = {t.get_node().get_type_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+                          for out in op.outputs() for t in out.get_target_inputs()}
+        assert not softmax_inputs & {"Exp", "Log", "ReduceSum", "ReduceMax", "Divide"}
+    for a, b in zip(results[fmt]["maps"], results[float_fmt]["maps"]):
+        assert a.max() == pytest.approx(1.0)
+        assert not np.allclose(a, b, atol=1e-4)  # really quantized
+        assert _cc(a, b) > 0.9
