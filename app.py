@@ -47,7 +47,7 @@ def main(argv=None):
     try:
         import gradio  # noqa: F401
     except ImportError:
-        parser.exit(2, "app.py: error: the web page needs Gradio: pip install -e \".[web]\"\n")
+        parser.exit(1, "app.py: error: the web page needs Gradio: pip install -e \".[web]\"\n")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     from datasets.io import import_tensorflow_quietly
@@ -61,7 +61,7 @@ def main(argv=None):
         try:
             models.get(name)
         except PhotoError as e:
-            parser.exit(2, f"app.py: error: {e}\n")
+            parser.exit(1, f"app.py: error: {e}\n")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"app.py: warning: serving on {args.host}: anyone who can reach this machine on port {args.port} can "
               "use the page", file=sys.stderr)
@@ -69,7 +69,7 @@ def main(argv=None):
     try:
         launch(app, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
     except OSError as e:
-        parser.exit(2, f"app.py: error: cannot serve on {args.host}:{args.port} ({e}); choose another --port\n")
+        parser.exit(1, f"app.py: error: cannot serve on {args.host}:{args.port} ({e}); choose another --port\n")
     print(f"app.py: open {app.local_url} in a browser; Ctrl+C stops the page", file=sys.stderr)
     app.block_thread()
 

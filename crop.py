@@ -4,7 +4,8 @@
 
 writes crops/<stem>_16x9.jpg and crops/<stem>_1x1.jpg for every image and crops/crops.json with each box (x, y,
 width, height in the image's pixels), the method, scale and model. `--method centre` needs no model. Exit status
-1 if any image failed (the others are still written), 2 for a bad argument or input.
+1 if any image failed (the others are still written) or on any other error (a missing input, a model that does
+not load), 2 for a usage error.
 """
 
 import argparse
@@ -80,7 +81,7 @@ def main(argv=None):
                             progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         print(f"crop.py: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     if report.skipped:
         shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
         print(f"crop.py: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",

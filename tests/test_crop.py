@@ -328,7 +328,7 @@ def test_cli_errors(photo_dir, tmp_path, capsys):
             crop.main([str(root), "--out", out, *args])
         assert raised.value.code == 2
         assert message in capsys.readouterr().err, args
-    assert crop.main([str(tmp_path / "missing.jpg"), "--method", "centre", "--out", out, "--no-progress"]) == 2
+    assert crop.main([str(tmp_path / "missing.jpg"), "--method", "centre", "--out", out, "--no-progress"]) == 1
     assert f"crop.py: error: {tmp_path / 'missing.jpg'}: no such image file or folder" in capsys.readouterr().err
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG broken")

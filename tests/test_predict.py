@@ -311,8 +311,8 @@ def test_exif_orientation_6_jpeg_is_predicted_as_displayed(student_predictor, tm
 def test_exit_status_is_2_for_usage_errors_and_1_for_other_errors(tmp_path, capsys):
     """Issue 18, item 12: one convention for every command line (handled errors used to exit 2 here)."""
     with pytest.raises(SystemExit) as info:
-        predict.main([str(tmp_path)])  # no --model
-    assert info.value.code == 2 and "--model" in capsys.readouterr().err
+        predict.main([str(tmp_path), "--alpha", "half"])  # a usage error
+    assert info.value.code == 2 and "--alpha" in capsys.readouterr().err
     assert predict.main(["--model", str(tmp_path / "none"), str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("predict.py: error: ") and err.count("\n") == 1

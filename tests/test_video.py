@@ -363,13 +363,13 @@ def test_cli_with_images_only_behaves_as_before(contract_model, tmp_path, capsys
     assert code == 0 and captured.out == f"[predict] 1 image(s) written to {tmp_path / 'o'}; 0 failed\n"
     assert "--colormap only applies with --overlay" in captured.err
     assert "skipped 1 file(s)" in captured.err and "notes.txt" in captured.err
-    assert predict.main(["--model", contract_model, str(photos), "--out", str(photos), "--no-progress"]) == 2
+    assert predict.main(["--model", contract_model, str(photos), "--out", str(photos), "--no-progress"]) == 1
     assert "is the input folder" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert predict.main(["--model", contract_model, str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert predict.main(["--model", contract_model, str(empty), "--out", str(tmp_path / "o")]) == 1
     assert f"no images to predict in {empty}" in capsys.readouterr().err
-    assert predict.main(["--model", contract_model, str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert predict.main(["--model", contract_model, str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "o")]) == 1
     assert f"{tmp_path / 'nothing.mp4'}: no such image or video file or folder" in capsys.readouterr().err
 
 

@@ -314,7 +314,7 @@ def test_models_load_lazily_once(monkeypatch):
 
 
 def test_model_names_from_the_command_line():
-    assert web.DEFAULT_MODELS == ("fastgaze",)
+    assert web.DEFAULT_MODELS == ("fastgaze-centre", "fastgaze")
     assert web.model_name("runs/b-seed0/") == "b-seed0"
     assert web.model_name("runs/b-seed0/saved_model") == "b-seed0"
     assert web.model_name("exports/student.onnx") == "student.onnx"
@@ -342,7 +342,7 @@ def test_app_reports_a_model_that_does_not_load(monkeypatch, capsys):
     monkeypatch.setattr("datasets.io.import_tensorflow_quietly", lambda: None)
     with pytest.raises(SystemExit) as exit_info:
         app.main(["--model", "/nonexistent/run"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     assert "app.py: error: The model 'run' could not be loaded from /nonexistent/run" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         app.main(["--port", "0"])
