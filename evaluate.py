@@ -13,17 +13,9 @@ import os
 import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
+from argtypes import positive_int  # noqa: E402
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def build_parser():

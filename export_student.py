@@ -21,18 +21,11 @@ import argparse
 import sys
 
 from inference import export as deploy
+from argtypes import positive_int  # noqa: E402
 
 PROG = "export_student.py"
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def build_parser():

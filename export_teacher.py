@@ -19,6 +19,7 @@ import sys
 # None of these imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from datasets import nusvip, sources
 from datasets.io import check_writable_dir, import_tensorflow_quietly
+from argtypes import positive_int  # noqa: E402
 
 # `teacher.export`'s defaults (it imports TensorFlow); tests/test_export_teacher.py checks that they agree.
 DEFAULT_DATA_DIR = os.path.join("data", "salicon")
@@ -28,15 +29,6 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_SHARD_SIZE_MB = 150
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def build_parser():

@@ -24,6 +24,7 @@ from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E
 from inference.files import IMAGE_EXTENSIONS, list_images, predict_files  # noqa: E402
 from inference.predictors import DEFAULT_MODEL, load_predictor  # noqa: E402
 from inference.video import VIDEO_EXTENSIONS, check_overlay, is_video, list_videos, predict_video  # noqa: E402
+from argtypes import positive_int  # noqa: E402
 
 
 def build_parser():
@@ -65,22 +66,14 @@ def build_parser():
                         "0..255 (B, H, W, 3) in, non-negative (B, H, W, 1) out); auto decides from the file")
     parser.add_argument("--save-maps", action="store_true",
                         help="videos: also write <stem>_maps/frame_000000.png, ... (one grayscale map per frame)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8,
+    parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="frames per model call for videos, the most held in memory (default: %(default)s)")
-    parser.add_argument("--max-frames", type=_positive_int, default=None,
+    parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="videos: predict only the first N frames (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _warn(message):

@@ -13,23 +13,13 @@ import types
 # Neither imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from student.backbones import BACKBONES
 from student.config import TrainConfig
+from argtypes import positive_int  # noqa: E402
 
 # The field defaults, read without making a config (`TrainConfig.__post_init__` imports TensorFlow).
 _DEFAULTS = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(TrainConfig)})
 # What --demo honours (flag dest -> DemoSettings field); any other flag changed from its default is refused.
 _DEMO_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "image_size": "train_size", "lr": "learning_rate"}
 _DEMO_ALSO_HONOURED = ("variant", "demo", "run_dir", "seed", "quiet", "jit_compile")
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def finite_float(text, positive=False):

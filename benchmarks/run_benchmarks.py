@@ -50,6 +50,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from argtypes import positive_int  # noqa: E402
+
 # TensorFlow and Keras: imported by `run` (quietly, after argparse), so --help and usage errors are instant and
 # print no TensorFlow lines. Every function below that uses them runs after that.
 keras = tf = None
@@ -444,14 +446,6 @@ def to_markdown(results):
 PROG = "run_benchmarks.py"
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def build_parser():

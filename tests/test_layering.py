@@ -22,7 +22,7 @@ FLOORS = (
 )
 SIDEWAYS = {}  # e.g. {"teacher": {"metrics"}}; none today
 # Above every floor: the command lines and the benchmarks. No package may import them.
-TOP = ("train", "export_teacher", "evaluate", "predict", "export_student", "crop", "app", "benchmarks")
+TOP = ("train", "export_teacher", "evaluate", "predict", "export_student", "crop", "app", "argtypes", "benchmarks")
 
 
 def floor_of(name):

@@ -349,7 +349,7 @@ def test_cli_warns_about_video_flags_without_videos(contract_model, tmp_path, ca
     assert "--save-maps only applies to videos; ignored" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         predict.main(["--model", contract_model, str(tmp_path / "a.png"), "--batch-size", "0"])
-    assert "must be a positive integer" in capsys.readouterr().err
+    assert "expected a positive integer" in capsys.readouterr().err
 
 
 def test_cli_with_images_only_behaves_as_before(contract_model, tmp_path, capsys):
