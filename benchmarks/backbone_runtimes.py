@@ -14,12 +14,14 @@ graph: BN folded, saliency head only), its parameters and its size on disk.
 Each row is timed in two rounds of at least `MIN_SECONDS` of calls (the median call counts; the faster round is
 kept) with `--threads` threads, and written to `<out>_backbones.json` (atomically) as soon as it is measured, with
 the load average at that moment; a rerun skips the rows already there (`--redo PATTERN` measures the rows whose
-key, `model|runtime|weights|batch`, contains PATTERN again). `<out>_backbones.md` is rewritten with each row.
+key, `model|runtime|weights|batch`, contains PATTERN again; the JSON keeps the earlier figures under "earlier").
+`<out>_backbones.md` is rewritten with each row.
 """
 
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -183,8 +185,10 @@ def measure_backbones(args, work, out):
         with open(out + ".json") as f:
             results = json.load(f)
     results.update({"machine": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads,
-                    "size": list(SIZE), "command": " ".join(["python", *sys.argv]),
-                    "date": datetime.date.today().isoformat(), "builtin": args.builtin, "order": models})
+                    "size": list(SIZE), "builtin": args.builtin, "order": models})
+    results.setdefault("runs", []).append({"command": shlex.join(["python", *sys.argv]),
+                                           "date": datetime.datetime.now().isoformat(timespec="minutes"),
+                                           "load_average": os.getloadavg()[0]})
     redo = args.redo or []
 
     def pending(key):
@@ -225,9 +229,12 @@ def measure_backbones(args, work, out):
                 if key not in todo:
                     continue
                 rate, medians = time_rate(fn, batches[batch])
+                old = results["rows"].get(key)
+                earlier = [] if old is None else [*old.get("earlier", []),
+                                                  {k: old[k] for k in ("images_per_s", "load_average")}]
                 results["rows"][key] = {"model": model, "runtime": runtime, "weights": weights, "batch": batch,
                                         "images_per_s": rate, "round_medians_s": medians, "bytes": size,
-                                        "load_average": os.getloadavg()[0]}
+                                        "load_average": os.getloadavg()[0], "earlier": earlier}
                 _status(f"[bench] {key}: {rate:.2f} images/s (load average {os.getloadavg()[0]:.1f})")
                 save()
     save()
@@ -255,13 +262,25 @@ def summary(results):
     return out
 
 
+def _load_note(results):
+    loads = [r["load_average"] for r in results["rows"].values()]
+    if not loads or max(loads) <= results["cpu_count"]:
+        return []
+    return [(f"**The machine was shared**: the load average was {min(loads):.1f}-{max(loads):.1f} on "
+             f"{results['cpu_count']} cores while the rows were measured, so every figure is below a quiet "
+             "machine's and the same row varied by up to 2x between measurements (other processes' bursts); "
+             "compare rows measured close together, and rerun (`--redo`) those that look off."), ""]
+
+
 def to_markdown(results):
     order = results.get("order") or sorted({r["model"] for r in results["rows"].values()})
     rows = results["rows"]
     builtin = results.get("builtin")
     lines = [f"# Every student backbone and {builtin} in every runtime ({results['size'][0]}x{results['size'][1]})",
              "", (f"Machine: {results['machine']} (`lscpu`), {results['cpu_count']} cores; {results['threads']} "
-                  f"threads per runtime. Date: {results['date']}. Command: `{results['command']}`."), "",
+                  "threads per runtime. Runs (a rerun measures only the rows it lacks, or --redo's): "
+                  + "; ".join(f"{r['date']} `{r['command']}` (load average {r['load_average']:.1f})"
+                              for r in results.get("runs", [])) + "."), "",
              ("Students have random-init weights (variant A; speed does not depend on the values); "
               f"{builtin} is the shipped model. Each row times the runtime call alone on a uint8 batch already at "
               "the input size (the TF SavedModel's includes its resize-to-fit, a no-op at that size); int8 files "
@@ -269,6 +288,7 @@ def to_markdown(results):
               "saliency head only); the Keras FastGaze's own graph resizes at run time. Size: on disk (OpenVINO "
               ".xml + .bin; the SavedModel folder; the Keras FastGaze's .vxm). Load: the 1-minute load average "
               "when the batch-8 row was measured."), "",
+             *_load_note(results),
              ("| model | runtime | weights | GMAC | params (M) | size (MB) | images/s, batch 1 | images/s, batch 8 "
               "| load |"), "|---|---|---|---|---|---|---|---|---|"]
     for model in order:
@@ -284,7 +304,10 @@ def to_markdown(results):
             for b in BATCHES:
                 r = rows.get(row_key(model, runtime, weights, b))
                 text = "" if r is None else f"{r['images_per_s']:.1f}"
-                cells.append(f"**{text}**" if r is not None and r["images_per_s"] == best[b] else text)
+                text = f"**{text}**" if r is not None and r["images_per_s"] == best[b] else text
+                if r is not None and r.get("earlier"):
+                    text += " (" + ", ".join(f"{e['images_per_s']:.1f}" for e in r["earlier"]) + ")"
+                cells.append(text)
             r8 = rows.get(row_key(model, runtime, weights, BATCHES[-1])) or rows.get(
                 row_key(model, runtime, weights, BATCHES[0]))
             detail = info.get("keras", info) if runtime == "tf keras" else info
@@ -292,7 +315,8 @@ def to_markdown(results):
             params = f"{detail['params'] / 1e6:.2f}" if "params" in detail else ""
             lines.append(f"| {model} | {runtime} | {weights} | {gmac} | {params} | {r8['bytes'] / 1e6:.2f} | "
                          f"{cells[0]} | {cells[1]} | {r8['load_average']:.1f} |")
-    lines += ["", "Bold: the model's fastest runtime at that batch size.", ""]
+    lines += ["", ("Bold: the model's fastest runtime at that batch size. In brackets: earlier measurements of the row "
+                   "(`--redo`), which the last one replaced."), ""]
     s = summary(results)
     if s:
         lines += [(f"| batch | fastest student (runtime, weights) | images/s | fastest {builtin} | images/s | ratio | "

@@ -61,13 +61,15 @@ def test_rows_are_saved_one_by_one_and_a_rerun_skips_them(fakes, tmp_path, capsy
     assert len(results["rows"]) == 2 * 14 + 16  # FastGaze also as its Keras model
     assert len(fakes["calls"]) == 4 + 16  # only the rows not there yet (each measured once here)
     assert results["rows"]["fastgaze-centre|tf keras|float32|8"]["images_per_s"] == 80.0
-    assert results["machine"] and results["command"].startswith("python")
+    assert results["machine"] and len(results["runs"]) == 2 and results["runs"][1]["command"].startswith("python")
 
     fakes["calls"][:] = []
     bench.measure_backbones(_args(), str(tmp_path), out)
     assert fakes["calls"] == []  # nothing left to measure
     bench.measure_backbones(_args(redo=["mobilenetv2|openvino"]), str(tmp_path), out)
     assert sorted(set(fakes["calls"])) == [("mobilenetv2|openvino", 1), ("mobilenetv2|openvino", 8)]
+    row = json.loads(Path(out + ".json").read_text())["rows"]["mobilenetv2|openvino|int8|8"]
+    assert [e["images_per_s"] for e in row["earlier"]] == [80.0]  # the figure it replaced
     assert len(fakes["calls"]) == 4  # float32 and int8, batch 1 and 8
 
 
