@@ -133,3 +133,8 @@ def test_int8_files_are_int8_and_close_to_float(exports, test_images, fmt):
         assert a.max() == pytest.approx(1.0)
         assert not np.allclose(a, b, atol=1e-4)  # really quantized
         assert _cc(a, b) > 0.9
+
+
+def test_cli_asks_a_builtin_model_for_its_input_size(tmp_path, capsys):
+    assert export_cli.main(["fastgaze-centre", "--out", str(tmp_path / "out")]) == 1
+    assert "--input-size" in capsys.readouterr().err
