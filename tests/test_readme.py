@@ -41,7 +41,8 @@ def test_savedmodel_snippet_runs_with_plain_tensorflow(tmp_path):
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("script", ["train.py", "export_teacher.py", "evaluate.py", "predict.py"])
+@pytest.mark.parametrize("script", ["train.py", "export_teacher.py", "evaluate.py", "predict.py", "export_student.py",
+                                    "crop.py", "app.py"])
 def test_every_readme_script_is_named_and_has_help(script):
     assert f"python {script}" in README
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
