@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from datasets import records
 from datasets.io import atomic_write, check_writable_dir
+from datasets.shards import file_sha256
 from student.config import TrainConfig  # noqa: F401 (defined there without TensorFlow, for train.py --help)
 
 BACKUP_DIR = "backup"
@@ -572,16 +573,6 @@ def seed_record_path(weights_path):
     return base + ".seed.json"
 
 
-def _file_sha256(path):
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _seeded_initial_model(seed, backbone="resnet18", backbone_weights=None):
     from student.model import build_student
 
@@ -597,7 +588,7 @@ def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None):
         try:
             with open(record) as f:
                 entry = json.load(f)
-            if entry.get("sha256") == _file_sha256(path):
+            if entry.get("sha256") == file_sha256(path):
                 if (entry.get("backbone", "resnet18"), entry.get("backbone_weights")) != (backbone, backbone_weights):
                     return None
                 return int(entry["seed"])
@@ -620,7 +611,7 @@ def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None):
 def _write_seed_record(path, seed, backbone="resnet18", backbone_weights=None):
     with atomic_write(seed_record_path(path), "w") as f:
         json.dump({"seed": int(seed), "backbone": backbone, "backbone_weights": backbone_weights,
-                   "sha256": _file_sha256(path)}, f, indent=2)
+                   "sha256": file_sha256(path)}, f, indent=2)
 
 
 def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None, used_by=()):
