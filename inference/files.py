@@ -104,6 +104,19 @@ def map_to_uint8(saliency_map):
     return np.round(np.clip(saliency_map, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def walk_input_folder(folder, exclude=None):
+    """(path, name) of every file under `folder`, folders and files sorted; `exclude` (a real path, the output
+    folder) is skipped when it lies inside: earlier outputs are not inputs. One above `folder` holds the input
+    itself and is not skipped."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if exclude and os.path.realpath(root) == exclude:
+            dirs[:] = []
+            continue
+        for name in sorted(files):
+            yield os.path.join(root, name), name
+
+
 def list_images(inputs, exclude=None, skipped=None):
     """Expand files and folders into (image_path, output_stem) pairs.
 
@@ -136,18 +149,11 @@ def list_images(inputs, exclude=None, skipped=None):
                     f"(and read as images next time); choose another --out, e.g. {os.path.join(item, 'predictions')}"
                 )
             found = []
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                # Only an output folder strictly inside this input is skipped; one above it holds the input itself.
-                if exclude and os.path.realpath(root) == exclude:
-                    dirs[:] = []
-                    continue
-                for name in sorted(files):
-                    path = os.path.join(root, name)
-                    if name.lower().endswith(IMAGE_EXTENSIONS):
-                        found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
-                    elif skipped is not None and not name.startswith("."):
-                        skipped.append(path)
+            for path, name in walk_input_folder(item, exclude):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+                elif skipped is not None and not name.startswith("."):
+                    skipped.append(path)
             pairs.extend(found)
         elif os.path.isfile(item):
             pairs.append((item, os.path.splitext(os.path.basename(item))[0]))

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from datasets.io import check_writable_dir, encode_png
-from inference.files import map_to_uint8, overlay_colormap, overlay_heatmap
+from inference.files import map_to_uint8, overlay_colormap, overlay_heatmap, walk_input_folder
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".3gp", ".avi", ".mkv", ".webm", ".wmv", ".flv", ".ts", ".mpg", ".mpeg")
 OUTPUT_SUFFIX = "_saliency.mp4"
@@ -65,15 +65,9 @@ def list_videos(inputs, exclude=None):
                     f"inputs (and read as inputs next time); choose another --out, e.g. "
                     f"{os.path.join(item, 'predictions')}"
                 )
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                if exclude and os.path.realpath(root) == exclude:
-                    dirs[:] = []
-                    continue
-                for name in sorted(files):
-                    if is_video(name) and not name.startswith("."):
-                        path = os.path.join(root, name)
-                        pairs.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+            for path, name in walk_input_folder(item, exclude):
+                if is_video(name) and not name.startswith("."):
+                    pairs.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
         elif os.path.isfile(item):
             if is_video(item):
                 pairs.append((item, os.path.splitext(os.path.basename(item))[0]))
