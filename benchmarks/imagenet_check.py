@@ -33,8 +33,10 @@ CROP_PADDING = 32
 
 
 def parse_args(argv=None):
-    from student.backbones.efficientnet_lite import VARIANTS
+    # The registry's names, not the Keras module: --help stays instant and prints no TensorFlow lines.
+    from student.backbones import BACKBONES
 
+    VARIANTS = [name for name in BACKBONES if name.startswith("efficientnet-lite")]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
@@ -112,6 +114,9 @@ def evaluate(variant, paths, labels, batch_size):
 
 def main(argv=None):
     args = parse_args(argv)
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     paths, labels = list_photos(args.images)
     if args.limit:
         step = max(1, len(paths) // args.limit)
