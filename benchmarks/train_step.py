@@ -1,0 +1,120 @@
+"""Training speed per backbone on this machine: XLA on and off, float32 and mixed_bfloat16, in one run.
+
+    python benchmarks/train_step.py --backbones resnet18 efficientnet-lite0 mobilenetv2
+
+Each row times the Distiller's real train step (variant B, both heads, `kd_into_saliency=1`, as the pretrained
+study trains; the encoder's BatchNormalization frozen for the ImageNet backbones) on one fixed synthetic batch
+(`--batch-size` images at `--image-size`, random pixels and maps: the step's cost does not depend on their
+values), after `WARMUP` steps that compile it, as the median of `--steps` steps. A row is written to `--out`
+(JSON, atomically) as soon as it is measured, with the load average at that moment; a rerun skips the rows already
+there, so an interrupted run resumes. The table (ms/step, images/s and the ratio to float32 without XLA of the
+same backbone) goes to stdout.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.io import atomic_write  # noqa: E402
+
+WARMUP = 3
+SETTINGS = (("float32", False), ("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True))
+
+
+def time_train_step(backbone, image_size, batch_size, policy, jit_compile, steps):
+    """Median seconds of one Distiller train step (variant B) of `backbone`'s student under `policy`."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from student.distillation import Distiller
+    from student.model import build_student
+    from student.training import freeze_encoder_batchnorm
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        student = build_student("B", backbone=backbone)
+        if backbone != "resnet18":
+            freeze_encoder_batchnorm(student, backbone)
+        distiller = Distiller(student, variant="B", kd_into_saliency=1.0)
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+        rng = np.random.default_rng(0)
+        h, w = image_size
+        maps = lambda: tf.constant(rng.random((batch_size, h, w, 1), dtype=np.float32))  # noqa: E731
+        images = tf.constant(rng.random((batch_size, h, w, 3), dtype=np.float32) * 255)
+        targets = {"saliency": maps(), "teacher": maps(), "valid": tf.ones((batch_size, h, w, 1)),
+                   "has_saliency": tf.ones((batch_size,))}
+        distiller.optimizer.build(distiller.trainable_variables)
+        distiller.make_train_function()
+        step = distiller.train_function
+        times = []
+        for i in range(WARMUP + steps):
+            start = time.perf_counter()
+            logs = step(iter([(images, targets)]))
+            float(logs["loss"])  # wait for the step
+            if i >= WARMUP:
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def to_markdown(rows):
+    lines = ["| backbone | policy | XLA | ms/step | images/s | vs float32 without XLA | load |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = next((r for r in rows if r["backbone"] == row["backbone"] and r["policy"] == "float32"
+                     and not r["jit_compile"]), None)
+        ratio = f"{base['seconds'] / row['seconds']:.2f}x" if base else ""
+        lines.append(f"| {row['backbone']} | {row['policy']} | {'on' if row['jit_compile'] else 'off'} | "
+                     f"{row['seconds'] * 1000:.0f} | {row['batch_size'] / row['seconds']:.1f} | {ratio} | "
+                     f"{row['load']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from student.backbones import BACKBONES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=["resnet18", "efficientnet-lite0"])
+    p.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per row (after %d warm-up steps)" % WARMUP)
+    p.add_argument("--out", default="benchmarks/results_train_step.json", help="rows so far (rerun to resume)")
+    args = p.parse_args(argv)
+
+    from datasets.io import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    from student.training import cpu_info
+
+    rows = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            rows = json.load(f)["rows"]
+    for backbone in args.backbones:
+        for policy, jit in SETTINGS:
+            key = dict(backbone=backbone, policy=policy, jit_compile=jit, image_size=list(args.image_size),
+                       batch_size=args.batch_size)
+            if any(all(r[k] == v for k, v in key.items()) for r in rows):
+                continue
+            print(f"[train_step] {backbone} {policy} XLA {'on' if jit else 'off'} ...", file=sys.stderr, flush=True)
+            seconds = time_train_step(backbone, tuple(args.image_size), args.batch_size, policy, jit, args.steps)
+            rows.append(dict(key, seconds=seconds, load=os.getloadavg()[0]))
+            with atomic_write(args.out, "w") as f:
+                json.dump({"cpu": cpu_info().get("model name", "unknown"), "cores": os.cpu_count(), "rows": rows},
+                          f, indent=2)
+    print(to_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
