@@ -25,6 +25,8 @@ import json
 import os
 import sys
 
+from datasets.io import atomic_write
+
 # In the order they run for each seed: the main comparison first, so a study cut short has it.
 VARIANTS = {
     "P_A": dict(variant="A"),
@@ -64,6 +66,77 @@ class PretrainedSettings:
         )
 
 
+MATCH_TOLERANCE = 0.02  # target (b): "matches" the teacher = within 2% of its score
+
+
+def _pooled_sd(a, b):
+    return ((a["sd"] ** 2 + b["sd"] ** 2) / 2) ** 0.5
+
+
+def check_targets(summary):
+    """The issue's three targets, decided from the study's test tables (means and sds over seeds).
+
+    (a) P_B or P_B_photos beats P_A by more than 2 pooled sds in NSS and CC on every data set.
+    (b) A student beats the teacher (its stored maps) in mean NSS and CC on OSIE, and on MIT1003 comes within
+        `MATCH_TOLERANCE` of it (or above).
+    (c) P_KD's mean NSS is at least 95% of the teacher's on every data set.
+
+    Returns {"a"|"b"|"c": {"met": bool or None (a variant it needs has not run), "why": str}}.
+    """
+    from evaluation.scoring import TEACHER_RECORDS
+
+    variants, refs = summary["variants"], summary["references"]
+    datasets = list(refs)
+    result = {}
+
+    def gap(name, dataset, metric):
+        x, base = variants[name]["test"][dataset][metric], variants["P_A"]["test"][dataset][metric]
+        return x["mean"] - base["mean"], _pooled_sd(x, base)
+
+    if "P_A" in variants and any(n in variants for n in ("P_B", "P_B_photos")):
+        lines, met = [], False
+        for name in ("P_B", "P_B_photos"):
+            if name not in variants:
+                continue
+            gaps = {(d, m): gap(name, d, m) for d in datasets for m in ("nss", "cc")}
+            ok = all(diff > 2 * sd for diff, sd in gaps.values())
+            met = met or ok
+            lines.append(f"{name} - P_A: " + ", ".join(f"{d} {m.upper()} {diff:+.3f} (2 pooled sd {2 * sd:.3f})"
+                                                         for (d, m), (diff, sd) in gaps.items()))
+        result["a"] = {"met": met, "why": "; ".join(lines)}
+    else:
+        result["a"] = {"met": None, "why": "P_A and P_B or P_B_photos have not all run"}
+
+    teacher = {d: refs[d][TEACHER_RECORDS] for d in datasets}
+    best, lines = False, []
+    for name, entry in variants.items():
+        osie = all(entry["test"]["osie"][m]["mean"] > teacher["osie"][m] for m in ("nss", "cc"))
+        mit = all(entry["test"]["mit1003"][m]["mean"] >= (1 - MATCH_TOLERANCE) * teacher["mit1003"][m]
+                  for m in ("nss", "cc"))
+        best = best or (osie and mit)
+        lines.append(f"{name}: " + ", ".join(
+            f"{d} {m.upper()} {entry['test'][d][m]['mean']:.3f} vs {teacher[d][m]:.3f}"
+            for d in ("osie", "mit1003") for m in ("nss", "cc")))
+    result["b"] = {"met": best, "why": "; ".join(lines)}
+
+    if "P_KD" in variants:
+        ratios = {d: variants["P_KD"]["test"][d]["nss"]["mean"] / teacher[d]["nss"] for d in datasets}
+        result["c"] = {"met": all(r >= 0.95 for r in ratios.values()),
+                       "why": "P_KD NSS / teacher NSS: " + ", ".join(f"{d} {r:.1%}" for d, r in ratios.items())}
+    else:
+        result["c"] = {"met": None, "why": "P_KD has not run"}
+    return result
+
+
+def targets_markdown(targets):
+    """The verdicts as a Markdown list."""
+    words = {True: "**met**", False: "**not met**", None: "not measured"}
+    labels = {"a": "(a) the teacher beats P_A by > 2 pooled sd (NSS, CC, both sets)",
+              "b": "(b) a student beats the teacher on OSIE and matches it on MIT1003 (NSS, CC)",
+              "c": "(c) P_KD reaches 95% of the teacher's NSS on both sets"}
+    return "\n".join(f"- {labels[k]}: {words[v['met']]}. {v['why']}." for k, v in targets.items()) + "\n"
+
+
 def model_cost(backbone, image_size):
     """Parameters and GMAC (multiply-adds) of the served student (variant A's graph) at `image_size`."""
     from student.model import build_student, count_params, forward_gmac
@@ -90,6 +163,16 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
     summary = real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
                                    variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)")
     summary["cost"] = cost
+    if {"osie", "mit1003"} <= set(summary["references"]):
+        summary["targets"] = check_targets(summary)
+        text = targets_markdown(summary["targets"])
+        md_path = os.path.join(out_dir, "study.md")
+        with open(md_path) as f:
+            table = f.read()
+        with atomic_write(md_path, "w") as f:
+            f.write(f"{table}\nServed student: {cost['params'] / 1e6:.2f}M parameters, {cost['gmac']:.2f} GMAC at "
+                    f"{settings.image_size[0]}x{settings.image_size[1]}.\n\nTargets:\n\n{text}")
+        print(text)
     return summary
 
 

@@ -33,3 +33,33 @@ def test_the_cost_is_that_of_the_served_student():
     assert cost["params"] > 2_000_000 and 0 < cost["gmac"] < 1
     with pytest.raises(ValueError, match="choose one of"):
         pretrained_study.model_cost("vgg16", (64, 96))
+
+
+def _summary(means, sd=0.01, teacher=None):
+    """A study summary with the given mean NSS/CC per variant (the same on both sets) and a fixed sd."""
+    teacher = teacher or {"nss": 2.0, "cc": 0.6}
+    cell = lambda v: {"mean": v, "sd": sd}  # noqa: E731
+    return {"references": {d: {"teacher (records)": dict(teacher)} for d in ("mit1003", "osie")},
+            "variants": {name: {"test": {d: {"nss": cell(nss), "cc": cell(cc)} for d in ("mit1003", "osie")}}
+                         for name, (nss, cc) in means.items()}}
+
+
+def test_targets_follow_their_definitions():
+    t = pretrained_study.check_targets(_summary({"P_A": (1.5, 0.5), "P_B": (1.6, 0.56), "P_KD": (1.9, 0.55)}))
+    assert t["a"]["met"] is True  # +0.1 NSS and +0.06 CC against 2 pooled sd = 0.02
+    assert t["b"]["met"] is False and "osie NSS 1.600 vs 2.000" in t["b"]["why"]
+    assert t["c"]["met"] is True and "95.0%" in t["c"]["why"]
+
+    t = pretrained_study.check_targets(_summary({"P_A": (1.5, 0.5), "P_B": (1.515, 0.56), "P_KD": (1.89, 0.55)}))
+    assert t["a"]["met"] is False  # NSS +0.015 is not more than 2 pooled sd (0.02)
+    assert t["c"]["met"] is False  # 94.5%
+
+
+def test_beating_the_teacher_needs_osie_above_and_mit1003_within_two_percent():
+    teacher = {"nss": 2.0, "cc": 0.6}
+    above = pretrained_study.check_targets(_summary({"P_B_photos": (2.01, 0.61)}, teacher=teacher))
+    assert above["b"]["met"] is True and above["a"]["met"] is None and above["c"]["met"] is None
+    summary = _summary({"P_B_photos": (2.01, 0.61)}, teacher=teacher)
+    summary["variants"]["P_B_photos"]["test"]["mit1003"]["nss"]["mean"] = 1.95  # 2.5% below
+    assert pretrained_study.check_targets(summary)["b"]["met"] is False
+    assert "not measured" in pretrained_study.targets_markdown(above)
