@@ -131,7 +131,7 @@ def check_targets(summary):
 def targets_markdown(targets):
     """The verdicts as a Markdown list."""
     words = {True: "**met**", False: "**not met**", None: "not measured"}
-    labels = {"a": "(a) the teacher beats P_A by > 2 pooled sd (NSS, CC, both sets)",
+    labels = {"a": "(a) P_B or P_B_photos (the teacher) beats P_A by > 2 pooled sd (NSS, CC, both sets)",
               "b": "(b) a student beats the teacher on OSIE and matches it on MIT1003 (NSS, CC)",
               "c": "(c) P_KD reaches 95% of the teacher's NSS on both sets"}
     return "\n".join(f"- {labels[k]}: {words[v['met']]}. {v['why']}." for k, v in targets.items()) + "\n"
