@@ -173,6 +173,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
             f.write(f"{table}\nServed student: {cost['params'] / 1e6:.2f}M parameters, {cost['gmac']:.2f} GMAC at "
                     f"{settings.image_size[0]}x{settings.image_size[1]}.\n\nTargets:\n\n{text}")
         print(text)
+    with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     return summary
 
 
