@@ -13,9 +13,7 @@ import os
 import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int  # noqa: E402
-
-
+from argtypes import positive_int
 
 
 def build_parser():

@@ -21,11 +21,9 @@ import argparse
 import sys
 
 from inference import export as deploy
-from argtypes import positive_int  # noqa: E402
+from argtypes import positive_int
 
 PROG = "export_student.py"
-
-
 
 
 def build_parser():

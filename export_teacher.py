@@ -19,7 +19,7 @@ import sys
 # None of these imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from datasets import nusvip, sources
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int  # noqa: E402
+from argtypes import positive_int
 
 # `teacher.export`'s defaults (it imports TensorFlow); tests/test_export_teacher.py checks that they agree.
 DEFAULT_DATA_DIR = os.path.join("data", "salicon")
@@ -27,8 +27,6 @@ DEFAULT_TEACHER = os.path.join("weights", "model_salicon_cpu.pb")
 DEFAULT_OUT_DIR = os.path.join("data", "distill")
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SHARD_SIZE_MB = 150
-
-
 
 
 def build_parser():

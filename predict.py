@@ -74,8 +74,6 @@ def build_parser():
     return parser
 
 
-
-
 def _warn(message):
     print(f"predict.py: warning: {message}", file=sys.stderr)
 

@@ -13,7 +13,7 @@ import types
 # Neither imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from student.backbones import BACKBONES
 from student.config import TrainConfig
-from argtypes import positive_int  # noqa: E402
+from argtypes import positive_int
 
 # The field defaults, read without making a config (`TrainConfig.__post_init__` imports TensorFlow).
 _DEFAULTS = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(TrainConfig)})

@@ -446,8 +446,6 @@ def to_markdown(results):
 PROG = "run_benchmarks.py"
 
 
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results", help="writes <out>.json and <out>.md")

@@ -14,12 +14,11 @@ same backbone) goes to stdout.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.run_benchmarks import time_call  # noqa: E402
 from datasets.io import atomic_write  # noqa: E402
 
 WARMUP = 3
@@ -54,14 +53,8 @@ def time_train_step(backbone, image_size, batch_size, policy, jit_compile, steps
         distiller.optimizer.build(distiller.trainable_variables)
         distiller.make_train_function()
         step = distiller.train_function
-        times = []
-        for i in range(WARMUP + steps):
-            start = time.perf_counter()
-            logs = step(iter([(images, targets)]))
-            float(logs["loss"])  # wait for the step
-            if i >= WARMUP:
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        # float() waits for the step to finish.
+        return time_call(lambda: float(step(iter([(images, targets)]))["loss"]), steps, warmup=WARMUP)
     finally:
         keras.config.set_dtype_policy(previous)
 

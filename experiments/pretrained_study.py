@@ -25,8 +25,6 @@ import json
 import os
 import sys
 
-from datasets.io import atomic_write
-
 # In the order they run for each seed: the main comparison first, so a study cut short has it.
 VARIANTS = {
     "P_A": dict(variant="A"),
@@ -160,22 +158,19 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
     os.makedirs(out_dir, exist_ok=True)
     cost = real_study._cached(os.path.join(out_dir, "cost.json"),
                               lambda: model_cost(settings.backbone, settings.image_size))
-    summary = real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
-                                   variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)")
-    summary["cost"] = cost
-    if {"osie", "mit1003"} <= set(summary["references"]):
+
+    def addendum(summary):
+        summary["cost"] = cost
+        if not {"osie", "mit1003"} <= set(summary["references"]):
+            return ""
         summary["targets"] = check_targets(summary)
-        text = targets_markdown(summary["targets"])
-        md_path = os.path.join(out_dir, "study.md")
-        with open(md_path) as f:
-            table = f.read()
-        with atomic_write(md_path, "w") as f:
-            f.write(f"{table}\nServed student: {cost['params'] / 1e6:.2f}M parameters, {cost['gmac']:.2f} GMAC at "
-                    f"{settings.image_size[0]}x{settings.image_size[1]}.\n\nTargets:\n\n{text}")
-        print(text)
-    with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+        return (f"\nServed student: {cost['params'] / 1e6:.2f}M parameters, {cost['gmac']:.2f} GMAC at "
+                f"{settings.image_size[0]}x{settings.image_size[1]}.\n\nTargets:\n\n"
+                + targets_markdown(summary["targets"]))
+
+    return real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
+                                variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)",
+                                addendum=addendum)
 
 
 def main(argv=None):

@@ -168,7 +168,7 @@ def _check_same_settings(config, out_dir):
 
 
 def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
-              stop_requested=None, variant_table=None, title="Real data (MIT1003 + OSIE val)"):
+              stop_requested=None, variant_table=None, title="Real data (MIT1003 + OSIE val)", addendum=None):
     """Train every variant for every seed (resuming), score them, and write the summary.
 
     With `report_only`, nothing is trained: the summary covers the runs that have finished (a study cut short
@@ -178,6 +178,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     Runs in `out_dir` made with other settings are refused before any work (ValueError naming the flags).
     `stop_requested`, a callable, is asked after each run: True raises KeyboardInterrupt (the command line
     passes whether a Ctrl-C arrived, so one caught inside a library still stops the study).
+    `addendum`, a callable, gets the summary before it is written: it may add keys to it and returns Markdown to
+    append to `study.md` (and to what is printed).
     """
     from evaluation.scoring import evaluate, load_examples
     from student import training
@@ -231,12 +233,13 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     if not runs:
         raise FileNotFoundError(f"{out_dir}: no finished run to report")
     summary = summarise(runs, references, seeds, settings, variant_table or VARIANTS)
+    markdown = to_markdown(summary) + (addendum(summary) if addendum else "")
     with atomic_write(os.path.join(out_dir, "study.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with atomic_write(os.path.join(out_dir, "study.md"), "w") as f:
-        f.write(to_markdown(summary))
+        f.write(markdown)
     plot_curves(summary, os.path.join(out_dir, "curves.png"), title)
-    print(to_markdown(summary))
+    print(markdown)
     return summary
 
 

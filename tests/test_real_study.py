@@ -75,6 +75,18 @@ def test_study_trains_every_variant_and_reports_floor_teacher_and_ceiling(study_
     assert set(report["variants"]) == {"A"} and not (tmp_path / "seed0" / "B").exists()
     rows = [line for line in (tmp_path / "study.md").read_text().splitlines() if line.startswith("| student A | 1 |")]
     assert rows and all("±" not in row for row in rows)  # one seed: no spread
+    # An addendum (the pretrained study's targets) extends the summary, study.md, study.json and stdout alike.
+    capsys.readouterr()
+
+    def addendum(summary):
+        summary["extra"] = sorted(summary["variants"])
+        return "\nExtra: done.\n"
+
+    real_study.run_study(seeds=(0,), out_dir=str(tmp_path), settings=settings, variants=("A",), report_only=True,
+                         addendum=addendum)
+    assert (tmp_path / "study.md").read_text().endswith("\nExtra: done.\n")
+    assert json.loads((tmp_path / "study.json").read_text())["extra"] == ["A"]
+    assert "Extra: done." in capsys.readouterr().out
 
 
 def test_study_says_which_export_is_missing(tmp_path):
