@@ -7,8 +7,15 @@ tensor, as in the seed project (there without skip connections and with sigmoid 
 logits whose spatial softmax is the predicted fixation density, see :func:`spatial_softmax`).
 
 Any input size works: the image is padded to a multiple of 32 inside the model (symmetrically, with zeros after
-the backbone's own normalisation, i.e. its mean colour) and the output is cropped back to the input size. The
-decoder reads the encoder's stride-32 tap, whatever its width.
+the backbone's own normalisation, i.e. its mean colour) and the output is cropped back to the input size.
+
+Two decoders (`DECODERS`):
+- ``"card"``, the design card's: the stride-32 tap upsampled x2 five times, a 3x3 conv after each of the first
+  four (256, 128, 64, 32 channels), the heads at full resolution. Most of a small encoder's compute goes here.
+- ``"light"``: a narrow top-down path over the stride-8, -16 and -32 taps (1x1 laterals to 64 channels, x2
+  bilinear upsampling and sums, two 3x3 convs at stride 8), the heads at stride 8, and the logits upsampled x8
+  bilinearly inside the model. Fixation maps are smooth (a Gaussian of about 24 pixels at 240x320), so nothing
+  needs full-resolution 3x3 convolutions.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ from student.backbones.resnet18 import check_image_shape, layer_seed
 
 VARIANTS = ("A", "B")
 HEADS = {"A": ("saliency",), "B": ("saliency", "teacher")}
+DECODERS = ("card", "light")
+DEFAULT_DECODER = "card"
 DECODER_FILTERS = (256, 128, 64, 32)
+LIGHT_WIDTH = 64
+LIGHT_STRIDE = 8
 TEACHER_BRANCH_FILTERS = 16
 OUTPUT_STRIDE = 32
 
@@ -121,6 +132,34 @@ def apply_decoder_block(x, filters: int, name: str, seed: int | None = None):
     )(x)
 
 
+def card_decoder(p5, seed=None):
+    """The design card's decoder: five x2 bilinear upsamplings of the stride-32 tap, 3x3 convs after the first
+    four (`DECODER_FILTERS`); returns full-resolution 32-channel features."""
+    x = p5
+    for i, filters in enumerate(DECODER_FILTERS, start=1):
+        x = apply_decoder_block(x, filters, f"decoder_block{i}", seed)
+    return _upsample(x, "decoder_up5")
+
+
+def light_decoder(taps, seed=None, width=LIGHT_WIDTH):
+    """A narrow top-down decoder for small encoders; returns `width`-channel features at stride 8.
+
+    1x1 laterals bring the stride-32, -16 and -8 taps to `width` channels; each coarser sum is upsampled x2
+    (bilinear) and added to the next lateral, then two 3x3 ReLU convs smooth the stride-8 sum.
+    """
+    def conv(y, filters, kernel, name, activation=None):
+        return keras.layers.Conv2D(filters, kernel, padding="same", activation=activation, name=name,
+                                   kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed(seed, name)))(y)
+
+    x = conv(taps["P5"], width, 1, "decoder_lateral5")
+    for level in (4, 3):
+        up = _upsample(x, f"decoder_up{level}")
+        x = keras.layers.Add(name=f"decoder_sum{level}")([up, conv(taps[f"P{level}"], width, 1,
+                                                                    f"decoder_lateral{level}")])
+    x = conv(x, width, 3, "decoder_conv1", "relu")
+    return conv(x, width, 3, "decoder_conv2", "relu")
+
+
 def _upsample(x, name):
     # float32 even under mixed_float16: XLA's ResizeBilinearGrad returns float32 for a float16 image, which made
     # jit-compiled mixed-precision training fail ("Seen floating point types of different precisions").
@@ -146,6 +185,7 @@ def build_student(
     input_shape=(None, None, 3),
     name: str | None = None,
     seed: int | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> keras.Model:
     """Builds the saliency student on the encoder `backbone` (the design card's ResNet18 by default).
 
@@ -167,6 +207,8 @@ def build_student(
         name: str or None. Model name; None gives ``"student_a"`` / ``"student_b"``.
         seed: int or None. Seeds every initialiser by layer name, so A and B built with the same seed share
             identical initial weights in all common layers (or use :func:`copy_common_weights`). Defaults to None.
+        decoder: str. ``"card"`` (the design card's full-resolution decoder) or ``"light"`` (stride-8 top-down
+            decoder over three taps, logits upsampled x8). Defaults to ``"card"``.
 
     Returns:
         A functional ``keras.Model``. About 12.75M parameters (A: 12,744,001 trainable + 9,600 BN statistics).
@@ -177,6 +219,8 @@ def build_student(
     variant_key = str(variant).upper()
     if variant_key not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    if decoder not in DECODERS:
+        raise ValueError(f"`decoder` must be one of {DECODERS}. Received: decoder={decoder!r}")
     info = get_backbone(backbone)
     module = info.load()
     inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
@@ -186,15 +230,19 @@ def build_student(
     encoder = module.build_encoder((None, None, 3), name=info.layer_name, seed=seed, **options)
     if backbone_weights is not None:
         module.load_weights(encoder, backbone_weights, **options)
-    x = encoder(x)["P5"]
-    for i, filters in enumerate(DECODER_FILTERS, start=1):
-        x = apply_decoder_block(x, filters, f"decoder_block{i}", seed)
-    features = _upsample(x, "decoder_up5")
+    taps = encoder(x)
+    if decoder == "card":
+        features = card_decoder(taps["P5"], seed)
+    else:
+        features = light_decoder(taps, seed)
 
     logits = {"saliency": _head_conv(features, 1, "saliency_conv", seed, dtype="float32")}
     if variant_key == "B":
         t = _head_conv(features, TEACHER_BRANCH_FILTERS, "teacher_conv1", seed, activation="relu")
         logits["teacher"] = _head_conv(t, 1, "teacher_conv2", seed, dtype="float32")
+    if decoder == "light":
+        logits = {head: keras.layers.UpSampling2D(LIGHT_STRIDE, interpolation="bilinear", dtype="float32",
+                                                  name=f"{head}_up")(y) for head, y in logits.items()}
     outputs = {head: CropLike(dtype="float32", name=head)(y, inputs) for head, y in logits.items()}
     return keras.Model(inputs, outputs, name=name or f"student_{variant_key.lower()}")
 
