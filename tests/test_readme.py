@@ -129,8 +129,9 @@ def test_a_planted_wrong_command_is_caught():
 
 def test_install_and_test_commands_are_the_ones_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    install = re.search(r"### Install\n+```bash\n(.*?)\n```", README, re.S).group(1)
-    tests = re.search(r"### Run the tests\n+```bash\n(.*?)\n```", README, re.S).group(1)
+    blocks = {name: re.search(rf"### {name}\n+```bash\n(.*?)\n```", README, re.S) for name in ("Install", "Run the tests")}
+    assert all(blocks.values()), f"README needs a bash block under each of {sorted(blocks)} (.ci/run copies them)"
+    install, tests = (block.group(1) for block in blocks.values())
     assert install in ci.splitlines() and tests in ci.splitlines(), (install, tests)
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
@@ -149,21 +150,34 @@ def _anchors(text):
     return {_slug(h) for h in re.findall(r"^#+ (.*)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M)}
 
 
-@pytest.mark.parametrize("page", sorted(PAGES))
-def test_every_relative_link_resolves(page):
-    text = re.sub(r"```.*?```", "", PAGES[page], flags=re.S)
-    base = (ROOT / page).parent
+def broken_links(path, text):
+    """The relative links and images of the markdown `text` of file `path` whose file or heading is missing."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    base = path.parent
     broken = []
     for link in re.findall(r"\]\(([^)\s]+)\)", text):
         if re.match(r"[a-z]+://", link):
             continue
-        path, _, anchor = link.partition("#")
-        target = (base / path).resolve() if path else ROOT / page
-        if not target.exists():
-            broken.append(f"{link} (no file {target.relative_to(ROOT) if ROOT in target.parents else target})")
-        elif anchor and target.suffix == ".md" and anchor not in _anchors(target.read_text()):
-            broken.append(f"{link} (no heading #{anchor} in {target.relative_to(ROOT)})")
-    assert not broken, f"{page}: {broken}"
+        file, _, anchor = link.partition("#")
+        target = (base / file).resolve() if file else path
+        if file and not target.exists():
+            broken.append(f"{link} (no file {target})")
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(text if target == path else target.read_text()):
+            broken.append(f"{link} (no heading #{anchor} in {target.name})")
+    return broken
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_relative_link_resolves(page):
+    assert broken_links(ROOT / page, PAGES[page]) == []
+
+
+def test_a_broken_link_or_anchor_is_caught(tmp_path):
+    (tmp_path / "other.md").write_text("# Other page\n\n## A section, with `code`\n")
+    text = ("# Here\n[ok](other.md#a-section-with-code) [ok](#here) [web](https://example.com/x.md)\n"
+            "[gone](missing.md) [anchor](other.md#no-such) ![fig](figures/none.png)\n```\n[in code](nowhere.md)\n```\n")
+    found = broken_links(tmp_path / "page.md", text)
+    assert len(found) == 3 and "missing.md" in found[0] and "#no-such" in found[1] and "none.png" in found[2], found
 
 
 def test_savedmodel_snippet_runs_with_plain_tensorflow(tmp_path):
