@@ -105,7 +105,8 @@ def test_every_shown_command_exists_and_its_flags_are_in_its_help(target):
         return
     where = ", ".join(sorted(TARGETS[target]["pages"]))
     result = _run_help(target)
-    assert result.returncode == 0 and "usage:" in result.stdout, f"python {target} --help ({where}): {result.stderr[-1000:]}"
+    assert result.returncode == 0 and "usage:" in result.stdout, (
+        f"python {target} --help ({where}): {result.stderr[-1000:]}")
     missing = missing_flags(sorted(TARGETS[target]["flags"]), result.stdout)
     assert not missing, f"{where} show python {target} with {missing}, which its --help does not list"
 
@@ -129,7 +130,8 @@ def test_a_planted_wrong_command_is_caught():
 
 def test_install_and_test_commands_are_the_ones_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    blocks = {name: re.search(rf"### {name}\n+```bash\n(.*?)\n```", README, re.S) for name in ("Install", "Run the tests")}
+    blocks = {name: re.search(rf"### {name}\n+```bash\n(.*?)\n```", README, re.S)
+              for name in ("Install", "Run the tests")}
     assert all(blocks.values()), f"README needs a bash block under each of {sorted(blocks)} (.ci/run copies them)"
     install, tests = (block.group(1) for block in blocks.values())
     assert install in ci.splitlines() and tests in ci.splitlines(), (install, tests)
@@ -162,7 +164,8 @@ def broken_links(path, text):
         target = (base / file).resolve() if file else path
         if file and not target.exists():
             broken.append(f"{link} (no file {target})")
-        elif anchor and target.suffix == ".md" and anchor not in _anchors(text if target == path else target.read_text()):
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(
+                text if target == path else target.read_text()):
             broken.append(f"{link} (no heading #{anchor} in {target.name})")
     return broken
 
