@@ -19,6 +19,7 @@ FLOORS = (
     ("inference",),
     ("evaluation",),
     ("experiments",),
+    ("saliency_kd",),  # the public Python API: re-exports of the floors below
 )
 SIDEWAYS = {}  # e.g. {"teacher": {"metrics"}}; none today
 # Above every floor: the command lines and the benchmarks. No package may import them.
