@@ -363,6 +363,17 @@ def _prepare_output_folder(output, maps_dir, notes):
                      f"{os.path.basename(removed[0])})")
 
 
+def _predict_frames(predictor, batches, path, outputs, bar):
+    """Predict each batch of frames and hand it to `outputs` (an `_OverlayWriter`)."""
+    for batch in batches:
+        maps = predictor.predict_batch(batch)
+        if len(maps) != len(batch):
+            raise RuntimeError(f"{path}: the predictor returned {len(maps)} maps for {len(batch)} frames")
+        outputs.write(batch, maps)
+        bar.update(len(batch))
+        del batch, maps  # before the next batch is read: one batch held at most
+
+
 def predict_video(predictor, path, out_dir="predictions", batch_size=8, save_maps=False, colormap="jet", alpha=0.5,
                   max_frames=None, progress=True, stem=None):
     """Write `<out_dir>/<stem>_saliency.mp4`, the saliency heat map over every frame of the video `path`.
@@ -419,13 +430,7 @@ def predict_video(predictor, path, out_dir="predictions", batch_size=8, save_map
         outputs = _OverlayWriter(path, output, maps_dir, fps, colormap, alpha, notes)
         total = declared if max_frames is None else min(declared or max_frames, max_frames)
         with contextlib.closing(Progress(total, os.path.basename(path), unit="frame", enabled=progress)) as bar:
-            for batch in _batches(capture, path, batch_size, max_frames):
-                maps = predictor.predict_batch(batch)
-                if len(maps) != len(batch):
-                    raise RuntimeError(f"{path}: the predictor returned {len(maps)} maps for {len(batch)} frames")
-                outputs.write(batch, maps)
-                bar.update(len(batch))
-                del batch, maps  # before the next batch is read: one batch held at most
+            _predict_frames(predictor, _batches(capture, path, batch_size, max_frames), path, outputs, bar)
         if outputs.frames == 0:
             raise ValueError(f"{path}: the video has no frames that OpenCV can read (empty or broken)")
         outputs.finish()

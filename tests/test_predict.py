@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import predict
-from inference.files import list_images, overlay_heatmap
+from inference.files import OUTPUT_MARKER, list_images, overlay_heatmap
 from inference.predictors import StudentPredictor, TeacherPredictor, load_predictor
 from student.model import build_student
 from student.serving import export_saved_model
@@ -72,7 +72,7 @@ def test_cli_writes_a_map_per_image_at_its_size(run_dir, served, image_dir, tmp_
         overlay = cv2.imread(str(out / f"{stem}_overlay.jpg"))
         assert overlay is not None and overlay.shape == rgb.shape, stem
     assert sorted(p.name for p in out.rglob("*")) == sorted(
-        ["sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png", "photo_overlay.jpg"]
+        [OUTPUT_MARKER, "sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png", "photo_overlay.jpg"]
     )
 
 
@@ -85,7 +85,7 @@ def test_cli_reports_an_unreadable_image_and_writes_the_others(run_dir, image_di
                          "--out", str(out), "--no-progress"])
     assert code == 1
     assert str(broken) in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == ["gray.png"]  # no output (or temporary file) for the broken one
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "gray.png"]  # no output (or temporary file) for the broken one
 
 
 def test_cli_names_a_missing_model(tmp_path, image_dir, capsys):
