@@ -108,8 +108,9 @@ def map_to_uint8(saliency_map):
 
 
 OUTPUT_MARKER = ".saliency-kd-output"
-_MARKER_TEXT = ("This folder holds outputs of saliency-kd (predict.py, crop.py). A later run given a folder that contains "
-                "this one skips it: its maps and crops are not read as input. Delete this file to make it input again.\n")
+_MARKER_TEXT = ("This folder holds outputs of saliency-kd (predict.py, crop.py). A later run given a folder that "
+                "contains this one skips it: its maps and crops are not read as input. Delete this file to make it "
+                "input again.\n")
 _CROPS_JSON = "crops.json"  # inference.crop.CROPS_JSON (that module imports this one)
 
 

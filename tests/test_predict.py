@@ -72,7 +72,8 @@ def test_cli_writes_a_map_per_image_at_its_size(run_dir, served, image_dir, tmp_
         overlay = cv2.imread(str(out / f"{stem}_overlay.jpg"))
         assert overlay is not None and overlay.shape == rgb.shape, stem
     assert sorted(p.name for p in out.rglob("*")) == sorted(
-        [OUTPUT_MARKER, "sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png", "photo_overlay.jpg"]
+        [OUTPUT_MARKER, "sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png",
+         "photo_overlay.jpg"]
     )
 
 
