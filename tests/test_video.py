@@ -167,10 +167,12 @@ class WrappedCapture:
 
     real = cv2.VideoCapture
 
-    def __init__(self, path, fps=None, crop=False):
-        self._capture, self._fps, self._crop = self.real(path), fps, crop
+    def __init__(self, path, fps=None, crop=False, count=None):
+        self._capture, self._fps, self._crop, self._count = self.real(path), fps, crop, count
 
     def get(self, prop):
+        if prop == cv2.CAP_PROP_FRAME_COUNT and self._count is not None:
+            return self._count
         return self._fps if prop == cv2.CAP_PROP_FPS and self._fps is not None else self._capture.get(prop)
 
     def read(self):
@@ -183,6 +185,15 @@ class WrappedCapture:
     @classmethod
     def install(cls, monkeypatch, path, **kwargs):
         monkeypatch.setattr(cv2, "VideoCapture", lambda p: cls(p, **kwargs) if str(p) == str(path) else cls.real(p))
+
+
+def test_progress_without_a_frame_count_is_plain_lines(clip, tmp_path, monkeypatch, capsys):
+    path, _ = clip
+    WrappedCapture.install(monkeypatch, path, count=0.0)  # a header without a frame count
+    report = predict_video(BrightnessPredictor(), path, tmp_path / "out", batch_size=4, progress=True)
+    assert report.frames == 10 and report.declared_frames is None
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.startswith("clip.avi: an unknown number of frame(s)\nclip.avi: 10 frame(s) done in ")
 
 
 def test_an_odd_frame_size_is_padded_for_the_encoder(clip, tmp_path, monkeypatch):
