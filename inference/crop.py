@@ -426,7 +426,7 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
                          f"{'/'.join(IMAGE_EXTENSIONS)} files")
     settings = {"method": method, "scale": scale, "model": predictor.path if use_model else None}
     summary = _earlier_summary(report.json_path, settings, pairs, labels)
-    mark_output_folder(out_dir)
+    mark_output_folder(out_dir, inputs)
     images = {}
     bar = Progress(len(pairs), "crop", enabled=progress)
     try:

@@ -114,24 +114,35 @@ _MARKER_TEXT = ("This folder holds outputs of saliency-kd (predict.py, crop.py).
 _CROPS_JSON = "crops.json"  # inference.crop.CROPS_JSON (that module imports this one)
 
 
-def mark_output_folder(folder):
-    """Create `folder` if needed and write `OUTPUT_MARKER` in it (once): later runs recognise it as output."""
+def mark_output_folder(folder, inputs=()):
+    """Create `folder` if needed and write `OUTPUT_MARKER` in it (once): later runs recognise it as output.
+
+    Not when `folder` holds one of `inputs` (files or folders: an output folder above its input, `--out .`): it
+    is not only output, and a later run on a folder above it must still read those inputs.
+    """
+    top = os.path.realpath(folder).rstrip(os.sep) + os.sep
+    if any(os.path.realpath(item).startswith(top) for item in inputs):
+        return
     marker = os.path.join(folder, OUTPUT_MARKER)
     if not os.path.isfile(marker):
         write_bytes_atomic(marker, _MARKER_TEXT.encode())
 
 
-def is_output_folder(folder):
-    """Whether `folder` holds the project's outputs: its `OUTPUT_MARKER`, or a crops.json written by crop.py
-    (from before the marker existed)."""
+def is_output_folder(folder, files=None):
+    """Whether `folder` holds the project's outputs only: its `OUTPUT_MARKER`, or (from before the marker existed)
+    a crops.json written by crop.py that lists every image among `files` (the folder's file names; listed here
+    if None) as a crop: an image it does not list is an input, and the folder is read."""
     if os.path.isfile(os.path.join(folder, OUTPUT_MARKER)):
         return True
     try:
         with open(os.path.join(folder, _CROPS_JSON), encoding="utf-8") as f:
             summary = json.load(f)
-    except (OSError, ValueError):
+        crops = {os.path.normpath(crop["file"]) for entry in summary["images"].values()
+                 for crop in entry["crops"].values()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
-    return isinstance(summary, dict) and {"method", "aspects", "images"} <= summary.keys()
+    files = os.listdir(folder) if files is None else files
+    return all(name in crops for name in files if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def walk_input_folder(folder, exclude=None, skipped_outputs=None):
@@ -147,7 +158,7 @@ def walk_input_folder(folder, exclude=None, skipped_outputs=None):
         if exclude and os.path.realpath(root) == exclude:
             dirs[:] = []
             continue
-        if root != folder and is_output_folder(root):
+        if root != folder and is_output_folder(root, files):
             if skipped_outputs is not None:
                 skipped_outputs.append(root)
             dirs[:] = []
@@ -264,7 +275,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
             f"no images to predict in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
             f"{'/'.join(IMAGE_EXTENSIONS)} files"
         )
-    mark_output_folder(out_dir)
+    mark_output_folder(out_dir, inputs)
     bar = Progress(len(pairs), "predict", enabled=progress)
     for path, stem in pairs:
         try:

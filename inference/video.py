@@ -263,7 +263,7 @@ class _OverlayWriter:
                               "an even width and height; the last column/row is repeated)")
         directory = os.path.dirname(self.output) or "."
         try:
-            mark_output_folder(directory)
+            mark_output_folder(directory, [self.path])
             self.tmp_video = _temporary_path(directory, os.path.basename(self.output), ".mp4")
         except OSError as e:
             raise _write_error(self.output, e) from e

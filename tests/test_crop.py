@@ -412,6 +412,15 @@ def test_earlier_output_folders_inside_the_input_are_skipped(photo_dir, tmp_path
     assert sorted(json.loads((tmp_path / "again" / "crops.json").read_text())["images"]) == ["sub/tall", "wide"]
     # Given as an input itself, an output folder is read.
     assert crop_files(CountingPredictor(), [legacy], tmp_path / "of-legacy", progress=False).num_images == 1
+    # An output folder that holds its input is not marked, and its crops.json lists crops only: a later run above
+    # it still reads the photos.
+    crop_files(None, [root / "sub"], root, method="centre", progress=False)
+    assert (root / "tall_16x9.jpg").is_file() and not (root / OUTPUT_MARKER).exists()
+    report = crop_files(None, [tmp_path], tmp_path / "above", method="centre", progress=False)
+    assert report.skipped_outputs == [str(tmp_path / "again"), str(tmp_path / "of-legacy"), str(root / "crops"),
+                                      str(legacy)]
+    assert sorted(json.loads(Path(report.json_path).read_text())["images"]) == [
+        "photos/sub/tall", "photos/tall_16x9", "photos/wide"]
 
 
 def test_ctrl_c_writes_crops_json_for_the_images_that_finished(photo_dir, tmp_path):

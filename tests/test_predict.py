@@ -226,6 +226,7 @@ def test_output_folder_above_the_input_still_predicts_every_image(run_dir, tmp_p
     assert predict.main(["--model", str(run_dir), "photos", "--out", ".", "--no-progress"]) == 0
     assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_GRAYSCALE).shape == (20, 30)
     assert "1 image(s) written" in capsys.readouterr().out
+    assert not (tmp_path / OUTPUT_MARKER).exists()  # it holds the input: a run above it must still read the photos
 
 
 def test_output_folder_equal_to_the_input_or_no_images_is_an_error(run_dir, tmp_path, capsys):
