@@ -24,7 +24,9 @@ no TensorFlow; `crop_files` takes an already loaded `Predictor` (`inference.pred
 (`crops.json`) with every box. `fixations_in_box` is the measure of benchmarks/crop_fixations.py.
 """
 
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -33,7 +35,7 @@ import re
 import numpy as np
 
 from datasets.io import atomic_write, encode_jpeg, read_image, write_bytes_atomic
-from inference.files import IMAGE_EXTENSIONS, list_images
+from inference.files import IMAGE_EXTENSIONS, Progress, list_images, mark_output_folder
 
 CROP_METHODS = ("centre", "point", "mass")
 DEFAULT_ASPECT = "16:9"
@@ -257,14 +259,16 @@ def fixations_in_box(fixations_rc, box):
 
 @dataclasses.dataclass
 class CropReport:
-    """What `crop_files` did: crop files written (and `crops.json`), (input path, message naming it) failures, and
-    the files of the input folders that are not images (`skipped`)."""
+    """What `crop_files` did: crop files written (and `crops.json`), (input path, message naming it) failures, the
+    files of the input folders that are not images (`skipped`) and the earlier output folders inside them that
+    were not read (`skipped_outputs`, see `inference.files.walk_input_folder`)."""
 
     written: list
     failures: list
     skipped: list = dataclasses.field(default_factory=list)
     json_path: str = ""
     num_images: int = 0
+    skipped_outputs: list = dataclasses.field(default_factory=list)
 
 
 def _aspect_labels(aspects):
@@ -277,6 +281,102 @@ def _aspect_labels(aspects):
     return labels
 
 
+def _same_file(a, b):
+    """Whether paths `a` and `b` (as given, maybe relative) name the same file."""
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _earlier_summary(json_path, settings, pairs, labels):
+    """The `crops.json` an earlier run left at `json_path`, to merge this run into; a new, empty one if none.
+
+    Raises:
+        ValueError: naming the file, when it cannot be read, was made with other `settings` (method, scale,
+            model: one crops.json describes one setting), or has another image under a stem of this run with
+            crops of other aspects (they would be listed as crops of this run's image).
+    """
+    if not os.path.lexists(json_path):
+        return {**settings, "aspects": {}, "images": {}, "failures": {}}
+    move = "move it (and its crops) or choose another --out"
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{json_path}: an earlier crops.json that cannot be read ({e}); {move}") from e
+    if not (isinstance(summary, dict) and {"aspects", "images", "failures", *settings} <= summary.keys()):
+        raise ValueError(f"{json_path}: not a crops.json written by crop.py; {move}")
+    if any(summary[key] != value for key, value in settings.items()):
+        def describe(d):
+            return ", ".join(f"{key} {d[key]!r}" for key in settings)
+
+        raise ValueError(f"{json_path}: holds crops made with {describe(summary)}; this run uses {describe(settings)}, "
+                         f"and one crops.json describes one setting: {move}")
+    for path, stem in pairs:
+        old = summary["images"].get(stem)
+        if old and not _same_file(old.get("path", ""), path) and set(old.get("crops", ())) - set(labels):
+            raise ValueError(f"{json_path}: {stem} is the crop of {old['path']}, and this run crops {path} under the "
+                             f"same name without its {', '.join(sorted(set(old['crops']) - set(labels)))} crop(s): "
+                             f"{move}")
+    return summary
+
+
+def _write_summary(report, summary, labels, images, failures):
+    """Merge this run's `images` and `failures` into `summary` (an earlier run's, `_earlier_summary`) and write
+    it atomically: an image's entry replaces its earlier one, aspect by aspect; other entries are kept."""
+    summary["aspects"] = {**summary["aspects"], **labels}
+    for stem, entry in images.items():
+        earlier = summary["images"].get(stem, {}).get("crops", {})
+        summary["images"][stem] = {**entry, "crops": {**earlier, **entry["crops"]}}
+        summary["failures"].pop(entry["path"], None)
+    summary["failures"].update(failures)
+    with atomic_write(report.json_path, "w") as f:
+        json.dump(summary, f, indent=1)
+    report.written.append(report.json_path)
+    report.num_images = sum(entry["path"] not in failures for entry in images.values())
+
+
+class DiskFullError(ValueError):
+    """A crop file could not be written: the disk is full or read-only. The run stops; the message names the file."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _crop_one(predictor, path, stem, out_dir, labels, method, scale, report, images):
+    """Crop the image at `path` to every aspect in `labels`; `images[stem]` (its `crops.json` entry) lists each
+    crop file as soon as it is written, so that an interruption leaves no crop unlisted.
+
+    Raises:
+        DiskFullError: naming the crop file (the run stops there).
+        Exception: any other failure of this image, naming it.
+    """
+    image = read_image(path)
+    saliency_map = predictor.predict(image) if predictor is not None else None
+    if predictor is not None and np.shape(saliency_map) != image.shape[:2]:
+        raise ValueError(f"the model's map is {np.shape(saliency_map)}, not the image's size {image.shape[:2]}")
+    entry = {"path": path, "width": int(image.shape[1]), "height": int(image.shape[0]), "crops": {}}
+    for aspect, name in labels.items():
+        box = crop_box(saliency_map, aspect, method, scale) if predictor is not None else centre_box(
+            image.shape, aspect, scale)
+        file_name = f"{stem}_{name}.jpg"
+        target = os.path.join(out_dir, file_name)
+        try:
+            write_bytes_atomic(target, encode_jpeg(crop_image(image, box)))
+        except OSError as e:
+            reason = e.strerror or str(e)
+            if e.errno in _DISK_FULL:
+                raise DiskFullError(f"{target}: cannot write the crop of {path} ({reason}); free space there or "
+                                    "choose another --out") from e
+            raise OSError(f"{path}: cannot write its crop {target} ({reason})") from e
+        report.written.append(target)
+        entry["crops"][aspect] = {**box.as_dict(), "file": file_name}
+        images[stem] = entry
+
+
 def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="mass", scale=1.0, progress=True):
     """Crop every image in `inputs` to each aspect ratio; write `<stem>_<W>x<H>.jpg` and `crops.json` in `out_dir`.
 
@@ -284,17 +384,24 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
     method, scale and model, and per image (keyed by its stem) its path, width and height and per aspect
     ("16:9") the box x, y, width, height in the image's pixels and the crop's file (relative to `out_dir`); and
     the failed images with their messages. An image that cannot be read or predicted is reported and skipped;
-    the others are still written. Every file is written atomically.
+    the others are still written. Every file is written atomically; `out_dir` is marked as output
+    (`inference.files.mark_output_folder`), so that a later run on a folder that contains it skips it.
+
+    A rerun into the same `out_dir` merges with the `crops.json` found there, so that it lists every crop file
+    of the folder: a crop of the same image (stem) and aspect replaces its earlier entry (and file), the others
+    are kept. A `crops.json` made with another method, scale or model is refused before any work (the boxes of
+    two settings would be listed as one). On an interruption (Ctrl-C) or a full disk, `crops.json` is still
+    written for the images that finished, then the error is raised.
 
     Args:
         predictor: a `inference.predictors.Predictor` (see `load_predictor`); may be None for "centre".
         inputs: image files and folders (see `inference.files.list_images`: folders are searched recursively,
-            `sub/x.jpg` gets the stem `sub/x`).
+            `sub/x.jpg` gets the stem `sub/x`; earlier output folders inside them are skipped).
         out_dir: output folder.
         aspects: "W:H" strings. Defaults to ("16:9",).
         method: "centre", "point" or "mass". Defaults to "mass".
         scale: fraction of each side of the largest fitting box, in (0, 1]. Defaults to 1.0.
-        progress: show a progress bar (stderr).
+        progress: show the progress on stderr (`inference.files.Progress`: a bar on a terminal, else plain lines).
 
     Returns:
         A `CropReport`.
@@ -302,10 +409,9 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
     Raises:
         FileNotFoundError: an input does not exist.
         ValueError: a bad aspect, method or scale, no predictor for "point"/"mass", no images, two inputs with
-            the same stem, or the output folder is an input folder.
+            the same stem, the output folder is an input folder, or an earlier `crops.json` that cannot be merged.
+        DiskFullError (a ValueError): a full or read-only disk, naming the crop file.
     """
-    from tqdm import tqdm
-
     labels, method, scale = _aspect_labels(aspects), _check_method(method), check_scale(scale)
     use_model = method != "centre"
     if use_model and predictor is None:
@@ -313,42 +419,32 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
                          "(inference.predictors.load_predictor(PATH)); only 'centre' works without one")
     out_dir = os.fspath(out_dir)
     report = CropReport(written=[], failures=[], json_path=os.path.join(out_dir, CROPS_JSON))
-    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped)
+    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""
         raise ValueError(f"no images to crop in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
                          f"{'/'.join(IMAGE_EXTENSIONS)} files")
+    settings = {"method": method, "scale": scale, "model": predictor.path if use_model else None}
+    summary = _earlier_summary(report.json_path, settings, pairs, labels)
+    mark_output_folder(out_dir, inputs)
     images = {}
-    for path, stem in tqdm(pairs, desc="crop", unit="image", disable=not progress):
-        try:
-            image = read_image(path)
-            saliency_map = predictor.predict(image) if use_model else None
-            if use_model and np.shape(saliency_map) != image.shape[:2]:
-                raise ValueError(f"the model's map is {np.shape(saliency_map)}, not the image's size "
-                                 f"{image.shape[:2]}")
-            crops = {}
-            for aspect, name in labels.items():
-                box = crop_box(saliency_map, aspect, method, scale) if use_model else centre_box(
-                    image.shape, aspect, scale)
-                file_name = f"{stem}_{name}.jpg"
-                write_bytes_atomic(os.path.join(out_dir, file_name), encode_jpeg(crop_image(image, box)))
-                report.written.append(os.path.join(out_dir, file_name))
-                crops[aspect] = {**box.as_dict(), "file": file_name}
-            images[stem] = {"path": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                            "crops": crops}
-        except Exception as e:  # one bad image must not stop the others; each failure is reported
-            message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
-            report.failures.append((path, message))
-    summary = {
-        "method": method,
-        "scale": scale,
-        "model": predictor.path if use_model else None,
-        "aspects": labels,
-        "images": images,
-        "failures": dict(report.failures),
-    }
-    with atomic_write(report.json_path, "w") as f:
-        json.dump(summary, f, indent=1)
-    report.written.append(report.json_path)
-    report.num_images = len(images)
+    bar = Progress(len(pairs), "crop", enabled=progress)
+    try:
+        for path, stem in pairs:
+            try:
+                _crop_one(predictor if use_model else None, path, stem, out_dir, labels, method, scale, report,
+                          images)
+            except DiskFullError:
+                raise
+            except Exception as e:  # one bad image must not stop the others; each failure is reported
+                message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
+                report.failures.append((path, message))
+            bar.update()
+    except BaseException:  # Ctrl-C or a full disk: list what finished, then stop
+        bar.close()
+        with contextlib.suppress(OSError):  # a full disk may refuse crops.json too; the first error is the one to see
+            _write_summary(report, summary, labels, images, dict(report.failures))
+        raise
+    bar.close()
+    _write_summary(report, summary, labels, images, dict(report.failures))
     return report

@@ -2,6 +2,7 @@
 on request, a heat-map overlay JPEG."""
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -22,7 +23,8 @@ class Progress:
     """
 
     def __init__(self, total, desc, unit="image", enabled=True, stream=None):
-        self.total, self.desc, self.unit, self.enabled = int(total), desc, unit, enabled
+        self.total = None if total is None else int(total)  # None: unknown (a video without a frame count)
+        self.desc, self.unit, self.enabled = desc, unit, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.count, self.start, self._bar, self._tenths = 0, time.monotonic(), None, 0
         if not enabled:
@@ -32,7 +34,7 @@ class Progress:
 
             self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream)
         else:
-            self._line(f"{desc}: {self.total} {unit}(s)")
+            self._line(f"{desc}: {'an unknown number of' if self.total is None else self.total} {unit}(s)")
 
     def _line(self, text):
         print(text, file=self.stream, flush=True)
@@ -55,7 +57,8 @@ class Progress:
         elif self.enabled:
             seconds = time.monotonic() - self.start
             rate = f", {self.count / seconds:.1f} {self.unit}(s)/s" if seconds > 0 and self.count else ""
-            self._line(f"{self.desc}: {self.count}/{self.total} {self.unit}(s) done in {seconds:.1f} s{rate}")
+            done = self.count if self.total is None else f"{self.count}/{self.total}"
+            self._line(f"{self.desc}: {done} {self.unit}(s) done in {seconds:.1f} s{rate}")
         self.enabled, self._bar = False, None
 
 
@@ -104,20 +107,74 @@ def map_to_uint8(saliency_map):
     return np.round(np.clip(saliency_map, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def walk_input_folder(folder, exclude=None):
-    """(path, name) of every file under `folder`, folders and files sorted; `exclude` (a real path, the output
-    folder) is skipped when it lies inside: earlier outputs are not inputs. One above `folder` holds the input
-    itself and is not skipped."""
+OUTPUT_MARKER = ".saliency-kd-output"
+_MARKER_TEXT = ("This folder holds outputs of saliency-kd (predict.py, crop.py). A later run given a folder that "
+                "contains this one skips it: its maps and crops are not read as input. Delete this file to make it "
+                "input again.\n")
+_CROPS_JSON = "crops.json"  # inference.crop.CROPS_JSON (that module imports this one)
+
+
+def mark_output_folder(folder, inputs=()):
+    """Create `folder` if needed and write `OUTPUT_MARKER` in it (once): later runs recognise it as output.
+
+    Not when `folder` holds one of `inputs` (files or folders: an output folder above its input, `--out .`): it
+    is not only output, and a later run on a folder above it must still read those inputs.
+    """
+    top = os.path.realpath(folder).rstrip(os.sep) + os.sep
+    if any(os.path.realpath(item).startswith(top) for item in inputs):
+        return
+    marker = os.path.join(folder, OUTPUT_MARKER)
+    if not os.path.isfile(marker):
+        write_bytes_atomic(marker, _MARKER_TEXT.encode())
+
+
+def is_output_folder(folder, files=None):
+    """Whether `folder` holds the project's outputs only: its `OUTPUT_MARKER`, or (from before the marker existed)
+    a crops.json written by crop.py that lists every image among `files` (the folder's file names; listed here
+    if None) as a crop: an image it does not list is an input, and the folder is read."""
+    if os.path.isfile(os.path.join(folder, OUTPUT_MARKER)):
+        return True
+    try:
+        with open(os.path.join(folder, _CROPS_JSON), encoding="utf-8") as f:
+            summary = json.load(f)
+        crops = {os.path.normpath(crop["file"]) for entry in summary["images"].values()
+                 for crop in entry["crops"].values()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    files = os.listdir(folder) if files is None else files
+    return all(name in crops for name in files if name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def walk_input_folder(folder, exclude=None, skipped_outputs=None):
+    """(path, name) of every file under `folder`, folders and files sorted; earlier outputs are not inputs.
+
+    Skipped: `exclude` (a real path, this run's output folder) when it lies inside (one above `folder` holds the
+    input itself and is not skipped), and every subfolder that `is_output_folder` (an earlier run's output,
+    whatever its name), whose path is appended to the list `skipped_outputs` if given so that the caller can
+    say so. `folder` itself is always read: it was asked for.
+    """
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         if exclude and os.path.realpath(root) == exclude:
+            dirs[:] = []
+            continue
+        if root != folder and is_output_folder(root, files):
+            if skipped_outputs is not None:
+                skipped_outputs.append(root)
             dirs[:] = []
             continue
         for name in sorted(files):
             yield os.path.join(root, name), name
 
 
-def list_images(inputs, exclude=None, skipped=None):
+def skipped_outputs_note(folders):
+    """The note a CLI prints (stderr) for the earlier output folders that `walk_input_folder` skipped."""
+    shown = ", ".join(folders[:5]) + (f" and {len(folders) - 5} more" if len(folders) > 5 else "")
+    return (f"skipped {len(folders)} earlier output folder(s) inside the input (they hold {OUTPUT_MARKER} or "
+            f"crops.json): {shown}; give such a folder as an input itself to read it")
+
+
+def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
     """Expand files and folders into (image_path, output_stem) pairs.
 
     Folders are searched recursively for .jpg/.jpeg/.png/.bmp (case-insensitive), sorted; an image
@@ -129,6 +186,8 @@ def list_images(inputs, exclude=None, skipped=None):
         exclude: the output folder. Inside an input folder, its contents are skipped (earlier outputs are not
             inputs); equal to an input folder, it is refused (maps would land among the images).
         skipped: a list that receives the paths of other files found in the folders (not listed as images).
+        skipped_outputs: a list that receives the earlier output folders skipped inside the input folders
+            (`walk_input_folder`).
 
     Returns:
         A list of (path, stem) pairs.
@@ -149,7 +208,7 @@ def list_images(inputs, exclude=None, skipped=None):
                     f"(and read as images next time); choose another --out, e.g. {os.path.join(item, 'predictions')}"
                 )
             found = []
-            for path, name in walk_input_folder(item, exclude):
+            for path, name in walk_input_folder(item, exclude, skipped_outputs):
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
                 elif skipped is not None and not name.startswith("."):
@@ -171,12 +230,14 @@ def list_images(inputs, exclude=None, skipped=None):
 
 @dataclasses.dataclass
 class PredictionReport:
-    """What `predict_files` did: output files written, (input path, message naming it) failures, and the files
-    of the input folders that are not images of a known type (`skipped`)."""
+    """What `predict_files` did: output files written, (input path, message naming it) failures, the files
+    of the input folders that are not images of a known type (`skipped`) and the earlier output folders inside
+    them that were not read (`skipped_outputs`, see `walk_input_folder`)."""
 
     written: list
     failures: list
     skipped: list = dataclasses.field(default_factory=list)
+    skipped_outputs: list = dataclasses.field(default_factory=list)
 
 
 def predict_files(predictor, inputs, out_dir="predictions", overlay=False, colormap="jet", alpha=0.5,
@@ -184,7 +245,8 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     """Write `<out_dir>/<stem>.png` (grayscale map at the image's size) for every image in `inputs`.
 
     An image that cannot be read or predicted is reported and skipped; the others are still written.
-    Every file is written atomically.
+    Every file is written atomically; `out_dir` is marked as output (`mark_output_folder`), so that a later run
+    on a folder that contains it does not read the maps as images.
 
     Args:
         predictor: a `Predictor` (see `load_predictor`).
@@ -206,13 +268,14 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     if overlay:
         overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
-    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped)
+    pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""
         raise ValueError(
             f"no images to predict in {', '.join(os.fspath(i) for i in inputs)}{others}: expected "
             f"{'/'.join(IMAGE_EXTENSIONS)} files"
         )
+    mark_output_folder(out_dir, inputs)
     bar = Progress(len(pairs), "predict", enabled=progress)
     for path, stem in pairs:
         try:

@@ -333,8 +333,9 @@ def draw_boxes(image, labelled_boxes):
     # that would cover one drawn before moves up above it.
     placed = []
     for i, (label, box) in enumerate(labelled_boxes):
-        # The outline inset by i widths so that boxes sharing an edge (most do) stay visible side by side.
-        inset = i * width
+        # The outline inset by i widths so that boxes sharing an edge (most do) stay visible side by side; never
+        # past the box's middle line, so that a thin box (100:1) does not turn inside out.
+        inset = min(i * width, (min(int(box.width), int(box.height)) - 1) // 2)
         x0, y0 = int(box.x) + inset, int(box.y) + inset
         x1, y1 = int(box.x) + int(box.width) - 1 - inset, int(box.y) + int(box.height) - 1 - inset
         draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOURS[i % len(BOX_COLOURS)], width=width)

@@ -2,6 +2,7 @@
 brute-force boxes, the files and JSON crop_files writes (with a fake predictor: no model, no TensorFlow) and the
 CLI's centre crops."""
 
+import errno
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import crop
 from datasets.io import encode_png, read_image
 from inference import crop as crops
 from inference.crop import Box, box_size, centre_box, crop_box, crop_files, crop_image, fixations_in_box, parse_aspect
+from inference.files import OUTPUT_MARKER
 from inference.predictors import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +229,7 @@ def test_crop_files_writes_each_aspect_and_the_json(photo_dir, tmp_path, monkeyp
                         progress=False)
     assert predictor.calls == 2  # one prediction per image, whatever the number of aspects
     assert report.failures == [] and report.num_images == 2 and report.skipped == [str(root / "notes.txt")]
-    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
     assert names == ["crops.json", "sub/tall_16x9.jpg", "sub/tall_1x1.jpg", "wide_16x9.jpg", "wide_1x1.jpg"]
     assert sorted(report.written) == sorted(str(out / n) for n in names)
     assert sorted(atomic) == sorted(str(out / n) for n in names if n.endswith(".jpg"))  # crops.json: atomic_write
@@ -248,7 +250,7 @@ def test_crop_files_writes_each_aspect_and_the_json(photo_dir, tmp_path, monkeyp
     # The green blob is kept: the mass crop holds it, the centre crop of the wide image does not.
     wide = summary["images"]["wide"]["crops"]["1:1"]
     assert wide["x"] <= 40 < wide["x"] + wide["width"] and wide["y"] <= 8 < wide["y"] + wide["height"]
-    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no temporary file left
+    assert [p.name for p in out.rglob(".*")] == [OUTPUT_MARKER]  # no temporary file left
 
 
 def test_crop_files_names_an_unreadable_image_and_writes_the_others(photo_dir, tmp_path):
@@ -335,6 +337,146 @@ def test_cli_errors(photo_dir, tmp_path, capsys):
     assert crop.main([str(broken), "--method", "centre", "--model", "m", "--out", out, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "--model m ignored" in err and f"crop.py: failed: {broken}: not a readable image" in err
+
+
+# --- issue 24: reruns merge crops.json, earlier outputs are not inputs, Ctrl-C, a full disk, plain progress ---
+
+
+def _listed_files(out):
+    """The crop files crops.json lists, and those in the folder: equal when the JSON describes the folder."""
+    summary = json.loads((out / "crops.json").read_text())
+    listed = sorted(c["file"] for entry in summary["images"].values() for c in entry["crops"].values())
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    return summary, listed, on_disk
+
+
+def test_a_rerun_with_another_aspect_merges_crops_json(photo_dir, tmp_path):
+    root, images = photo_dir
+    out = tmp_path / "crops"
+    crop_files(CountingPredictor(), [root], out, aspects=["16:9"], progress=False)
+    crop_files(CountingPredictor(), [root], out, aspects=["1:1", "16:9"], scale=1, progress=False)
+    summary, listed, on_disk = _listed_files(out)
+    assert listed == on_disk and len(on_disk) == 4
+    assert summary["aspects"] == {"16:9": "16x9", "1:1": "1x1"}
+    for stem, image in images.items():
+        for aspect in ("16:9", "1:1"):
+            box = crop_box(image[..., 1] / 255.0, aspect)
+            assert summary["images"][stem]["crops"][aspect] == {**box.as_dict(),
+                                                               "file": f"{stem}_{aspect.replace(':', 'x')}.jpg"}
+    # One image failing now (unreadable) keeps its earlier crops listed and says that it failed.
+    (root / "wide.png").write_bytes(b"broken")
+    report = crop_files(CountingPredictor(), [root], out, aspects=["2:1"], progress=False)
+    summary, listed, on_disk = _listed_files(out)
+    assert listed == on_disk and len(on_disk) == 5 and report.num_images == 1
+    assert sorted(summary["images"]["wide"]["crops"]) == ["16:9", "1:1"]
+    assert list(summary["failures"]) == [str(root / "wide.png")]
+    # Another method, scale or model is refused before any work: one crops.json describes one setting.
+    before = (out / "crops.json").read_bytes()
+    for kwargs, message in [(dict(method="centre"), "method 'mass'.*this run uses method 'centre'"),
+                            (dict(scale=0.5), "method .mass., scale 1.0.*this run uses.*scale 0.5")]:
+        predictor = CountingPredictor()
+        with pytest.raises(ValueError, match=f"{re.escape(str(out / 'crops.json'))}: holds crops made with {message}"):
+            crop_files(predictor, [root], out, aspects=["4:5"], progress=False, **kwargs)
+        assert predictor.calls == 0
+    assert (out / "crops.json").read_bytes() == before and not list(out.glob("*4x5.jpg"))
+
+
+def test_another_image_under_the_same_stem_is_refused(photo_dir, tmp_path):
+    root, _ = photo_dir
+    out = tmp_path / "crops"
+    crop_files(CountingPredictor(), [root / "wide.png"], out, aspects=["16:9"], progress=False)
+    other = tmp_path / "elsewhere" / "wide.png"
+    other.parent.mkdir()
+    other.write_bytes((root / "wide.png").read_bytes())
+    with pytest.raises(ValueError, match="wide is the crop of .*photos/wide.png.*without its 16:9 crop"):
+        crop_files(CountingPredictor(), [other], out, aspects=["1:1"], progress=False)
+    # The same aspects replace every earlier crop of that stem: nothing stale is left listed.
+    crop_files(CountingPredictor(), [other], out, aspects=["16:9"], progress=False)
+    summary, listed, on_disk = _listed_files(out)
+    assert listed == on_disk and summary["images"]["wide"]["path"] == str(other)
+
+
+def test_earlier_output_folders_inside_the_input_are_skipped(photo_dir, tmp_path):
+    root, _ = photo_dir
+    first = crop_files(CountingPredictor(), [root], root / "crops", aspects=["1:1"], progress=False)
+    assert first.skipped_outputs == [] and (root / "crops" / OUTPUT_MARKER).is_file()
+    # A crop folder from before the marker existed is recognised by its crops.json.
+    legacy = root / "legacy"
+    legacy.mkdir()
+    (legacy / "wide_1x1.jpg").write_bytes((root / "crops" / "wide_1x1.jpg").read_bytes())
+    (legacy / "crops.json").write_bytes((root / "crops" / "crops.json").read_bytes())
+    predictor = CountingPredictor()
+    report = crop_files(predictor, [root], tmp_path / "again", aspects=["1:1"], progress=False)
+    assert predictor.calls == 2 and report.num_images == 2
+    assert report.skipped_outputs == [str(root / "crops"), str(legacy)]
+    assert sorted(json.loads((tmp_path / "again" / "crops.json").read_text())["images"]) == ["sub/tall", "wide"]
+    # Given as an input itself, an output folder is read.
+    assert crop_files(CountingPredictor(), [legacy], tmp_path / "of-legacy", progress=False).num_images == 1
+    # An output folder that holds its input is not marked, and its crops.json lists crops only: a later run above
+    # it still reads the photos.
+    crop_files(None, [root / "sub"], root, method="centre", progress=False)
+    assert (root / "tall_16x9.jpg").is_file() and not (root / OUTPUT_MARKER).exists()
+    report = crop_files(None, [tmp_path], tmp_path / "above", method="centre", progress=False)
+    assert report.skipped_outputs == [str(tmp_path / "again"), str(tmp_path / "of-legacy"), str(root / "crops"),
+                                      str(legacy)]
+    assert sorted(json.loads(Path(report.json_path).read_text())["images"]) == [
+        "photos/sub/tall", "photos/tall_16x9", "photos/wide"]
+
+
+def test_ctrl_c_writes_crops_json_for_the_images_that_finished(photo_dir, tmp_path):
+    root, images = photo_dir
+
+    class Interrupted(CountingPredictor):
+        def _predict_group(self, batch):
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super()._predict_group(batch)
+
+    out = tmp_path / "crops"
+    with pytest.raises(KeyboardInterrupt):
+        crop_files(Interrupted(), [root], out, aspects=["1:1", "2:1"], progress=False)
+    summary, listed, on_disk = _listed_files(out)
+    assert list(summary["images"]) == ["wide"] and listed == on_disk == ["wide_1x1.jpg", "wide_2x1.jpg"]
+
+
+def test_a_full_disk_names_the_crop_file_and_stops(photo_dir, tmp_path, monkeypatch, capsys):
+    root, _ = photo_dir
+    out = tmp_path / "crops"
+    real_write, calls = crops.write_bytes_atomic, []
+
+    def write(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(crops, "write_bytes_atomic", write)
+    with pytest.raises(crops.DiskFullError) as info:
+        crop_files(None, [root], out, aspects=["1:1", "2:1"], method="centre", progress=False)
+    target = out / "wide_2x1.jpg"
+    assert str(info.value).startswith(f"{target}: cannot write the crop of {root / 'wide.png'} (No space left on "
+                                      "device)")
+    assert len(calls) == 2  # the second image is not tried
+    summary, listed, on_disk = _listed_files(out)
+    assert listed == on_disk == ["wide_1x1.jpg"]
+    calls.clear()
+    assert crop.main([str(root), "--method", "centre", "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert f"crop.py: error: {tmp_path / 'o' / 'sub' / 'tall_16x9.jpg'}: cannot write" in capsys.readouterr().err
+    # Other write errors fail that image only, naming the crop file too.
+    monkeypatch.setattr(crops, "write_bytes_atomic", lambda path, data: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied")))
+    report = crop_files(None, [root / "wide.png"], tmp_path / "p", method="centre", progress=False)
+    assert report.failures == [(str(root / "wide.png"), f"{root / 'wide.png'}: cannot write its crop "
+                                f"{tmp_path / 'p' / 'wide_16x9.jpg'} (Permission denied)")]
+
+
+def test_progress_on_a_redirected_stderr_is_plain_lines(photo_dir, tmp_path, capsys):
+    root, _ = photo_dir
+    crop_files(None, [root], tmp_path / "crops", method="centre", progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "\r" not in captured.err and "\x1b" not in captured.err
+    lines = captured.err.splitlines()
+    assert lines[0] == "crop: 2 image(s)" and lines[-1].startswith("crop: 2/2 image(s) done in ")
 
 
 def test_benchmark_counts_fixations_and_resumes(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import predict
-from inference.files import list_images, overlay_heatmap
+from inference.files import OUTPUT_MARKER, list_images, overlay_heatmap, predict_files
 from inference.predictors import StudentPredictor, TeacherPredictor, load_predictor
 from student.model import build_student
 from student.serving import export_saved_model
@@ -72,7 +72,8 @@ def test_cli_writes_a_map_per_image_at_its_size(run_dir, served, image_dir, tmp_
         overlay = cv2.imread(str(out / f"{stem}_overlay.jpg"))
         assert overlay is not None and overlay.shape == rgb.shape, stem
     assert sorted(p.name for p in out.rglob("*")) == sorted(
-        ["sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png", "photo_overlay.jpg"]
+        [OUTPUT_MARKER, "sub", "alpha.png", "alpha_overlay.jpg", "gray.png", "gray_overlay.jpg", "photo.png",
+         "photo_overlay.jpg"]
     )
 
 
@@ -85,7 +86,7 @@ def test_cli_reports_an_unreadable_image_and_writes_the_others(run_dir, image_di
                          "--out", str(out), "--no-progress"])
     assert code == 1
     assert str(broken) in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == ["gray.png"]  # no output (or temporary file) for the broken one
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "gray.png"]  # no output (or temporary file) for the broken one
 
 
 def test_cli_names_a_missing_model(tmp_path, image_dir, capsys):
@@ -225,6 +226,7 @@ def test_output_folder_above_the_input_still_predicts_every_image(run_dir, tmp_p
     assert predict.main(["--model", str(run_dir), "photos", "--out", ".", "--no-progress"]) == 0
     assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_GRAYSCALE).shape == (20, 30)
     assert "1 image(s) written" in capsys.readouterr().out
+    assert not (tmp_path / OUTPUT_MARKER).exists()  # it holds the input: a run above it must still read the photos
 
 
 def test_output_folder_equal_to_the_input_or_no_images_is_an_error(run_dir, tmp_path, capsys):
@@ -237,6 +239,19 @@ def test_output_folder_equal_to_the_input_or_no_images_is_an_error(run_dir, tmp_
     assert predict.main(["--model", str(run_dir), str(empty), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"no images to predict in {empty}" in err and "scan.tif" in err
+
+
+def test_an_earlier_output_folder_inside_the_input_is_not_read_again(run_dir, student_predictor, tmp_path, capsys):
+    """Issue 24, item 5: maps and overlays of an earlier run with another --out are not images to predict."""
+    photos = _one_image_folder(tmp_path)
+    report = predict_files(student_predictor, [photos], out_dir=photos / "maps", overlay=True, progress=False)
+    assert len(report.written) == 2 and (photos / "maps" / OUTPUT_MARKER).is_file()
+    skipped = []
+    assert list_images([photos], exclude=tmp_path / "again", skipped_outputs=skipped) == [(str(photos / "a.png"), "a")]
+    assert skipped == [str(photos / "maps")]
+    assert predict.main(["--model", str(run_dir), str(photos), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    assert "1 image(s) written" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "again")) == [OUTPUT_MARKER, "a.png"]
 
 
 def test_files_of_other_types_are_listed_and_inapplicable_flags_warned(run_dir, tmp_path, capsys):

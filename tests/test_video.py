@@ -4,6 +4,7 @@ Inputs are written with OpenCV: FFV1 in .avi (lossless, so the frames the predic
 mp4v in .mp4. A fake predictor whose map is each frame's brightness stands in for a model, except in the
 predict.py tests, which load a contract SavedModel built here."""
 
+import errno
 import os
 import weakref
 
@@ -13,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 import predict
+from inference import video
 from inference.video import DEFAULT_FPS, VIDEO_EXTENSIONS, list_videos, predict_video
-from inference.files import map_to_uint8, overlay_heatmap
+from inference.files import OUTPUT_MARKER, map_to_uint8, overlay_heatmap
 from inference.predictors import Predictor
 
 SIZE = (48, 64)  # (height, width)
@@ -106,7 +108,7 @@ def test_output_has_the_frames_size_and_fps_in_order_across_batches(clip, tmp_pa
     for j, frame in enumerate(written):  # mp4v is lossy: each output frame must be closest to its own overlay
         errors = [np.abs(frame.astype(float) - e).mean() for e in expected]
         assert int(np.argmin(errors)) == j and errors[j] < 12, (j, errors)
-    assert sorted(os.listdir(tmp_path / "out")) == ["clip_saliency.mp4"]  # no temporary files left
+    assert sorted(os.listdir(tmp_path / "out")) == [OUTPUT_MARKER, "clip_saliency.mp4"]  # no temporary files left
 
 
 def test_save_maps_writes_one_png_per_frame_equal_to_the_predictors_maps(clip, tmp_path):
@@ -122,7 +124,7 @@ def test_save_maps_writes_one_png_per_frame_equal_to_the_predictors_maps(clip, t
     report = predict_video(BrightnessPredictor(), path, tmp_path, save_maps=True, max_frames=4, progress=False)
     assert report.frames == 4 and len(os.listdir(report.maps_dir)) == 4 and report.notes == []
     assert len(read_video(report.output)[0]) == 4
-    assert sorted(os.listdir(tmp_path)) == ["clip.avi", "clip_maps", "clip_saliency.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["clip.avi", "clip_maps", "clip_saliency.mp4"]  # holds an input: no marker
     umask = os.umask(0)
     os.umask(umask)  # the outputs get a plain open()'s / mkdir()'s permissions, not the temporary files' 0600/0700
     assert (os.stat(report.output).st_mode & 0o777, os.stat(report.maps_dir).st_mode & 0o777) == (
@@ -165,10 +167,12 @@ class WrappedCapture:
 
     real = cv2.VideoCapture
 
-    def __init__(self, path, fps=None, crop=False):
-        self._capture, self._fps, self._crop = self.real(path), fps, crop
+    def __init__(self, path, fps=None, crop=False, count=None):
+        self._capture, self._fps, self._crop, self._count = self.real(path), fps, crop, count
 
     def get(self, prop):
+        if prop == cv2.CAP_PROP_FRAME_COUNT and self._count is not None:
+            return self._count
         return self._fps if prop == cv2.CAP_PROP_FPS and self._fps is not None else self._capture.get(prop)
 
     def read(self):
@@ -181,6 +185,15 @@ class WrappedCapture:
     @classmethod
     def install(cls, monkeypatch, path, **kwargs):
         monkeypatch.setattr(cv2, "VideoCapture", lambda p: cls(p, **kwargs) if str(p) == str(path) else cls.real(p))
+
+
+def test_progress_without_a_frame_count_is_plain_lines(clip, tmp_path, monkeypatch, capsys):
+    path, _ = clip
+    WrappedCapture.install(monkeypatch, path, count=0.0)  # a header without a frame count
+    report = predict_video(BrightnessPredictor(), path, tmp_path / "out", batch_size=4, progress=True)
+    assert report.frames == 10 and report.declared_frames is None
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.startswith("clip.avi: an unknown number of frame(s)\nclip.avi: 10 frame(s) done in ")
 
 
 def test_an_odd_frame_size_is_padded_for_the_encoder(clip, tmp_path, monkeypatch):
@@ -220,7 +233,7 @@ def test_an_interruption_leaves_nothing_under_the_final_names(clip, tmp_path, ex
     with pytest.raises(exception):
         predict_video(BrightnessPredictor(fail_on_call=2, exception=exception), path, out, batch_size=4,
                       save_maps=True, progress=False)
-    assert sorted(os.listdir(out)) == ["clip_saliency.mp4"]  # no temporary video or maps folder
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "clip_saliency.mp4"]  # no temporary video or maps folder
     assert (out / "clip_saliency.mp4").read_bytes() == b"earlier run"
 
 
@@ -285,6 +298,83 @@ def test_list_videos_finds_videos_in_folders_and_refuses_clashes(tmp_path):
         list_videos([tmp_path], exclude=tmp_path)
 
 
+def test_earlier_output_folders_inside_the_input_are_not_videos(clip, tmp_path):
+    path, _ = clip
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    os.replace(path, inputs / "clip.avi")
+    predict_video(BrightnessPredictor(), inputs / "clip.avi", inputs / "earlier", max_frames=2, progress=False)
+    skipped = []
+    assert list_videos([inputs], exclude=tmp_path / "now", skipped_outputs=skipped) == [
+        (str(inputs / "clip.avi"), "clip")]
+    assert skipped == [str(inputs / "earlier")]
+
+
+def test_a_full_disk_names_the_output_not_the_input(clip, tmp_path, monkeypatch):
+    path, _ = clip
+    out = tmp_path / "out"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(video, "encode_png", full)
+    with pytest.raises(OSError) as info:
+        predict_video(BrightnessPredictor(), path, out, save_maps=True, progress=False)
+    assert str(info.value).startswith(f"{out / 'clip_maps' / 'frame_000000.png'}: cannot write (No space left")
+    monkeypatch.setattr(video.tempfile, "mkstemp", full)
+    with pytest.raises(OSError) as info:
+        predict_video(BrightnessPredictor(), path, out, progress=False)
+    assert str(info.value).startswith(f"{out / 'clip_saliency.mp4'}: cannot write (No space left")
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER]  # nothing half-written left
+
+
+_KILLED_RUN = """
+import sys, time
+from inference.video import predict_video
+
+class Stuck:
+    calls = 0
+
+    def predict_batch(self, images):
+        self.calls += 1
+        if self.calls == 2:  # the first batch is written: temporary files exist
+            print("writing", flush=True)
+            time.sleep(120)
+        return [im.mean(axis=2) / 255.0 for im in images]
+
+predict_video(Stuck(), sys.argv[1], sys.argv[2], batch_size=2, save_maps=True, progress=False)
+"""
+
+
+def test_a_later_run_removes_the_temporary_files_of_a_killed_run(clip, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, _ = clip
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(path), str(out)], stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert child.stdout.readline() == "writing\n"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait(timeout=60)
+        child.stdout.close()
+    left = sorted(os.listdir(out))
+    assert [n for n in left if not n.startswith(f".clip_saliency.mp4.tmp-{child.pid}-")
+            and not n.startswith(f".clip_maps.tmp-{child.pid}-")] == [OUTPUT_MARKER] and len(left) == 3
+    # A run still writing (this process) and hidden files of other names are not touched.
+    live = out / f".other_saliency.mp4.tmp-{os.getpid()}-abcd1234.mp4"
+    others = [live, out / ".clip_saliency.mp4.tmp-abcd1234.mp4", out / f".notes.tmp-{child.pid}-abcd1234"]
+    for other in others:
+        other.write_bytes(b"")
+    report = predict_video(BrightnessPredictor(), path, out, max_frames=2, progress=False)
+    assert sorted(os.listdir(out)) == sorted([OUTPUT_MARKER, "clip_saliency.mp4", *(o.name for o in others)])
+    assert len(report.notes) == 1 and report.notes[0].startswith(f"{out}: removed 2 temporary file(s) that an "
+                                                                 "interrupted run left")
+
+
 # --- predict.py, with a contract SavedModel (float32 (B, H, W, 3) -> positive (B, H, W, 1)) -------------------
 
 
@@ -314,7 +404,7 @@ def test_cli_predicts_a_video_and_an_image_together(contract_model, clip, tmp_pa
         f"[predict] 1 video(s) written to {out}; 0 failed",
     ]
     assert captured.err == ""
-    assert sorted(os.listdir(out)) == ["clip_maps", "clip_saliency.mp4", "photo.png"]
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "clip_maps", "clip_saliency.mp4", "photo.png"]
     written, fps, _ = read_video(out / "clip_saliency.mp4")
     assert len(written) == 10 and fps == 12.0
     for i in (0, 9):
@@ -338,7 +428,7 @@ def test_cli_reports_a_broken_video_and_writes_the_rest(contract_model, clip, tm
     assert "skipped 1 file(s)" in captured.err and "notes.txt" in captured.err and "clip.avi" not in captured.err
     assert "[predict] 1 video(s) written" in captured.out and "1 failed" in captured.out
     assert "image(s)" not in captured.out  # the folder holds no images: no image summary, no "no images" error
-    assert sorted(os.listdir(out)) == ["clip_saliency.mp4"]
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "clip_saliency.mp4"]
 
 
 def test_cli_warns_about_video_flags_without_videos(contract_model, tmp_path, capsys):
@@ -391,7 +481,10 @@ def test_cli_in_a_subprocess_keeps_results_on_stdout_and_status_on_stderr(contra
         f"[predict] {path} -> {out / 'clip_saliency.mp4'} (10 frames, 64x48, 12 fps)",
         f"[predict] 1 video(s) written to {out}; 1 failed",
     ]
-    assert "clip.avi: 100%" in result.stderr and "10/10" in result.stderr  # the progress bar
+    # Progress on a redirected stderr: plain lines, no carriage returns (issue 24).
+    assert "\r" not in result.stderr
+    assert "clip.avi: 10 frame(s)\nclip.avi: 3/10 frame(s) (30%)\n" in result.stderr
+    assert "clip.avi: 10/10 frame(s) done in " in result.stderr
     assert f"predict.py: failed: {tmp_path / 'broken.mp4'}: OpenCV cannot open this video" in result.stderr
     assert "moov atom" not in result.stderr  # FFmpeg's own log is quiet; our error says it
-    assert sorted(os.listdir(out)) == ["clip_saliency.mp4"]
+    assert sorted(os.listdir(out)) == [OUTPUT_MARKER, "clip_saliency.mp4"]

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from inference import web
-from inference.crop import crop_image, parse_aspect
+from inference.crop import Box, crop_image, parse_aspect
 from inference.files import map_to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +213,22 @@ def test_analyse_gives_overlay_density_boxes_and_crops():
         assert caption == f"{label}: {box.width}x{box.height}"
     square = analysis.boxes[0][1]
     assert square.x + square.width > 0.7 * 96 > square.x  # the crop holds the blob
+
+
+def test_thin_boxes_after_others_are_drawn_inside_themselves():
+    """Issue 24, item 8: "1:1, 100:1" in Other ratios on a 352x235 photo crashed in draw_boxes (the outline's
+    inset grew past a 4-pixel-high box)."""
+    image = _photo(352, 235)
+    ratios = web.parse_ratios(["16:9"], "1:1, 100:1")
+    analysis = web.analyse(image, FakePredictor().predict(image), ratios)
+    (_, wide), (_, square), (_, thin) = analysis.boxes
+    assert thin.width == 352 and thin.height <= 4
+    outline = np.all(analysis.boxes_image == web.BOX_COLOURS[2], axis=2)
+    assert outline[thin.y:thin.y + thin.height].sum(axis=1).max() > 300  # the thin box is drawn, inside its rows
+    result = web.recrop_page({"image": image, "map": FakePredictor().predict(image), "name": "photo"}, ["16:9"],
+                             "1:1, 100:1")
+    assert result.error is None and len(result.crops) == 3
+    assert web.draw_boxes(image, [(str(i), Box(5, 7, 1, 1)) for i in range(4)]).shape == image.shape
 
 
 def test_check_map_refuses_wrong_shapes_and_nan():
