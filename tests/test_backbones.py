@@ -269,8 +269,8 @@ def test_a_truncated_cached_file_is_converted_again_with_a_note(mobilenetv2_sour
 
 
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
-def test_an_unusable_cache_folder_is_named_with_its_variable(mobilenetv2_source, records_dir, tmp_path, monkeypatch,  # noqa: F811
-                                                             capsys, where):
+def test_an_unusable_cache_folder_is_named_with_its_variable(mobilenetv2_source, records_dir,  # noqa: F811
+                                                             tmp_path, monkeypatch, capsys, where):
     """Issue 24 item 9: SALIENCY_KD_CACHE under a regular file or /proc gave an error that named neither the cache
     nor the variable, with the ResNet18 hint for every backbone."""
     source, _ = mobilenetv2_source
@@ -307,8 +307,9 @@ def test_a_failed_cache_write_leaves_no_file_and_no_open_handle(mobilenetv2_sour
         raise OSError(28, "No space left on device")  # as h5py raises it: no file name
 
     monkeypatch.setattr(keras.Model, "save_weights", full_disk)
-    with pytest.raises(pretrained.WeightsCacheError, match=r"-v1\.weights\.h5: cannot write the converted-weights "
-                                                           r"cache there \(No space left on device\).*SALIENCY_KD_CACHE"):
+    with pytest.raises(pretrained.WeightsCacheError, match=r"-v1\.weights\.h5: cannot write the converted-"
+                                                           r"weights cache there \(No space left on device\).*"
+                                                           r"SALIENCY_KD_CACHE"):
         pretrained.converted_weights("mobilenetv2", source)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["sources.json"]  # no weights, temp or record
     assert h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE) == []

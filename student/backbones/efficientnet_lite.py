@@ -261,7 +261,8 @@ def build_encoder(
     Returns:
         A ``keras.Model`` whose output is a dict of the last block of each output stride: ``{"P2": stride 4,
         "P3": stride 8, "P4": stride 16, "P5": stride 32}``, with the registry's ``tap_channels``
-        (`student.backbones.BACKBONES`) and spatial size ``ceil(H / s)``. Load ImageNet weights with :func:`load_state_dict`.
+        (`student.backbones.BACKBONES`) and spatial size ``ceil(H / s)``. Load ImageNet weights with
+        :func:`load_state_dict`.
 
     Raises:
         ValueError: for an unknown variant or an ``input_shape`` that is not (H, W, 3).
