@@ -222,39 +222,50 @@ def mobilenetv2_source(tmp_path_factory):
     return path, [keras.ops.convert_to_numpy(w).copy() for w in encoder.weights]
 
 
-def _assert_holds(student, expected):
-    weights = student.get_layer("mobilenetv2").weights
-    assert len(weights) == len(expected)
-    for got, want in zip(weights, expected):
+@pytest.fixture(scope="module")
+def mobilenetv2_encoders():
+    """Two random-init MobileNetV2 encoders: one to plant in the cache, one to load cached files into."""
+    return mobilenetv2.build_encoder(seed=7), mobilenetv2.build_encoder(seed=8)
+
+
+def _assert_holds(encoder, path, expected):
+    encoder.load_weights(path)
+    assert len(encoder.weights) == len(expected)
+    for got, want in zip(encoder.weights, expected):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
-def test_a_planted_file_under_the_cached_name_is_not_trusted(mobilenetv2_source, tmp_path, monkeypatch, capsys):
+def test_a_planted_file_under_the_cached_name_is_not_trusted(mobilenetv2_source, mobilenetv2_encoders, tmp_path,
+                                                             monkeypatch, capsys):
     """Issue 24 item 3: a random-init encoder's .weights.h5 put under the cached name was used (rc 0, 96 all-zero BN
     means). Its sha256 no longer matches the checksum record written with the conversion: it is converted again."""
     source, expected = mobilenetv2_source
+    planted, reader = mobilenetv2_encoders
     monkeypatch.setenv("SALIENCY_KD_CACHE", str(tmp_path / "cache"))
     cached = pretrained.converted_weights("mobilenetv2", source)
     record = json.loads(pretrained.checksum_record(cached).read_text())
     assert record["source_sha256"] == pretrained._sha256_file(source)
     assert record["weights_sha256"] == pretrained._sha256_file(cached)
 
-    mobilenetv2.build_encoder(seed=7).save_weights(cached)  # planted: random init, BN means all zero
+    planted.save_weights(cached)  # random init, BN means all zero, under the cached name
     capsys.readouterr()
-    _assert_holds(build_student("A", backbone="mobilenetv2", backbone_weights=str(source)), expected)
+    assert pretrained.converted_weights("mobilenetv2", str(source)) == cached
+    _assert_holds(reader, cached, expected)
     err = capsys.readouterr().err
     assert f"{cached}: not trusted" in err and "sha256 differs" in err and "converting it again" in err
 
-    mobilenetv2.build_encoder(seed=8).save_weights(cached)  # planted again, and its record removed
+    planted.save_weights(cached)  # planted again, and its record removed
     pretrained.checksum_record(cached).unlink()
-    _assert_holds(build_student("A", backbone="mobilenetv2", backbone_weights=str(source)), expected)
+    pretrained.converted_weights("mobilenetv2", str(source))
+    _assert_holds(reader, cached, expected)
     assert "has no checksum record" in capsys.readouterr().err
     # once converted again, the file is trusted without a note
-    _assert_holds(build_student("A", backbone="mobilenetv2", backbone_weights=str(source)), expected)
+    pretrained.converted_weights("mobilenetv2", str(source))
     assert "not trusted" not in capsys.readouterr().err
 
 
-def test_a_truncated_cached_file_is_converted_again_with_a_note(mobilenetv2_source, tmp_path, monkeypatch, capsys):
+def test_a_truncated_cached_file_is_converted_again_with_a_note(mobilenetv2_source, mobilenetv2_encoders, tmp_path,
+                                                                monkeypatch, capsys):
     """Issue 24 item 9: a truncated cached file failed with an h5py error and the ResNet18 hint; it is now noticed
     (its checksum), named with SALIENCY_KD_CACHE, and converted again."""
     source, expected = mobilenetv2_source
@@ -262,7 +273,9 @@ def test_a_truncated_cached_file_is_converted_again_with_a_note(mobilenetv2_sour
     cached = pretrained.converted_weights("mobilenetv2", source)
     with open(cached, "r+b") as f:
         f.truncate(os.path.getsize(cached) // 2)
-    _assert_holds(build_student("A", backbone="mobilenetv2", backbone_weights=str(source)), expected)
+    encoder = mobilenetv2_encoders[1]
+    pretrained.load_weights(encoder, "mobilenetv2", str(source))  # what build_student(backbone_weights=...) runs
+    _assert_holds(encoder, cached, expected)
     err = capsys.readouterr().err
     assert f"{cached}: not trusted" in err and f"SALIENCY_KD_CACHE={tmp_path / 'cache'}" in err, err
     assert "resnet18" not in err
