@@ -143,7 +143,8 @@ def probe(ina_x, ina_y, inb_x, inb_y):
 
 def run(photos, weights, size=224, resize=256, batch=50, seed=0, limit=None):
     """Features of every photo for each row, and the probes on them. Returns (rows, info)."""
-    from student.backbones.mobilenetv2 import build_encoder, imagenet_weights_path, load_state_dict
+    from student.backbones.mobilenetv2 import build_encoder, load_state_dict
+    from student.backbones.pretrained import resolve_weights
 
     ina, inb = list_photos(photos)
     if limit:  # the first `limit` inb categories (and their ina classes), for a quick run
@@ -157,7 +158,7 @@ def run(photos, weights, size=224, resize=256, batch=50, seed=0, limit=None):
     log(f"reading {len(paths)} photos ({n_ina} ina_, {len(inb)} inb_ in {len(set(inb_y))} categories)")
     images = np.stack([centre_crop(p, size, resize) for p in paths])
 
-    weights = weights or imagenet_weights_path()
+    weights = weights or str(resolve_weights("mobilenetv2", "imagenet"))
     info = {"weights": weights, "ina": n_ina, "inb": len(inb), "inb_categories": len(set(inb_y)),
             "cross_queries": int(np.isin(inb_y, ina_y).sum()), "cross_categories": len(set(inb_y) & set(ina_y)),
             "size": size, "resize": resize, "batch": batch, "seed": seed, "seconds": {}}

@@ -1,4 +1,5 @@
-"""File helpers shared by every reader and writer: atomic writes and image decoding with clear errors."""
+"""File helpers shared by every reader and writer: atomic writes (bytes, text, Keras weights) and image decoding
+with clear errors."""
 
 import contextlib
 import os
@@ -48,15 +49,64 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        _plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _plain_permissions(path):
+    """mkstemp creates 0600 files; give `path` the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def save_weights_atomic(model, path):
+    """`model.save_weights(path)` (a Keras `.weights.h5`) through a temporary file beside `path`, renamed onto it.
+
+    A reader never sees a half-written file. A failed write (e.g. a full disk) leaves Keras' h5py file open (its
+    writer is never closed on an error); left to the interpreter's teardown, h5py's cleanup flushes it into the
+    full disk again and the process dies with a segfault after the error message. So the file is closed and the
+    temporary removed here, and an h5py error without a file name becomes an OSError naming `path`.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Keras takes only names ending in .weights.h5.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=".weights.h5", dir=directory)
+    os.close(fd)
+    try:
+        model.save_weights(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _plain_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        _close_h5_files(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # h5py's: no file name, HDF5's whole report as text
+            raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e).splitlines()[0], path) from e
+        raise
+
+
+def _close_h5_files(path):
+    """Close every h5py file object still open on `path` (its flush may fail again: that error is moot here)."""
+    import h5py
+
+    target = os.path.abspath(path)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        if os.path.abspath(os.fsdecode(file_id.name)) == target:
+            try:
+                h5py.File(file_id).close()
+            except Exception:  # noqa: BLE001 - e.g. "file write failed" while flushing into a full disk
+                pass
 
 
 def check_writable_dir(path, option="--out"):

