@@ -23,7 +23,6 @@ What fills the records (a teacher run over samples) is `teacher.labelling`; this
 import collections
 import datetime
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets import records
-from datasets.io import atomic_write
+from datasets.io import atomic_write, file_sha256  # noqa: F401 (file_sha256 re-exported)
 from datasets.salicon import load_fixations
 
 FORMAT_VERSION = 1
@@ -69,15 +68,6 @@ def write_json(path, value):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def file_sha256(path):
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def same_source(a, b):
