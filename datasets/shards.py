@@ -103,7 +103,7 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
     """The shard plan: sorted stems in balanced contiguous chunks of about `shard_size_mb` megabytes.
 
     Args:
-        samples: the split's `SaliconSample`s.
+        samples: the split's samples (`datasets.sample.Sample`).
         split: the split name (used in shard names).
         teacher_description: the teacher entry recorded with the plan.
         shard_size_mb: target shard size in MB (10^6 bytes), from `estimate_record_bytes`.

@@ -9,13 +9,13 @@ named by the source file's sha256, so later runs just ``encoder.load_weights(pat
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from datasets.io import file_sha256
 from student.backbones import efficientnet_lite, mobilenetv2
 from student.backbones.torch_weights import read_torch_state_dict
 
@@ -111,14 +111,6 @@ def cache_folder(folder: str | os.PathLike | None = None) -> Path:
     return Path(folder or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_atomically(path: Path, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path`` (never a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +137,7 @@ def _source_digest(source: Path, folder: Path) -> str:
         index = {}
     if isinstance(index.get(key), str):
         return index[key]
-    digest = index[key] = _sha256_file(source)
+    digest = index[key] = file_sha256(source)
     _write_atomically(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=1, sort_keys=True)))
     return digest
 
