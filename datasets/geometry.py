@@ -1,11 +1,13 @@
 """Image sizes and map resizes, each rule written once: the letterbox box (`fit_box`), the longest-side cap
 (`capped_size`) and the resize of a saliency map (`resize_map`).
 
-The letterbox rule decides where an image of any size lands in a student's fixed-size input frame. One function, `fit_box`, decides the box for every path: training (`datasets.records`, in the tf.data graph),
-the student SavedModel (`student.serving`, in its signature, for any image size) and the fixed-size runtime
-exports (`inference.predictors.fit_to_input`, in numpy). It is written in integer arithmetic only (+, -, *,
-//, % and a minimum/maximum passed in), so Python ints and int64 tensors give the same box, bit for bit;
-float32 and float64 versions of the same formula disagreed by a pixel on about 1 image size in 20,000.
+The letterbox rule decides where an image of any size lands in a student's fixed-size input frame. One
+function, `fit_box`, decides the box for every path: training (`datasets.records`, in the tf.data graph), the
+student SavedModel (`student.serving`, in its signature, for any image size) and the fixed-size runtime exports
+(`inference.predictors.fit_to_input`, in numpy). It is written in integer arithmetic only (+, -, *, //, % and a
+minimum/maximum passed in), so Python ints and int64 tensors give the same box, bit for bit; the float32 and
+float64 versions of one formula that it replaces disagreed by a pixel on 210 of the 4 million image sizes up to
+2000x2000 at 240x320.
 
 No TensorFlow here: the runtime exports (ONNX, OpenVINO, LiteRT) letterbox without importing it.
 """

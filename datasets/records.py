@@ -5,7 +5,7 @@ Training reads only these records, so each one carries everything about its imag
 | key | type | content |
 |---|---|---|
 | `stem` | bytes | file stem, e.g. `COCO_train2014_000000000009` |
-| `image/encoded` | bytes | the original encoded image file, unchanged (re-encoded upright as PNG by the export if it had an EXIF orientation, which tf.io.decode_image ignores) |
+| `image/encoded` | bytes | the original encoded image file, unchanged (re-encoded as PNG by the export if it had an EXIF orientation or transparency, which tf.io.decode_image ignores and drops: upright, laid over white as `datasets.io.read_image` does) |
 | `image/height`, `image/width` | int64 | original size |
 | `saliency/encoded` | bytes | the human map as an 8-bit grayscale PNG at the original size (empty if none) |
 | `teacher/encoded` | bytes | the teacher map as a 16-bit grayscale PNG, values `round(map * 65535)` (empty if none) |
