@@ -182,7 +182,8 @@ def decode_image(data, path="<bytes>", orientation=True):
 
     Grayscale inputs are replicated to three channels and images with transparency are laid over white
     (`composite_over_white`), so every caller gets the same layout and pixels. With `orientation` (the default)
-    an EXIF orientation is applied, so a phone photo comes out as it is displayed. Raises ValueError naming `path` if the bytes are not a readable image.
+    an EXIF orientation is applied, so a phone photo comes out as it is displayed. Raises ValueError naming
+    `path` if the bytes are not a readable image.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
