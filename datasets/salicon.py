@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+# The fixation readers live in datasets.fixations (FileSample reads them); re-exported here for SALICON callers.
 from datasets.fixations import image_hw, load_fixation_image, load_fixations, load_salicon_fixations  # noqa: F401
 from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem  # noqa: F401 (re-exported)
 from datasets.sample import FileSample

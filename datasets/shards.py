@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets import records
-from datasets.io import atomic_write, file_sha256  # noqa: F401 (file_sha256 re-exported)
+from datasets.io import atomic_write, file_sha256
 from datasets.salicon import load_fixations
 
 FORMAT_VERSION = 1
