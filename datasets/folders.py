@@ -2,7 +2,9 @@
 
 import os
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The image files every tool lists (readers, predict.py, crop.py, the teacher export): what tf.io.decode_image
+# and OpenCV both read.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MAP_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 

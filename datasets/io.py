@@ -1,7 +1,8 @@
-"""File helpers shared by every reader and writer: atomic writes (bytes, text, Keras weights) and image decoding
-with clear errors."""
+"""File helpers shared by every reader and writer: atomic writes (bytes, text, Keras weights), file digests and
+image decoding with clear errors (one rule for transparency: `composite_over_white`)."""
 
 import contextlib
+import hashlib
 import os
 import sys
 import tempfile
@@ -131,6 +132,25 @@ def write_bytes_atomic(path, data):
         f.write(data)
 
 
+def file_sha256(path):
+    """Hex sha256 of a file (read in 1 MiB chunks), or of every file under a folder: relative paths and contents,
+    in sorted order."""
+    path = os.fspath(path)
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        files = sorted(os.path.relpath(os.path.join(root, name), path)
+                       for root, _, names in os.walk(path) for name in names)
+    else:
+        files = [None]
+    for relative in files:
+        if relative is not None:
+            digest.update(relative.replace(os.sep, "/").encode() + b"\0")
+        with open(path if relative is None else os.path.join(path, relative), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 # Leading bytes of the formats tf.io.decode_image reads (what training decodes records with).
 _TF_DECODABLE = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"GIF87a", "GIF"),
                  (b"GIF89a", "GIF"))
@@ -167,6 +187,35 @@ def exif_orientation(data):
     return int(value) if value in range(1, 9) else 1
 
 
+def composite_over_white(rgba):
+    """A uint8 RGBA image (H, W, 4) laid over white: uint8 RGB, round((c * a + 255 * (255 - a)) / 255).
+
+    The one rule for transparency, for every reader (`decode_image`, so predict.py, training records and the
+    data sets; the web page's `decode_photo`). A transparent pixel has no colour of its own: what a person saw
+    was the picture over a background, and white is the one a browser or image viewer shows by default.
+    Dropping alpha instead would show the model whatever RGB an editor left under transparent pixels (often
+    black or stale colours) that nobody saw.
+    """
+    rgba = np.asarray(rgba)
+    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"`rgba` must be a uint8 (H, W, 4) array; received dtype {rgba.dtype} and shape {rgba.shape}")
+    colour, alpha = rgba[:, :, :3].astype(np.int32), rgba[:, :, 3:].astype(np.int32)
+    return ((colour * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def has_transparency(data):
+    """Whether encoded image bytes may hold transparent pixels (an alpha channel or a transparent colour)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    except Exception:  # unreadable: OpenCV's decode reports unreadable files
+        return False
+
+
 def apply_orientation(image, orientation):
     """Turn an image (H, W[, C]) as stored into the orientation it is displayed in (EXIF orientation 1..8)."""
     transforms = {
@@ -180,9 +229,10 @@ def apply_orientation(image, orientation):
 def decode_image(data, path="<bytes>", orientation=True):
     """Decode encoded image bytes (JPEG/PNG/BMP...) to uint8 RGB of shape (H, W, 3).
 
-    Grayscale inputs are replicated to three channels and RGBA inputs drop alpha, so every caller
-    gets the same layout. With `orientation` (the default) an EXIF orientation is applied, so a phone photo
-    comes out as it is displayed. Raises ValueError naming `path` if the bytes are not a readable image.
+    Grayscale inputs are replicated to three channels and images with transparency are laid over white
+    (`composite_over_white`), so every caller gets the same layout and pixels. With `orientation` (the default)
+    an EXIF orientation is applied, so a phone photo comes out as it is displayed. Raises ValueError naming
+    `path` if the bytes are not a readable image.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
@@ -193,7 +243,7 @@ def decode_image(data, path="<bytes>", orientation=True):
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        image = composite_over_white(cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA))
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     # IMREAD_UNCHANGED ignores EXIF; apply it here (the other IMREAD flags would, but lose 16-bit and alpha).

@@ -15,9 +15,10 @@ MIT1003 has no official split; callers split the sorted list themselves. Load a 
 import os
 
 from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem
-from datasets.salicon import SaliconSample, load_sample
+from datasets.salicon import load_sample
+from datasets.sample import FileSample
 
-__all__ = ["list_mit1003", "load_sample", "SaliconSample"]
+__all__ = ["list_mit1003", "load_sample", "FileSample"]
 
 MAP_SUFFIX = "_fixMap"
 POINTS_SUFFIX = "_fixPts"
@@ -35,7 +36,7 @@ def list_mit1003(root):
         root: the MIT1003 folder in one of the layouts of the module docstring.
 
     Returns:
-        A list of `SaliconSample` (`fixations_path` is the `_fixPts` image, or None when there is none).
+        A list of `FileSample` (`fixations_path` is the `_fixPts` image, or None when there is none).
 
     Raises:
         FileNotFoundError: naming `root` when no layout matches, or naming a stimulus without its map.
@@ -66,6 +67,6 @@ def list_mit1003(root):
     if points:
         check_pairs(stimuli, points, "fixation points")
     return [
-        SaliconSample(stem, path, maps[stem], points[stem] if points else None)
+        FileSample(stem, path, maps[stem], points[stem] if points else None)
         for stem, path in sorted(stimuli.items())
     ]

@@ -68,7 +68,7 @@ class EyeSample(Sample):
     `fixations` is int32 (N, 2) 0-based (row, col) inside the image, `observers` int32 (N,) the observer of
     each point, `durations` float32 (N,) in ms (NaN when the file has none); `map_path` is the data set's own
     map or None (the map is then built from the points with `sigma`). `fixations_path` is always None: the
-    points are in memory (the attribute keeps the sample usable where a `SaliconSample` is expected).
+    points are in memory (the attribute keeps the sample usable where a `FileSample` is expected).
     """
 
     stem: str

@@ -5,7 +5,7 @@ Training reads only these records, so each one carries everything about its imag
 | key | type | content |
 |---|---|---|
 | `stem` | bytes | file stem, e.g. `COCO_train2014_000000000009` |
-| `image/encoded` | bytes | the original encoded image file, unchanged (re-encoded upright as PNG by the export if it had an EXIF orientation, which tf.io.decode_image ignores) |
+| `image/encoded` | bytes | the original encoded image file, unchanged (re-encoded as PNG by the export if it had an EXIF orientation or transparency, which tf.io.decode_image ignores and drops: upright, laid over white as `datasets.io.read_image` does) |
 | `image/height`, `image/width` | int64 | original size |
 | `saliency/encoded` | bytes | the human map as an 8-bit grayscale PNG at the original size (empty if none) |
 | `teacher/encoded` | bytes | the teacher map as a 16-bit grayscale PNG, values `round(map * 65535)` (empty if none) |
@@ -29,7 +29,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from datasets import augment
+from datasets import augment, geometry
+from datasets.geometry import PAD_COLOUR, RESIZE_MODES  # noqa: F401 (re-exported)
 from datasets.io import encode_png
 
 TEACHER_SCALE = 65535.0
@@ -288,24 +289,19 @@ def _resize(tensor, size):
     return tf.image.resize(tf.cast(tensor, tf.float32), size, method="bilinear", antialias=True)
 
 
-RESIZE_MODES = ("letterbox", "stretch")
-# The student normalises RGB with the ImageNet mean, so this padding is zero after its normalisation, the same
-# value the student's own pad-to-a-multiple-of-32 uses.
-PAD_COLOUR = (123.675, 116.28, 103.53)
-
-
 def fit_box(height, width, size):
     """The (top, left, h, w) box of an image of `height` x `width` resized to fit `size` (H, W), aspect kept.
 
-    The image is scaled by min(H / height, W / width), rounded to whole pixels (at least 1) and centred; the
-    rest of the frame is padding. Works on Python ints and on scalar int tensors.
+    `datasets.geometry.fit_box` (the one letterbox rule) on scalar int tensors or Python ints, in int64, so the
+    box is the one the fixed-size exports compute in Python for the same size. Returns int32 tensors.
     """
-    target_h, target_w = size
-    scale = tf.minimum(tf.cast(target_h, tf.float32) / tf.cast(height, tf.float32),
-                       tf.cast(target_w, tf.float32) / tf.cast(width, tf.float32))
-    h = tf.clip_by_value(tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32), 1, target_h)
-    w = tf.clip_by_value(tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32), 1, target_w)
-    return (target_h - h) // 2, (target_w - w) // 2, h, w
+    def as_int64(value):
+        return tf.cast(value, tf.int64)
+
+    box = geometry.fit_box(as_int64(height), as_int64(width), size,
+                           minimum=lambda a, b: tf.minimum(as_int64(a), as_int64(b)),
+                           maximum=lambda a, b: tf.maximum(as_int64(a), as_int64(b)))
+    return tuple(tf.cast(value, tf.int32) for value in box)
 
 
 def letterbox(tensor, box, size, fill=0.0):

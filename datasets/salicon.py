@@ -15,15 +15,14 @@ Fixations are the 2017 release's inferred fixations (`gaze(i).fixations`), not t
 (`gaze(i).location`), converted from MATLAB's 1-based (x, y) to 0-based (row, col) and clipped to the image.
 """
 
-import dataclasses
 import os
 
 import numpy as np
 
+# The fixation readers live in datasets.fixations (FileSample reads them); re-exported here for SALICON callers.
+from datasets.fixations import image_hw, load_fixation_image, load_fixations, load_salicon_fixations  # noqa: F401
 from datasets.folders import IMAGE_EXTENSIONS, MAP_EXTENSIONS, check_pairs, files_by_stem  # noqa: F401 (re-exported)
-from datasets.io import read_map
-from datasets.matfile import read_gaze_mat
-from datasets.sample import Sample
+from datasets.sample import FileSample
 
 SPLITS = ("train", "val", "test")
 FIXATION_EXTENSIONS = (".mat",)
@@ -35,21 +34,8 @@ LAYOUTS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class SaliconSample(Sample):
-    """One stimulus and its ground-truth files; `map_path` and `fixations_path` are None when absent."""
-
-    stem: str
-    image_path: str
-    map_path: str | None = None
-    fixations_path: str | None = None
-
-    def fixation_points(self, image_shape):
-        """The fixation file's points (no observers or durations); None without a fixation file."""
-        if self.fixations_path is None:
-            return None
-        fixations = np.asarray(load_fixations(self.fixations_path, image_shape), np.int32).reshape(-1, 2)
-        return fixations, np.zeros(0, np.int32), np.zeros(0, np.float32)
+# A SALICON sample is a file-backed sample: image, map file, fixation `.mat` (the name stays for callers).
+SaliconSample = FileSample
 
 
 def detect_layout(root):
@@ -76,7 +62,7 @@ def list_salicon(root, split):
         split: "train", "val" or "test". Test samples have `map_path` and `fixations_path` None.
 
     Returns:
-        A list of `SaliconSample`.
+        A list of `datasets.sample.FileSample`.
 
     Raises:
         ValueError: for an unknown split, a file whose stem has no image, or two files with one stem.
@@ -88,100 +74,16 @@ def list_salicon(root, split):
     image_dir, map_dir, fixation_dir = detect_layout(root)
     images = files_by_stem(os.path.join(root, image_dir, split), IMAGE_EXTENSIONS)
     if split == "test":
-        return [SaliconSample(stem, path) for stem, path in sorted(images.items())]
+        return [FileSample(stem, path) for stem, path in sorted(images.items())]
     maps = files_by_stem(os.path.join(root, map_dir, split), MAP_EXTENSIONS)
     check_pairs(images, maps, "saliency map")
     fixations = files_by_stem(os.path.join(root, fixation_dir, split), FIXATION_EXTENSIONS, required=False)
     if fixations is not None:
         check_pairs(images, fixations, "fixation")
     return [
-        SaliconSample(stem, path, maps[stem], fixations[stem] if fixations is not None else None)
+        FileSample(stem, path, maps[stem], fixations[stem] if fixations is not None else None)
         for stem, path in sorted(images.items())
     ]
-
-
-def _image_hw(image_shape, argument="image_shape"):
-    if image_shape is None:
-        return None
-    if len(image_shape) not in (2, 3) or min(image_shape[:2]) <= 0:
-        raise ValueError(f"{argument} must be (H, W) or (H, W, C) with positive sides, got {image_shape}")
-    return int(image_shape[0]), int(image_shape[1])
-
-
-def _clip(fixations, hw):
-    return np.clip(fixations, 0, np.array(hw) - 1).astype(np.int32)
-
-
-def load_salicon_fixations(mat_path, image_shape=None):
-    """Read all subjects' fixations of a SALICON 2017 `.mat` file as 0-based (row, col).
-
-    Args:
-        mat_path: a fixation `.mat` (MATLAB v5 or v7.3/HDF5).
-        image_shape: (H, W) or (H, W, C) of the image; defaults to the file's `resolution`. Points are
-            clipped to it (the 2017 data contain a few points on or past the border).
-
-    Returns:
-        int32 array (N, 2) of (row, col), subjects concatenated in file order (duplicates kept).
-
-    Raises:
-        ValueError: naming the file if it is unreadable, has no `gaze`, has neither `resolution` nor an
-            `image_shape`, its `resolution` differs from `image_shape`, or a fixation is NaN or infinite.
-    """
-    mat_path = os.fspath(mat_path)
-    contents = read_gaze_mat(mat_path)
-    hw = _image_hw(image_shape)
-    resolution = contents["resolution"]
-    if hw is None:
-        if resolution is None:
-            raise ValueError(f"{mat_path}: no 'resolution' variable; pass image_shape=(H, W) to clip the fixations")
-        hw = resolution
-    elif resolution is not None and resolution != hw:
-        raise ValueError(
-            f"{mat_path}: resolution {resolution[0]}x{resolution[1]} differs from the image size {hw[0]}x{hw[1]}; "
-            "the fixation file does not belong to this image (or the image was resized)"
-        )
-    points = [subject["fixations"] for subject in contents["gaze"] if "fixations" in subject]
-    if not points and contents["gaze"]:
-        raise ValueError(f"{mat_path}: 'gaze' has no 'fixations' field; expected SALICON 2017 inferred fixations")
-    xy = np.concatenate(points, axis=0) if points else np.zeros((0, 2))
-    bad = ~np.isfinite(xy).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{mat_path}: {int(bad.sum())} of {len(xy)} fixations have NaN or infinite coordinates; the file is "
-            "damaged: re-download it, or remove the image with its map and fixation file"
-        )
-    rows_cols = np.rint(xy[:, ::-1]).astype(np.int64) - 1
-    return _clip(rows_cols, hw)
-
-
-def load_fixation_image(path, image_shape=None):
-    """Read fixations from a binary fixation-point image (nonzero pixel = fixation), e.g. MIT1003 `*_fixPts.jpg`.
-
-    Args:
-        path: an image file; any nonzero gray value counts as a fixation.
-        image_shape: if given, (H, W) or (H, W, C) the fixation image must match.
-
-    Returns:
-        int32 array (N, 2) of 0-based (row, col) in row-major order.
-
-    Raises:
-        ValueError: naming the file if it is unreadable or its size differs from `image_shape`.
-    """
-    points = read_map(path)
-    hw = _image_hw(image_shape)
-    if hw is not None and points.shape != hw:
-        raise ValueError(
-            f"{os.fspath(path)}: fixation image is {points.shape[0]}x{points.shape[1]}, expected {hw[0]}x{hw[1]} "
-            "like its stimulus"
-        )
-    return np.argwhere(points > 0).astype(np.int32)
-
-
-def load_fixations(path, image_shape=None):
-    """Read fixations from a SALICON `.mat` or a binary fixation-point image, chosen by the file extension."""
-    if os.fspath(path).lower().endswith(".mat"):
-        return load_salicon_fixations(path, image_shape)
-    return load_fixation_image(path, image_shape)
 
 
 def fixation_map(fixations, shape):
@@ -197,7 +99,7 @@ def fixation_map(fixations, shape):
     Raises:
         ValueError: if `fixations` is not (N, 2) or a point lies outside the image.
     """
-    hw = _image_hw(shape, "shape")
+    hw = image_hw(shape, "shape")
     fixations = np.asarray(fixations)
     if fixations.size == 0:
         return np.zeros(hw, np.float32)
@@ -218,7 +120,7 @@ def load_sample(sample):
     """Load one sample's arrays (`Sample.load`).
 
     Args:
-        sample: a `SaliconSample` (from `list_salicon` or `datasets.mit1003.list_mit1003`).
+        sample: a `datasets.sample.Sample` (from `list_salicon` or `datasets.mit1003.list_mit1003`).
 
     Returns:
         dict with `stem`, `image` (uint8 RGB (H, W, 3)), `saliency` (uint8 (H, W), or None without a map)

@@ -2,13 +2,16 @@
 
 A sample has `stem`, `image_path` and `map_path` (None without a map file), and gives its image, human map and
 fixations the same way: `load()` for arrays, `human_map_png()` and `fixation_points()` for the record writer.
-SALICON and MIT1003 samples read maps and fixations from files (`datasets.salicon.SaliconSample`); NUS-VIP
+SALICON and MIT1003 samples, and plain image folders, read maps and fixations from files (`FileSample`); NUS-VIP
 samples hold every observer's points in memory and build the map from them when the data set has none
 (`datasets.nusvip.EyeSample`). Readers of samples never branch on the data set.
 """
 
+import dataclasses
+
 import numpy as np
 
+from datasets.fixations import load_fixations
 from datasets.io import encode_png, read_image, read_map
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -84,3 +87,21 @@ class Sample:
         fixations, observers, durations = no_points() if points is None else points
         return {"stem": self.stem, "image": image, "saliency": self.human_map(image.shape),
                 "fixations": None if points is None else fixations, "observers": observers, "durations": durations}
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSample(Sample):
+    """One image and its ground-truth files (SALICON, MIT1003, a folder of images); `map_path` and
+    `fixations_path` are None when absent. Fixations come from a SALICON `.mat` or a fixation-point image."""
+
+    stem: str
+    image_path: str
+    map_path: str | None = None
+    fixations_path: str | None = None
+
+    def fixation_points(self, image_shape):
+        """The fixation file's points (no observers or durations); None without a fixation file."""
+        if self.fixations_path is None:
+            return None
+        fixations = np.asarray(load_fixations(self.fixations_path, image_shape), np.int32).reshape(-1, 2)
+        return fixations, np.zeros(0, np.int32), np.zeros(0, np.float32)

@@ -23,7 +23,6 @@ What fills the records (a teacher run over samples) is `teacher.labelling`; this
 import collections
 import datetime
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets import records
-from datasets.io import atomic_write
+from datasets.io import atomic_write, file_sha256
 from datasets.salicon import load_fixations
 
 FORMAT_VERSION = 1
@@ -71,15 +70,6 @@ def read_json(path):
         return json.load(f)
 
 
-def file_sha256(path):
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def same_source(a, b):
     keys = ("name", "sha256", "input_size", "pipeline", "max_input_side", "map_max_side")
     return all(a.get(k) == b.get(k) for k in keys)
@@ -113,7 +103,7 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
     """The shard plan: sorted stems in balanced contiguous chunks of about `shard_size_mb` megabytes.
 
     Args:
-        samples: the split's `SaliconSample`s.
+        samples: the split's samples (`datasets.sample.Sample`).
         split: the split name (used in shard names).
         teacher_description: the teacher entry recorded with the plan.
         shard_size_mb: target shard size in MB (10^6 bytes), from `estimate_record_bytes`.

@@ -8,7 +8,7 @@
 | `nus` | any data set in the NUS-VIP layout, named after its folder | `splits/<name>.json` or a file |
 | `images` | a folder of images without human data (teacher maps only) | none: every image |
 
-Samples are `datasets.salicon.SaliconSample` (files on disk) or `datasets.nusvip.EyeSample` (points in memory).
+Samples are `datasets.sample.FileSample` (files on disk) or `datasets.nusvip.EyeSample` (points in memory).
 """
 
 import os
@@ -16,7 +16,8 @@ import os
 from datasets import nusvip, splits
 from datasets.mit1003 import list_mit1003
 from datasets.folders import IMAGE_EXTENSIONS, files_by_stem
-from datasets.salicon import SaliconSample, list_salicon
+from datasets.salicon import list_salicon
+from datasets.sample import FileSample
 
 DATASETS = ("salicon", "mit1003", "osie", "nus", "images")
 
@@ -55,7 +56,7 @@ def list_samples(dataset, data_dir, split, split_file=None, sigma=nusvip.DEFAULT
     if dataset == "salicon":
         return list_salicon(data_dir, split)
     if dataset == "images":
-        return [SaliconSample(stem, path) for stem, path in sorted(files_by_stem(data_dir, IMAGE_EXTENSIONS).items())]
+        return [FileSample(stem, path) for stem, path in sorted(files_by_stem(data_dir, IMAGE_EXTENSIONS).items())]
     if split not in splits.SPLIT_NAMES:
         raise ValueError(f"split must be one of {splits.SPLIT_NAMES}, got {split!r}")
     name = dataset_name(dataset, data_dir)

@@ -4,7 +4,7 @@ Every model is scored the same way, at the ORIGINAL image resolution against the
 each record. The one resize involved is documented per source:
 
 - the teacher's maps stored in the records (teacher resolution, padding removed) are resized to the image size
-  with bilinear interpolation (`cv2.INTER_LINEAR`);
+  with `datasets.geometry.resize_map` (bilinear, `cv2.INTER_LINEAR`; area averaging if the map is larger);
 - a student (run folder or SavedModel) and a teacher file predict at the image size themselves (their own
   resize back, bilinear, inside `inference.predictors`).
 
@@ -28,10 +28,10 @@ import json
 import os
 import time
 
-import cv2
 import numpy as np
 
 from datasets import nusvip, records
+from datasets.geometry import resize_map
 from datasets.io import atomic_write
 from metrics import saliency
 
@@ -43,12 +43,6 @@ TEACHER_RECORDS = "teacher (records)"
 CENTRE_BIAS = "centre bias (train fixations)"
 INTER_OBSERVER = "inter-observer (leave one out)"
 REFERENCE_ROWS = (CENTRE_BIAS, INTER_OBSERVER)
-def resize_map(saliency_map, shape):
-    """Bilinear resize of a 2-D map to `shape` (H, W): the one resize used for stored teacher maps."""
-    saliency_map = np.asarray(saliency_map, np.float32)
-    if saliency_map.shape == tuple(shape):
-        return saliency_map
-    return cv2.resize(saliency_map, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
 
 
 def load_examples(records_dir, split, max_images=None):

@@ -198,7 +198,7 @@ class ContractPredictor(Predictor):
         super().__init__(path, None, self._teacher.num_params, batch_size)
 
     def _predict_group(self, images):
-        from teacher.loading import resize_map
+        from datasets.geometry import resize_map
 
         maps = []
         for density in self._teacher.run_images(list(images), batch_size=self.batch_size):
@@ -232,19 +232,16 @@ def resize_to(image, size, interpolation=None):
 def fit_to_input(image, size, resize="letterbox"):
     """An image brought to a fixed-size export's input `size`, as training does: (uint8 frame, (top, left, h, w)).
 
-    "letterbox" resizes it to fit with the aspect ratio kept (`resize_to`) and centres it in a frame of the
-    ImageNet mean colour (rounded to uint8), the box computed as `datasets.records.fit_box` does; "stretch"
-    resizes it to `size` and the box is the whole frame.
+    "letterbox" resizes it to fit with the aspect ratio kept (`resize_to`) into the box of
+    `datasets.geometry.fit_box` (the rule training and the SavedModel use) and centres it in a frame of the
+    ImageNet mean colour (rounded to uint8); "stretch" resizes it to `size` and the box is the whole frame.
     """
+    from datasets.geometry import PAD_COLOUR, fit_box
+
     height, width = (int(s) for s in size)
     if resize == "stretch":
         return resize_to(image, (height, width)), (0, 0, height, width)
-    scale = min(height / image.shape[0], width / image.shape[1])
-    h = min(max(round(image.shape[0] * scale), 1), height)
-    w = min(max(round(image.shape[1] * scale), 1), width)
-    top, left = (height - h) // 2, (width - w) // 2
-    from datasets.records import PAD_COLOUR
-
+    top, left, h, w = fit_box(int(image.shape[0]), int(image.shape[1]), (height, width))
     frame = np.empty((height, width, 3), np.uint8)
     frame[:] = np.round(PAD_COLOUR).astype(np.uint8)
     frame[top:top + h, left:left + w] = resize_to(image, (h, w))

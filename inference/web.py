@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from datasets.io import encode_png, write_bytes_atomic
+from datasets.io import composite_over_white, encode_png, write_bytes_atomic
 from inference.crop import crop_box, crop_image, parse_aspect
 from inference.files import map_to_uint8, overlay_heatmap
 
@@ -164,8 +164,7 @@ def _to_rgb(im, notes, bits16):
         rgba = im.convert("RGBA")
         if rgba.getextrema()[3][0] < 255:
             notes.append("The photo has transparent parts; they are shown on white.")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            rgba = Image.alpha_composite(background, rgba)
+            rgba = Image.fromarray(composite_over_white(np.asarray(rgba)))  # the rule of datasets.io.read_image
         gray = mode in ("LA", "La")
         im, mode = rgba.convert("RGB"), ("L" if gray else "RGB")
         if not gray:

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from student.backbones import DEFAULT_BACKBONE, get_backbone
-from student.backbones.resnet18 import check_image_shape, layer_seed
+from student.backbones.layers import check_image_shape, layer_seed
 
 VARIANTS = ("A", "B")
 HEADS = {"A": ("saliency",), "B": ("saliency", "teacher")}

@@ -14,23 +14,25 @@ to the training size exactly as it resizes the image (both cover the whole image
 
 Images are checked for what training will decode (tf.io.decode_image: JPEG, PNG, BMP, GIF, WebP) and human maps
 for mass (an all-black map is refused); so is a constant teacher map (all zeros, say: weights that never loaded),
-naming the teacher and the image. An image with an EXIF orientation is stored re-encoded upright as PNG
-(the teacher saw it upright and tf.io.decode_image ignores EXIF); every other image is stored unchanged. Decoding
-(a parallel `tf.data` map with prefetch) and serialising/writing (`datasets.shards`, a writer thread) overlap with
-the teacher; memory stays bounded by a few batches, whatever the split size.
+naming the teacher and the image. An image with an EXIF orientation or transparency is stored re-encoded as PNG
+of the pixels the teacher saw (upright, laid over white: tf.io.decode_image ignores EXIF and drops alpha); every
+other image is stored unchanged. Decoding (a parallel `tf.data` map with prefetch) and serialising/writing
+(`datasets.shards`, a writer thread) overlap with the teacher; memory stays bounded by a few batches, whatever
+the split size.
 """
 
 import collections
 import concurrent.futures
 import os
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from datasets import shards
-from datasets.io import check_tf_decodable, decode_image, encode_png, exif_orientation
+from datasets.geometry import capped_size, resize_map
+from datasets.io import check_tf_decodable, decode_image, encode_png, exif_orientation, has_transparency
+from datasets.progress import Progress
 from datasets.sample import no_points
 from teacher import preprocessing
 
@@ -97,8 +99,9 @@ def load_inputs(sample):
     """Read one sample's files.
 
     Returns:
-        dict: `image_bytes` (the file, unchanged; re-encoded upright as PNG if it has an EXIF orientation),
-        `image` (uint8 RGB, EXIF orientation applied), `saliency_png` (b"" without a map),
+        dict: `image_bytes` (the file, unchanged; re-encoded as PNG of `image` if it has an EXIF orientation
+        or transparency), `image` (uint8 RGB, EXIF orientation applied, transparency laid over white),
+        `saliency_png` (b"" without a map),
         `fixations` (int32 (N, 2), 0-based (row, col); empty without a fixation file), `observers` (int32 (N,))
         and `durations` (float32 (N,)), empty when unknown (SALICON).
 
@@ -112,8 +115,9 @@ def load_inputs(sample):
         raise ValueError(f"{sample.image_path}: cannot read image file ({e.strerror})") from e
     check_tf_decodable(image_bytes, sample.image_path)
     image = decode_image(image_bytes, sample.image_path)
-    if exif_orientation(image_bytes) != 1:
-        # Training decodes records with tf.io.decode_image, which ignores EXIF: store the upright pixels instead.
+    if exif_orientation(image_bytes) != 1 or has_transparency(image_bytes):
+        # Training decodes records with tf.io.decode_image, which ignores EXIF and drops alpha: store the pixels
+        # the teacher saw instead (upright, laid over white).
         image_bytes = encode_png(image)
     sample.check_image(image)
     saliency_png = sample.human_map_png(image.shape)
@@ -261,9 +265,7 @@ def _contract_batches(samples, batch_size):
 def contract_teacher_map(density, image_size, map_max_side):
     """The record's teacher map from a contract teacher's density: resized (area) so the longest side is at most
     `map_max_side` (aspect kept, from the image's size), divided by its maximum (all zeros stay zeros)."""
-    from teacher.loading import resize_map, scaled_size
-
-    stored = resize_map(density, scaled_size(image_size[0], image_size[1], map_max_side))
+    stored = resize_map(density, capped_size(image_size[0], image_size[1], map_max_side))
     peak = float(stored.max())
     return stored / peak if peak > 0 else stored
 
@@ -310,38 +312,6 @@ def _contract_preprocessing(description):
     }
 
 
-class _Progress:
-    """The export's progress on stderr: a tqdm bar (images/s, ETA) on a terminal, else plain lines (no carriage
-    returns or colour codes) at each tenth and at the end. (`inference.files.Progress`, which this floor cannot
-    import.)"""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.count, self.start, self._tenths = total, desc, 0, time.monotonic(), 0
-        self._bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="image", file=sys.stderr)
-
-    def update(self, n):
-        self.count += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.total and self.count < self.total and 10 * self.count // self.total > self._tenths:
-            self._tenths = 10 * self.count // self.total
-            print(f"{self.desc}: {self.count}/{self.total} images ({10 * self._tenths}%)", file=sys.stderr,
-                  flush=True)
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            seconds = time.monotonic() - self.start
-            print(f"{self.desc}: {self.count}/{self.total} images done in {seconds:.1f} s"
-                  + (f", {self.count / seconds:.1f} images/s" if seconds > 0 and self.count else ""),
-                  file=sys.stderr, flush=True)
-
-
 def label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan):
     """Run the teacher over `todo` in batches while a thread writes the previous batches."""
     bar = None
@@ -350,7 +320,7 @@ def label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline
         print(f"{plan['split']}: exporting {len(todo)} of {plan['num_images']} images into "
               f"{len(writer.remaining_shards)} shards" + (f" ({kept} finished shards kept)" if kept else ""),
               file=sys.stderr, flush=True)
-        bar = _Progress(len(todo), plan["split"])
+        bar = Progress(len(todo), plan["split"])
     count = 0
     pending = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as executor:

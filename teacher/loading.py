@@ -33,7 +33,6 @@ path of that name: a `ContractTeacher` running the Keras FastGaze built from the
 (format "builtin"; pass "./fastgaze" for a file or folder called so).
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from datasets.geometry import capped_size
+from datasets.io import file_sha256
 from teacher import convert, fastgaze, msinet
 from teacher.preprocessing import INPUT_SIZES
 
@@ -129,25 +130,6 @@ class Teacher:
 
     def __repr__(self):
         return f"Teacher({self.name!r}, format={self.format!r}, backend={self.backend!r}, input_size={self.input_size})"
-
-
-def file_sha256(path):
-    """sha256 of a file, or of every file under a folder (relative paths and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    if os.path.isdir(path):
-        files = sorted(
-            os.path.relpath(os.path.join(root, name), path) for root, _, names in os.walk(path) for name in names
-        )
-    else:
-        files = [None]
-    for relative in files:
-        full = path if relative is None else os.path.join(path, relative)
-        if relative is not None:
-            digest.update(relative.replace(os.sep, "/").encode() + b"\0")
-        with open(full, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dataset_from_path(path):
@@ -297,27 +279,6 @@ def check_keras_file(path):
 # Any saliency model that follows the contract.
 
 
-def scaled_size(height, width, max_side):
-    """(h, w) with the longest side at most `max_side`, aspect kept (rounded, >= 1); unchanged if it fits or None."""
-    height, width = int(height), int(width)
-    if max_side is None or max(height, width) <= int(max_side):
-        return height, width
-    scale = int(max_side) / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize_map(saliency_map, size):
-    """Resize a 2-D float map to `size` (h, w): area averaging when shrinking, bilinear otherwise."""
-    import cv2
-
-    saliency_map = np.asarray(saliency_map, np.float32)
-    size = (int(size[0]), int(size[1]))
-    if saliency_map.shape == size:
-        return saliency_map
-    shrink = size[0] <= saliency_map.shape[0] and size[1] <= saliency_map.shape[1]
-    return cv2.resize(saliency_map, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 class ContractTeacher:
     """A saliency model that follows `CONTRACT`: call it on same-size batches, or `run_images` on any sizes.
 
@@ -417,7 +378,7 @@ class ContractTeacher:
         inputs = []
         for image in images:
             image = np.asarray(image)
-            size = scaled_size(image.shape[0], image.shape[1], self.max_input_side)
+            size = capped_size(image.shape[0], image.shape[1], self.max_input_side)
             if size != image.shape[:2]:
                 image = cv2.resize(image.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
             inputs.append(np.asarray(image, np.float32))

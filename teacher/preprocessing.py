@@ -32,8 +32,6 @@ INPUT_SIZES = {
 }
 PIPELINES = ("repo", "hub")
 PAD_VALUES = {"repo": 126.0, "hub": 0.0}
-# Target shapes the Hugging Face card picks from by closest aspect ratio.
-HUB_TARGET_SIZES = ((320, 320), (240, 320), (320, 240))
 
 
 def _check_pipeline(pipeline):
@@ -61,10 +59,12 @@ def _restore_rank(batch, rank):
     return batch[0, :, :, 0] if rank == 2 else batch[0]
 
 
-def scaled_size(size, target_size):
-    """The author's aspect-preserving size: `round(size * min(target / size))` per side, as int32 (2,).
+def author_fit_size(size, target_size):
+    """The author's aspect-preserving size inside `target_size` and the ratio: (`round(size * ratio)` per side,
+    int32 (2,); `ratio = min(target / size)`).
 
-    Computed in float64 like the author's `int / int` ratio; a side equal to its target stays exact.
+    Computed in float64 like the author's `int / int` ratio; a side equal to its target stays exact. (Students
+    use `datasets.geometry.fit_box`; this one reproduces the published MSI-Net results.)
     """
     size = tf.cast(size, tf.float64)
     ratio = tf.reduce_min(tf.cast(target_size, tf.float64) / size)
@@ -78,13 +78,6 @@ def _resize_repo(batch, size, shrink):
         images=batch, size=size, align_corners=True, half_pixel_centers=False
     )
     return tf.cond(shrink, area, bicubic)
-
-
-def hub_target_size(original_size):
-    """The Hugging Face card's target (H, W): the closest aspect ratio among 320x320, 240x320, 320x240."""
-    height, width = (int(s) for s in original_size)
-    aspect = height / width
-    return min(HUB_TARGET_SIZES, key=lambda size: abs(aspect - size[0] / size[1]))
 
 
 def preprocess(images, target_size=INPUT_SIZES["salicon"], pipeline="repo", pad_value=None):
@@ -104,7 +97,7 @@ def preprocess(images, target_size=INPUT_SIZES["salicon"], pipeline="repo", pad_
     batch, rank = _as_batch(images, "preprocess: images")
     target = tf.constant([int(s) for s in target_size], tf.int32)
     if pipeline == "repo":
-        new_size, ratio = scaled_size(tf.shape(batch)[1:3], target)
+        new_size, ratio = author_fit_size(tf.shape(batch)[1:3], target)
         resized = tf.clip_by_value(_resize_repo(batch, new_size, ratio < 1.0), 0.0, 255.0)
     else:
         resized = tf.image.resize(batch, target, preserve_aspect_ratio=True)

@@ -142,7 +142,7 @@ def test_export_progress_goes_to_stderr_as_plain_lines(synthetic_salicon_dir, tm
     export_split(str(synthetic_salicon_dir), "val", "oracle", str(tmp_path / "records"), progress=True)
     captured = capsys.readouterr()
     assert captured.out == ""  # `export_teacher.py ... > log` gets the summary only
-    assert "val: exporting 4 of 4 images" in _plain(captured.err) and "4/4 images done" in captured.err
+    assert "val: exporting 4 of 4 images" in _plain(captured.err) and "4/4 image(s) done" in captured.err
 
 
 def test_predict_progress_is_plain_when_stderr_is_not_a_terminal(tmp_path, capsys):

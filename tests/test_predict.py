@@ -38,7 +38,8 @@ def student_predictor(run_dir):
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
-    """An odd-sized RGB JPEG, a grayscale PNG and an RGBA PNG (in a subfolder), plus the RGB each decodes to."""
+    """An odd-sized RGB JPEG, a grayscale PNG and an RGBA PNG (in a subfolder), plus the RGB each decodes to (the
+    RGBA laid over white)."""
     rng = np.random.default_rng(0)
     root = tmp_path_factory.mktemp("images")
     (root / "sub").mkdir()
@@ -52,7 +53,7 @@ def image_dir(tmp_path_factory):
     decoded = {
         "photo": cv2.imread(str(root / "photo.JPG"))[:, :, ::-1],  # JPEG is lossy: compare with what decodes
         "gray": np.repeat(gray[:, :, None], 3, axis=2),
-        "sub/alpha": rgba[:, :, :3],
+        "sub/alpha": np.round(rgba[:, :, :3] * (alpha := rgba[:, :, 3:] / 255) + 255 * (1 - alpha)).astype(np.uint8),
     }
     return root, decoded
 

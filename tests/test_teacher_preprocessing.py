@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from datasets.io import read_image, read_map
-from teacher.preprocessing import INPUT_SIZES, crop_padding, hub_target_size, postprocess, preprocess
+from teacher.preprocessing import INPUT_SIZES, crop_padding, postprocess, preprocess
 
 MIT1003_SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mit1003_sample")
 
@@ -119,10 +119,7 @@ def test_works_inside_tf_data_with_mixed_sizes():
         np.testing.assert_allclose(padded.numpy(), eager_padded.numpy(), atol=1e-4)
 
 
-def test_hub_target_size_picks_the_closest_aspect_ratio():
-    assert hub_target_size((480, 640)) == (240, 320)
-    assert hub_target_size((640, 480)) == (320, 240)
-    assert hub_target_size((500, 510)) == (320, 320)
+def test_input_sizes_are_the_authors():
     assert INPUT_SIZES["salicon"] == (240, 320) and INPUT_SIZES["cat2000"] == (216, 384)
 
 

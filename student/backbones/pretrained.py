@@ -13,14 +13,13 @@ truncated, or from before the records) is converted again, with a note on stderr
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-from datasets.io import atomic_write, save_weights_atomic
+from datasets.io import atomic_write, file_sha256, save_weights_atomic
 from student.backbones import BACKBONES, BackboneInfo, get_backbone
 from student.backbones.torch_weights import read_torch_state_dict
 
@@ -109,13 +108,6 @@ def _cache_error(path: Path, error: OSError) -> WeightsCacheError:
     )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _write_json(path: Path, value) -> None:
     try:
@@ -138,7 +130,7 @@ def _source_digest(source: Path, folder: Path) -> str:
         index = {}
     if isinstance(index.get(key), str):
         return index[key]
-    digest = index[key] = _sha256_file(source)
+    digest = index[key] = file_sha256(source)
     _write_json(index_path, index)
     return digest
 
@@ -160,7 +152,7 @@ def _mismatch(weights: Path, source_digest: str) -> str | None:
     if not isinstance(record, dict) or record.get("source_sha256") != source_digest:
         return f"its checksum record {record_path.name} names another source file"
     try:
-        digest = _sha256_file(weights)
+        digest = file_sha256(weights)
     except OSError as e:
         return f"it cannot be read ({e.strerror or e})"
     if record.get("weights_sha256") != digest:
@@ -211,7 +203,7 @@ def converted_weights(backbone_name: str, spec: str | os.PathLike, cache_dir: st
     except OSError as e:
         raise _cache_error(out, e) from e
     _write_json(checksum_record(out), {"backbone": info.name, "source": str(source), "source_sha256": digest,
-                                       "weights_sha256": _sha256_file(out), "conversion": CONVERSION_VERSION})
+                                       "weights_sha256": file_sha256(out), "conversion": CONVERSION_VERSION})
     return out
 
 
