@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from datasets.io import file_sha256
 from student import training
 from student.backbones import BACKBONES, get_backbone
 from student.backbones import efficientnet_lite, mobilenetv2, pretrained
@@ -244,8 +245,8 @@ def test_a_planted_file_under_the_cached_name_is_not_trusted(mobilenetv2_source,
     monkeypatch.setenv("SALIENCY_KD_CACHE", str(tmp_path / "cache"))
     cached = pretrained.converted_weights("mobilenetv2", source)
     record = json.loads(pretrained.checksum_record(cached).read_text())
-    assert record["source_sha256"] == pretrained._sha256_file(source)
-    assert record["weights_sha256"] == pretrained._sha256_file(cached)
+    assert record["source_sha256"] == file_sha256(source)
+    assert record["weights_sha256"] == file_sha256(cached)
 
     planted.save_weights(cached)  # random init, BN means all zero, under the cached name
     capsys.readouterr()

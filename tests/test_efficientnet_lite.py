@@ -355,9 +355,9 @@ def test_converted_weights_cache(encoders, tmp_path, monkeypatch):
     T.save_zip({"state_dict": {k: T.Tensor.from_array(v, str(i)) for i, (k, v) in enumerate(state.items())}}, source)
     monkeypatch.setenv(P.CACHE_ENV, str(tmp_path / "cache"))
     reads, hashes = [], []
-    real_read, real_hash = P.read_torch_state_dict, P._sha256_file
+    real_read, real_hash = P.read_torch_state_dict, P.file_sha256
     monkeypatch.setattr(P, "read_torch_state_dict", lambda path: reads.append(path) or real_read(path))
-    monkeypatch.setattr(P, "_sha256_file", lambda path: hashes.append(path) or real_hash(path))
+    monkeypatch.setattr(P, "file_sha256", lambda path: hashes.append(path) or real_hash(path))
 
     first = P.converted_weights(variant, source)
     assert first.parent == tmp_path / "cache" and first.name.endswith("-v1.weights.h5")
