@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -210,10 +211,30 @@ def test_help_explains_the_options(capsys):
 
 
 def test_help_defaults_are_the_configs():
-    """train.py reads `TrainConfig`'s field defaults without making one (no TensorFlow for --help): the same values."""
-    assert vars(train_cli._DEFAULTS) == dataclasses.asdict(TrainConfig())
+    """train.py's flags come from `TrainConfig`'s fields: parsing no flags gives the default config, and every
+    field with a help text is a flag showing that help."""
     config = train_cli.config_from_args(train_cli.build_parser().parse_args([]), "B", "runs/B")
     assert dataclasses.replace(config, verbose=TrainConfig().verbose) == TrainConfig()
+    helps = {action.dest: action.help for action in train_cli.build_parser()._actions}
+    for field in dataclasses.fields(TrainConfig):
+        if "help" in field.metadata and field.name not in train_cli._OWN_FLAGS:
+            assert helps[field.name] == field.metadata["help"], field.name
+    assert "learning_rate" in helps and "--lr" in train_cli.build_parser().format_help()
+    from student.config import RESIZE_MODES
+
+    assert RESIZE_MODES == records.RESIZE_MODES
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs: expected a positive integer, got 0"),
+    ("learning_rate", float("nan"), "learning_rate: expected a finite positive number, got nan"),
+    ("image_size", (32, -1), "image_size: expected a positive integer, got -1"),
+    ("flips", "diagonal", "flips must be one of 'none', 'horizontal', 'both'"),
+])
+def test_the_config_checks_what_the_flags_check(field, value, message):
+    """The same checks run for a config made in Python (the studies) as for train.py's flags."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{field: value})
 
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
@@ -297,7 +318,9 @@ def test_ctrl_c_says_how_to_resume(records_dir, tmp_path, monkeypatch, capsys):
     args = ["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "run")]
     assert train_cli.main(args) == 130
     err = capsys.readouterr().err
-    assert "interrupted; run the same command again" in err and f"--run-dir {tmp_path / 'run'}" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "interrupted; finished epochs are kept; run the same command again" in err
+    assert f"--run-dir {tmp_path / 'run'}" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -366,7 +389,7 @@ def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, cap
 
     monkeypatch.setattr(training, "train", fake_train)
     assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
-    assert "--kd-weight only apply to variant B" in capsys.readouterr().err
+    assert "train.py: warning: --kd-weight only applies to variant B" in capsys.readouterr().err
 
 
 # --- issue 18 ---------------------------------------------------------------------------------------------------
