@@ -749,7 +749,7 @@ def train_both(make_config, parent_dir):
     Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
-    first = make_config("A", os.path.join(parent_dir, "A"), None)
+    first, _ = [make_config(v, os.path.join(parent_dir, v), None) for v in ("A", "B")]  # both checked before any write
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
                                    first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")])
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
