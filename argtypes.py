@@ -53,15 +53,16 @@ def changed_flags(parser, args, dests):
             if getattr(args, dest) != parser.get_default(dest)]
 
 
-def warn_ignored(parser, args, dests, condition):
-    """Warn, once on stderr, about flags given in `dests` that have no effect: "`--x` only applies `condition`".
+def warn_ignored(parser, args, dests, condition, outcome="ignored"):
+    """Warn, once on stderr, about the flags of `dests` that were given but have no effect here: "`--x` only
+    applies `condition`; `outcome`".
 
     Returns the flags warned about.
     """
     flags = changed_flags(parser, args, dests)
     if flags:
         verb = "applies" if len(flags) == 1 else "apply"
-        warn(parser.prog, f"{', '.join(flags)} only {verb} {condition}; ignored")
+        warn(parser.prog, f"{', '.join(flags)} only {verb} {condition}; {outcome}")
     return flags
 
 
