@@ -13,11 +13,11 @@ import errno
 import re
 import sys
 
-from student.config import integer, positive_int as _positive_int  # no TensorFlow
+from student.config import positive_int as _positive_int  # no TensorFlow
 
 # The errors a command reports as one line (their messages say what to fix); any other is a bug and keeps its
 # traceback. OSError (a full disk, a permission) gets the file, the reason and the fix.
-HANDLED = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
+HANDLED = (FileNotFoundError, FileExistsError, ValueError)
 
 
 def arg_type(check, name=None):
@@ -33,7 +33,6 @@ def arg_type(check, name=None):
 
 
 positive_int = arg_type(_positive_int)  # an integer >= 1
-int_type = arg_type(integer, "int")
 
 
 def fail(prog, error):

@@ -6,6 +6,8 @@
 
 One table per data set, each with a centre-bias row (a Gaussian fitted to the training split's fixations) and
 an inter-observer row (each observer predicted by the others), the floor and the ceiling of every fixation score.
+Exit codes: 0 done, 1 a handled error (one line `evaluate.py: error: ...` on stderr), 2 a usage error (argparse),
+130 interrupted.
 """
 
 import argparse

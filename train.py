@@ -2,6 +2,9 @@
 
     python train.py --variant B                      # SALICON records from export_teacher.py in data/distill
     python train.py --variant both --demo            # the whole pipeline on synthetic data, a few minutes of CPU
+
+Exit codes: 0 done, 1 a handled error (one line `train.py: error: ...` on stderr), 2 a usage error (argparse),
+130 interrupted (finished epochs are kept: the same command continues).
 """
 
 import argparse

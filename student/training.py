@@ -4,12 +4,12 @@ A run folder holds everything a run produces:
 
     config.json                 the run's settings (and `completed` once it finished)
     checkpoints/best.weights.h5 student weights of the epoch with the lowest val KLD
-    checkpoints/last.weights.h5 student weights after the last finished epoch
+    checkpoints/last.weights.h5 student weights after the last finished epoch (its epoch in last.json)
     history.csv                 per-epoch train/val metrics
     logs/                       TensorBoard
     kld.png                     train and val KLD per epoch (the seed project's figure)
     saved_model/                the exported SavedModel (uint8 image in, saliency map out)
-    backup/                     BackupAndRestore state while the run is unfinished
+    backup/                     BackupAndRestore state while the run is unfinished (replaced whole each epoch)
 
 Interrupted and started again with the same settings, a run continues from its last finished epoch and ends
 with the same weights as an uninterrupted one: the optimizer state is in the backup, and the data order and
