@@ -11,7 +11,10 @@ import argparse
 import os
 import sys
 
+from argtypes import fail, run_main, warn
 from inference.web import DEFAULT_MODELS
+
+PROG = "app.py"
 
 DESCRIPTION = """Serve a web page where anyone can drop a photo and see where people look: the saliency map as a
 heat map and as an image, crops of the photo to chosen aspect ratios (1:1, 16:9, 4:5, 2:1 or any W:H) around
@@ -19,7 +22,7 @@ what draws the eye, and the map to download (PNG and float32 .npy). Models load 
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="app.py", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument(
         "--model",
         action="extend",
@@ -39,7 +42,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def _serve(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
@@ -47,32 +50,34 @@ def main(argv=None):
     try:
         import gradio  # noqa: F401
     except ImportError:
-        parser.exit(1, "app.py: error: the web page needs Gradio: pip install -e \".[web]\"\n")
+        return fail(PROG, "the web page needs Gradio: pip install -e \".[web]\"")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
     from datasets.io import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # here, not at import time: --help and argument errors stay instant
-    from inference.web import Models, PhotoError, build_app, launch, models_from_args
+    from inference.web import Models, build_app, launch, models_from_args
 
     models = Models(models_from_args(args.model or DEFAULT_MODELS))
     for name in models.names:
-        print(f"app.py: loading {name} ({models.source(name)})", file=sys.stderr)
-        try:
-            models.get(name)
-        except PhotoError as e:
-            parser.exit(1, f"app.py: error: {e}\n")
+        print(f"{PROG}: loading {name} ({models.source(name)})", file=sys.stderr)
+        models.get(name)  # a PhotoError (a ValueError) names the model that does not load
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"app.py: warning: serving on {args.host}: anyone who can reach this machine on port {args.port} can "
-              "use the page", file=sys.stderr)
+        warn(PROG, f"serving on {args.host}: anyone who can reach this machine on port {args.port} can use the page")
     app = build_app(models)
     try:
         launch(app, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
     except OSError as e:
-        parser.exit(1, f"app.py: error: cannot serve on {args.host}:{args.port} ({e}); choose another --port\n")
-    print(f"app.py: open {app.local_url} in a browser; Ctrl+C stops the page", file=sys.stderr)
+        return fail(PROG, f"cannot serve on {args.host}:{args.port} ({e}); choose another --port")
+    print(f"{PROG}: open {app.local_url} in a browser; Ctrl+C stops the page", file=sys.stderr)
     app.block_thread()
+    return 0
+
+
+def main(argv=None):
+    """Serve the page until Ctrl+C; returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_serve, argv, prog=PROG, again="run the same command again to serve the page")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,15 +5,18 @@
 writes crops/<stem>_16x9.jpg and crops/<stem>_1x1.jpg for every image and crops/crops.json with each box (x, y,
 width, height in the image's pixels), the method, scale and model. `--method centre` needs no model. Exit status
 1 if any image failed (the others are still written) or on any other error (a missing input, a model that does
-not load), 2 for a usage error.
+not load), 2 for a usage error, 130 when interrupted (Ctrl-C).
 """
 
 import argparse
 import sys
 
+from argtypes import attach_negative_values, run_main, warn
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
 from inference.predictors import DEFAULT_MODEL
+
+PROG = "crop.py"
 
 
 def _aspect(text):
@@ -37,7 +40,7 @@ def _scale(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="crop.py",
+        prog=PROG,
         description="Crop each image to one or more aspect ratios, keeping the most salient part (one saliency "
         "prediction per image), and write the crops as JPEGs plus crops.json with every box.",
     )
@@ -63,34 +66,36 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def _crop(argv):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(argv, ("--aspect",)))
     aspects = args.aspect or [DEFAULT_ASPECT]
     if args.method == "centre" and args.model != DEFAULT_MODEL:
-        print(f"crop.py: warning: --method centre uses no model; --model {args.model} ignored", file=sys.stderr)
-    try:
-        check_writable_dir(args.out)
-        predictor = None
-        if args.method != "centre":
-            import_tensorflow_quietly()  # TensorFlow only now: --help and centre crops start fast, without its lines
-            from inference.predictors import load_predictor
+        warn(PROG, f"--method centre uses no model; --model {args.model} ignored")
+    check_writable_dir(args.out)
+    predictor = None
+    if args.method != "centre":
+        import_tensorflow_quietly()  # TensorFlow only now: --help and centre crops start fast, without its lines
+        from inference.predictors import load_predictor
 
-            predictor = load_predictor(args.model)
-        report = crop_files(predictor, args.images, args.out, aspects=aspects, method=args.method, scale=args.scale,
-                            progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"crop.py: error: {e}", file=sys.stderr)
-        return 1
+        predictor = load_predictor(args.model)
+    report = crop_files(predictor, args.images, args.out, aspects=aspects, method=args.method, scale=args.scale,
+                        progress=not args.no_progress)
     if report.skipped:
         shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
-        print(f"crop.py: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",
+        print(f"{PROG}: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",
               file=sys.stderr)
     for _, message in report.failures:
-        print(f"crop.py: failed: {message}", file=sys.stderr)
+        print(f"{PROG}: failed: {message}", file=sys.stderr)
     print(f"[crop] {report.num_images} image(s), {len(report.written) - 1} crop(s) ({args.method}, scale "
           f"{args.scale:g}) written to {args.out} with {CROPS_JSON}; {len(report.failures)} failed")
     return 1 if report.failures else 0
+
+
+def main(argv=None):
+    """Crop (see the module's docstring); returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_crop, argv, prog=PROG, kept="the crops written so far are complete",
+                    again="run the same command again to crop them all")
 
 
 if __name__ == "__main__":

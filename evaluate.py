@@ -6,6 +6,8 @@
 
 One table per data set, each with a centre-bias row (a Gaussian fitted to the training split's fixations) and
 an inter-observer row (each observer predicted by the others), the floor and the ceiling of every fixation score.
+Exit codes: 0 done, 1 a handled error (one line `evaluate.py: error: ...` on stderr), 2 a usage error (argparse),
+130 interrupted.
 """
 
 import argparse
@@ -13,11 +15,13 @@ import os
 import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int
+from argtypes import positive_int, run_main
+
+PROG = "evaluate.py"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--records-dir", nargs="+", default=["data/distill"],
                    help="distillation records from export_teacher.py (several folders: one table per data set)")
@@ -46,13 +50,6 @@ def build_parser():
     return p
 
 
-def evaluate(*args, **kwargs):
-    """`evaluation.scoring.evaluate`, imported when first called: it loads TensorFlow, which --help never needs."""
-    from evaluation.scoring import evaluate as evaluate_records
-
-    return evaluate_records(*args, **kwargs)
-
-
 def model_names(paths):
     """A unique row name per model path: its shortest trailing part that no other path shares.
 
@@ -78,36 +75,29 @@ def model_names(paths):
     return dict(zip(names, paths))
 
 
-def _fail(error):
-    """Print `evaluate.py: error: <message>` as one line on stderr; the exit code of every handled error (1).
-
-    Exit codes: 0 done, 1 a handled error, 2 a usage error (argparse).
-    """
-    print(f"evaluate.py: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return 1
-
-
-def main(argv=None):
+def _evaluate(argv):
     args = build_parser().parse_args(argv)
     # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
     import_tensorflow_quietly()
-    from evaluation.scoring import to_markdown, write_results
+    from evaluation.scoring import evaluate, to_markdown, write_results
 
-    try:
-        models = model_names(args.models)
-        check_writable_dir(args.out)
-        results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
-                           densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
-                           progress=not args.quiet, references=not args.no_references,
-                           centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma,
-                           teacher_format=args.teacher_format)
-    except (FileNotFoundError, ValueError) as e:
-        return _fail(e)
+    models = model_names(args.models)
+    check_writable_dir(args.out)
+    results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
+                       densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
+                       progress=not args.quiet, references=not args.no_references,
+                       centre_bias_split=args.centre_bias_split, observer_sigma=args.observer_sigma,
+                       teacher_format=args.teacher_format)
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))  # stdout carries the table only: `evaluate.py ... > table.md`
     if not args.quiet:
         print(f"[evaluate] wrote {md_path} and {json_path}", file=sys.stderr)
     return 0
+
+
+def main(argv=None):
+    """Score (see the module's docstring); returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_evaluate, argv, prog=PROG, kept="nothing was written")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from inference import export as deploy
-from argtypes import positive_int
+from argtypes import fail, positive_int, run_main
 
 PROG = "export_student.py"
 
@@ -54,11 +54,10 @@ def _default_name(model):
 
 
 def _error(message):
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1
+    return fail(PROG, message)
 
 
-def main(argv=None):
+def _export(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.int8 and args.records_dir is None:
@@ -83,12 +82,15 @@ def main(argv=None):
         where = f"{e.filename}: " if e.filename else ""
         return _error(f"{where}{e.strerror or e}. Nothing of this export was written to {args.out}: free space or "
                       "fix the permissions (or choose another --out), then run the same command again")
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing of this export was written to {args.out}", file=sys.stderr)
-        return 130
     for fmt, path in paths.items():
         print(f"[export_student] {fmt}: {path}")
     return 0
+
+
+def main(argv=None):
+    """Export (see the module's docstring); returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_export, argv, prog=PROG, handled=(ImportError,),
+                    kept="nothing of this export was written to --out", again="run the same command again")
 
 
 if __name__ == "__main__":

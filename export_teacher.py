@@ -12,14 +12,13 @@ An interrupted export resumes when run again with the same arguments. Exit codes
 """
 
 import argparse
-import errno
 import os
 import sys
 
 # None of these imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from datasets import nusvip, sources
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int
+from argtypes import positive_int, run_main, warn_ignored
 
 # `teacher.export`'s defaults (it imports TensorFlow); tests/test_export_teacher.py checks that they agree.
 DEFAULT_DATA_DIR = os.path.join("data", "salicon")
@@ -27,11 +26,12 @@ DEFAULT_TEACHER = os.path.join("weights", "model_salicon_cpu.pb")
 DEFAULT_OUT_DIR = os.path.join("data", "distill")
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SHARD_SIZE_MB = 150
+PROG = "export_teacher.py"
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="export_teacher.py", description=__doc__.split("\n\n")[0],
+        prog=PROG, description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", default="salicon", choices=[d for d in sources.DATASETS if d != "images"],
@@ -91,16 +91,10 @@ def _summary(split, manifest):
     return f"{split}: {manifest['num_images']} images in {manifest['num_shards']} shards{skipped}{human}"
 
 
-def _fail(error):
-    """Print `export_teacher.py: error: <message>` as one line on stderr; the exit code of every handled error."""
-    message = " ".join(str(error).split())
-    print(f"export_teacher.py: error: {message}", file=sys.stderr)
-    return 1
-
-
-def main(argv=None):
+def _export(argv):
     """Parse arguments and export (or verify); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import_tensorflow_quietly()  # before any module imports TensorFlow: no CUDA/oneDNN lines on every command
     import tensorflow as tf
 
@@ -108,14 +102,10 @@ def main(argv=None):
 
     dataset, data_dir = ("images", args.images) if args.images else (args.dataset, args.data_dir)
     if args.images and args.data_dir:
-        return _fail("pass either --data-dir (a data set) or --images (a folder of images), not both")
+        raise ValueError("pass either --data-dir (a data set) or --images (a folder of images), not both")
     if args.images:
-        parser = build_parser()
-        unused = [f"--{dest.replace('_', '-')}" for dest in ("dataset", "split_file", "sigma")
-                  if getattr(args, dest) != parser.get_default(dest)]
-        if unused:
-            print(f"export_teacher.py: warning: {', '.join(unused)} only apply to data sets with human data "
-                  "(--data-dir); ignored with --images", file=sys.stderr)
+        warn_ignored(parser, args, ("dataset", "split_file", "sigma"), "to data sets with human data (--data-dir)",
+                     outcome="ignored with --images")
     if data_dir is None:
         data_dir = export.DEFAULT_DATA_DIR if dataset == "salicon" else os.path.join("data", dataset)
     if args.out is None:
@@ -124,12 +114,11 @@ def main(argv=None):
     all_splits = export.ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset)
     splits = all_splits if args.split == "all" else (args.split,)
     try:
-        if not args.verify_only:
-            check_writable_dir(args.out)
         if args.verify_only:
             for split in splits:
                 print(_summary(split, export.verify_split(args.out, split)) + ": verified")
             return 0
+        check_writable_dir(args.out)
         manifests = export.export_split(
             data_dir, args.split, args.teacher, args.out, batch_size=args.batch_size,
             shard_size_mb=args.shard_size_mb, images_per_shard=args.images_per_shard, skip_bad=args.skip_bad,
@@ -137,25 +126,20 @@ def main(argv=None):
             dataset=dataset, split_file=args.split_file, sigma=args.sigma,
             teacher_format=args.teacher_format, teacher_max_side=args.teacher_max_side,
         )
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        return _fail(e)
-    except (OSError, tf.errors.OpError) as e:  # a full disk or a folder that became unwritable
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
-        code = getattr(e, "errno", None)
-        fix = ("free space" if code in (errno.ENOSPC, errno.EDQUOT) else
-               "fix the folder's permissions" if code in (errno.EACCES, errno.EPERM, errno.EROFS) else
-               "free space (or fix the folder)" if isinstance(e, tf.errors.OpError) else "fix it")
-        return _fail(f"{where}{reason}. Finished shards are kept and verified on the next run: {fix}, then run the "
-                     "same command again to resume")
-    except KeyboardInterrupt:
-        print("export_teacher.py: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except tf.errors.OpError as e:  # TensorFlow's writer on a full disk or a folder that became unwritable
+        raise OSError(None, e.message) from e
     if args.split != "all":
         manifests = {args.split: manifests}
     for split, manifest in manifests.items():
         print(_summary(split, manifest) + (": verified" if args.verify else "") + f" -> {args.out}")
     return 0
+
+
+def main(argv=None):
+    """Export (see the module's docstring); returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_export, argv, prog=PROG, handled=(RuntimeError,),
+                    kept="finished shards are kept and verified on the next run",
+                    again="run the same command again to resume")
 
 
 if __name__ == "__main__":

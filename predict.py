@@ -8,7 +8,8 @@ predictions/<stem>_overlay.jpg; for each video (.mp4, .avi, .mov, .mkv, .webm, .
 predictions/<stem>_saliency.mp4 (the heat map over every frame, same size and frame rate) and, with --save-maps,
 predictions/<stem>_maps/frame_000000.png, ... Images and videos can be mixed; folders are searched for both.
 Results go to stdout, warnings and progress to stderr. Exit status 1 if any input failed (the others are still
-written) or on any other error (a missing or unreadable model, an unwritable --out), 2 for a usage error.
+written) or on any other error (a missing or unreadable model, an unwritable --out), 2 for a usage error, 130 when
+interrupted (Ctrl-C).
 """
 
 import argparse
@@ -19,12 +20,14 @@ import sys
 # loads FFmpeg, at import. A user who set it sees everything.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
+from argtypes import positive_int, run_main, warn, warn_ignored  # noqa: E402
 from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E402
-
-from inference.files import IMAGE_EXTENSIONS, list_images, predict_files  # noqa: E402
+from inference.files import IMAGE_EXTENSIONS  # noqa: E402
+from inference.inputs import plan_inputs, predict_inputs  # noqa: E402
 from inference.predictors import DEFAULT_MODEL, load_predictor  # noqa: E402
-from inference.video import VIDEO_EXTENSIONS, check_overlay, is_video, list_videos, predict_video  # noqa: E402
-from argtypes import positive_int  # noqa: E402
+from inference.video import VIDEO_EXTENSIONS  # noqa: E402
+
+PROG = "predict.py"
 
 
 def build_parser():
@@ -74,90 +77,62 @@ def build_parser():
     return parser
 
 
-def _warn(message):
-    print(f"predict.py: warning: {message}", file=sys.stderr)
+def _print_skipped(skipped):
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"{PROG}: skipped {len(skipped)} file(s) that are not images ({'/'.join(IMAGE_EXTENSIONS)}) or "
+              f"videos ({'/'.join(VIDEO_EXTENSIONS)}): {shown}", file=sys.stderr)
 
 
-def _unused_flags(parser, args, names):
-    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
+def _print_images(run, args):
+    _print_skipped(run.skipped)
+    for _, message in run.images.failures:
+        print(f"{PROG}: failed: {message}", file=sys.stderr)
+    n_images = len(run.images.written) // (2 if args.overlay else 1)
+    print(f"[predict] {n_images} image(s) written to {args.out}; {len(run.images.failures)} failed", flush=True)
 
 
-def _warn_unused(unused, condition):
-    if unused:
-        _warn(f"{' and '.join(unused)} only appl{'y' if len(unused) > 1 else 'ies'} {condition}; ignored")
+def _print_video(path, video, error):
+    if error is not None:
+        print(f"{PROG}: failed: {error}", file=sys.stderr)
+        return
+    for note in video.notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    maps = f"; maps in {video.maps_dir}" if video.maps_dir else ""
+    print(f"[predict] {path} -> {video.output} ({video.frames} frames, {video.size[1]}x{video.size[0]}, "
+          f"{video.fps:g} fps{maps})", flush=True)
 
 
-def main(argv=None):
+def _predict(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
     import_tensorflow_quietly()
-    report, video_reports, video_failures = None, [], []
-    try:
-        check_writable_dir(args.out)
-        videos = list_videos(args.images, exclude=args.out)  # also: every input exists
-        if not args.overlay and not videos:
-            _warn_unused(_unused_flags(parser, args, ("colormap", "alpha")), "with --overlay or to videos")
-        if videos:
-            check_overlay(args.colormap, args.alpha)  # once, before any work
-        else:
-            _warn_unused(_unused_flags(parser, args, ("save_maps", "max_frames", "batch_size")), "to videos")
-        # Folders may hold images besides videos; video files given directly are not images. Without videos,
-        # predict_files sees every input as before (and says when there are no images).
-        image_inputs = [item for item in args.images if not (os.path.isfile(item) and is_video(item))]
-        found = {os.path.normpath(path) for path, _ in videos}
-        skipped = []
-        has_images = bool(image_inputs) and (
-            not videos or bool(list_images(image_inputs, exclude=args.out, skipped=skipped)))
-        skipped = [path for path in skipped if os.path.normpath(path) not in found]
-        predictor = load_predictor(args.model, teacher_input_size=args.teacher_size, batch_size=args.batch_size,
-                                   teacher_format=args.teacher_format)
-        if args.teacher_size is not None and predictor.kind != "teacher":
-            _warn(f"--teacher-size only applies to an MSI-Net teacher; {args.model} is a {predictor.kind}, ignored")
-        if has_images:
-            report = predict_files(
-                predictor,
-                image_inputs,
-                out_dir=args.out,
-                overlay=args.overlay,
-                colormap=args.colormap,
-                alpha=args.alpha,
-                progress=not args.no_progress,
-            )
-            report.skipped = [path for path in report.skipped if os.path.normpath(path) not in found]
-            skipped = report.skipped
-    except (FileNotFoundError, ValueError) as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
-        return 1
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"predict.py: skipped {len(skipped)} file(s) that are not images ({'/'.join(IMAGE_EXTENSIONS)}) or "
-              f"videos ({'/'.join(VIDEO_EXTENSIONS)}): {shown}", file=sys.stderr)
-    if report is not None:
-        for _, message in report.failures:
-            print(f"predict.py: failed: {message}", file=sys.stderr)
-        n_images = len(report.written) // (2 if args.overlay else 1)
-        print(f"[predict] {n_images} image(s) written to {args.out}; {len(report.failures)} failed", flush=True)
-    for path, stem in videos:
-        try:
-            video = predict_video(predictor, path, args.out, batch_size=args.batch_size, save_maps=args.save_maps,
-                                  colormap=args.colormap, alpha=args.alpha, max_frames=args.max_frames,
-                                  progress=not args.no_progress, stem=stem)
-        except Exception as e:  # noqa: BLE001 - one bad video must not stop the others; each failure is reported
-            message = str(e) if str(e).startswith(path) else f"{path}: {type(e).__name__}: {e}"
-            print(f"predict.py: failed: {message}", file=sys.stderr)
-            video_failures.append((path, message))
-            continue
-        for note in video.notes:
-            print(f"predict.py: note: {note}", file=sys.stderr)
-        maps = f"; maps in {video.maps_dir}" if video.maps_dir else ""
-        print(f"[predict] {path} -> {video.output} ({video.frames} frames, {video.size[1]}x{video.size[0]}, "
-              f"{video.fps:g} fps{maps})", flush=True)
-        video_reports.append(video)
-    if videos:
-        print(f"[predict] {len(video_reports)} video(s) written to {args.out}; {len(video_failures)} failed")
-    failed = (report is not None and report.failures) or video_failures
-    return 1 if failed else 0
+    check_writable_dir(args.out)
+    plan = plan_inputs(args.images, args.out, args.colormap, args.alpha)
+    if not args.overlay and not plan.videos:
+        warn_ignored(parser, args, ("colormap", "alpha"), "with --overlay or to videos")
+    if not plan.videos:
+        warn_ignored(parser, args, ("save_maps", "max_frames", "batch_size"), "to videos")
+    predictor = load_predictor(args.model, teacher_input_size=args.teacher_size, batch_size=args.batch_size,
+                               teacher_format=args.teacher_format)
+    if args.teacher_size is not None and predictor.kind != "teacher":
+        warn(PROG, f"--teacher-size only applies to an MSI-Net teacher; {args.model} is a {predictor.kind}, ignored")
+    if not plan.has_images:
+        _print_skipped(plan.skipped)
+    run = predict_inputs(predictor, plan, args.out, overlay=args.overlay, colormap=args.colormap, alpha=args.alpha,
+                         save_maps=args.save_maps, batch_size=args.batch_size, max_frames=args.max_frames,
+                         progress=not args.no_progress, on_images=lambda run: _print_images(run, args),
+                         on_video=_print_video)
+    if plan.videos:
+        print(f"[predict] {len(run.videos)} video(s) written to {args.out}; {len(run.video_failures)} failed")
+    return 1 if run.failed else 0
+
+
+def main(argv=None):
+    """Predict (see the module's docstring); returns the exit code (argtypes: 0, 1, 2 or 130)."""
+    return run_main(_predict, argv, prog=PROG, kept="the files written so far are complete",
+                    again="run the same command again to write them all")
 
 
 if __name__ == "__main__":

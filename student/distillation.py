@@ -17,7 +17,6 @@ does that instead, via ``scale_loss_for_distribution``, which this model does no
 is all-reduced from the actual per-replica batch sizes, so uneven last batches are averaged correctly too.
 """
 
-import contextlib
 import json
 import math
 import numbers
@@ -53,26 +52,6 @@ def build_optimizer(learning_rate=DEFAULT_LEARNING_RATE):
     ):
         raise ValueError(f"`learning_rate` must be a finite number > 0. Received: learning_rate={learning_rate!r}")
     return keras.optimizers.Adam(learning_rate)
-
-
-@contextlib.contextmanager
-def mixed_precision_scope(enabled=True):
-    """Build models under the ``mixed_float16`` dtype policy and restore the previous global policy on exit.
-
-    Build the student inside the scope; `Distiller.compile` then wraps the optimizer in a
-    `keras.optimizers.LossScaleOptimizer`. The student's heads output float32 logits.
-
-    Args:
-        enabled: bool. False makes the scope a no-op, so callers can write
-            ``with mixed_precision_scope(config.mixed_precision):``. Defaults to True.
-    """
-    previous = keras.config.dtype_policy()
-    if enabled:
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def make_strategy(kind="auto", devices=None, collective_timeout_s=None):
@@ -191,8 +170,9 @@ class Distiller(keras.Model):
             Defaults to 0.0.
         name: str. Defaults to ``"distiller"``.
 
-    Mixed precision: build the student under `mixed_precision_scope()`; `compile` then adds loss scaling. The
-    Distiller itself computes in float32 (its inputs are not cast; the losses are float32).
+    Mixed precision: build the student under the ``mixed_float16`` dtype policy (`keras.config.set_dtype_policy`,
+    as `student.training.train` does); `compile` then adds loss scaling. The Distiller itself computes in float32
+    (its inputs are not cast; the losses are float32).
 
     Example:
 
@@ -259,7 +239,7 @@ class Distiller(keras.Model):
 
     @property
     def mixed_precision(self):
-        """True when the student computes in float16 (built under `mixed_precision_scope`)."""
+        """True when the student computes in float16 (built under the ``mixed_float16`` dtype policy)."""
         return self.student.compute_dtype == "float16" or any(
             layer.compute_dtype == "float16" for layer in self.student.layers
         )

@@ -4,12 +4,12 @@ A run folder holds everything a run produces:
 
     config.json                 the run's settings (and `completed` once it finished)
     checkpoints/best.weights.h5 student weights of the epoch with the lowest val KLD
-    checkpoints/last.weights.h5 student weights after the last finished epoch
+    checkpoints/last.weights.h5 student weights after the last finished epoch (its epoch in last.json)
     history.csv                 per-epoch train/val metrics
     logs/                       TensorBoard
     kld.png                     train and val KLD per epoch (the seed project's figure)
     saved_model/                the exported SavedModel (uint8 image in, saliency map out)
-    backup/                     BackupAndRestore state while the run is unfinished
+    backup/                     BackupAndRestore state while the run is unfinished (replaced whole each epoch)
 
 Interrupted and started again with the same settings, a run continues from its last finished epoch and ends
 with the same weights as an uninterrupted one: the optimizer state is in the backup, and the data order and
@@ -33,24 +33,14 @@ from datasets import records
 from datasets.io import atomic_write, check_writable_dir
 from datasets.io import save_weights_atomic as _save_weights_atomic  # the one atomic save (a full disk too)
 from datasets.shards import file_sha256
-from student.config import TrainConfig  # noqa: F401 (defined there without TensorFlow, for train.py --help)
+# Defined there without TensorFlow (train.py --help); re-exported here.
+from student.config import TrainConfig, xla_pays_off  # noqa: F401
 
 BACKUP_DIR = "backup"
 # Settings that may change when a run is resumed without changing its result.
 # Settings a run may be continued with changed: where it is written, what it prints, and how fast (XLA or not
 # computes the same steps up to float rounding).
 _RESUMABLE_OVERRIDES = ("run_dir", "verbose", "export", "resume", "allow_mixed_records", "jit_compile")
-
-
-def xla_pays_off():
-    """Whether XLA should compile the train step where the caller has no preference (the demo, the studies).
-
-    On a GPU, yes. On a CPU, no: `benchmarks/train_step.py` timed the Distiller's step (variant B, batch 16,
-    96x128) on a 2-core AMD EPYC at 0.70x the speed of TensorFlow's default kernels for ResNet18 and 0.14x / 0.19x
-    for EfficientNet-Lite0 / MobileNetV2 (XLA's CPU depthwise convolutions are slow); on an Intel Xeon with
-    AVX-512, ResNet18's step was 0.68x (0.84 against 0.57 s).
-    """
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def cpu_info():
@@ -131,12 +121,69 @@ class StudentCheckpoints(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self._save(self.last_path)
+        with atomic_write(os.path.join(self.directory, "last.json"), "w") as f:  # a damaged backup's fallback
+            json.dump({"epoch": epoch + 1}, f)
         value = logs.get(self.monitor, logs.get("kld"))
         if value is not None and float(value) < self.best:
             self.best = float(value)
             self._save(self.best_path)
             with atomic_write(self._state_path, "w") as f:
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, f)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore` whose backup is replaced whole at each epoch's end.
+
+    Keras writes `latest.weights.h5` in place, so a `kill -9` during the write leaves a truncated (or empty) file
+    that no rerun can load. Here the weights and then the epoch go to temporary files that are renamed over the
+    old ones: a kill leaves the previous epoch's backup.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        _save_weights_atomic(self.model, self._weights_path)
+        with atomic_write(self._training_metadata_path, "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+
+
+def _unreadable_h5(path):
+    """Why the HDF5 file `path` cannot be read (e.g. truncated or empty), or None if it opens."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError and others for a damaged file
+        return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+def _check_backup(run_dir, initial_epoch):
+    """(initial epoch, student weights to start from or None) once the backup is known to be readable.
+
+    A damaged backup (left by a run killed while Keras wrote it, before `AtomicBackupAndRestore`) is removed; the
+    run continues from `checkpoints/last.weights.h5`, the last finished epoch's student weights, with a fresh
+    optimizer state (so not exactly as an uninterrupted run would), and says so.
+
+    Raises:
+        ValueError: the backup is damaged and there is no last checkpoint with its epoch to continue from.
+    """
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    backup = os.path.join(backup_dir, "latest.weights.h5")
+    reason = _unreadable_h5(backup) if os.path.exists(backup) else None
+    if reason is None:
+        return initial_epoch, None
+    last = os.path.join(run_dir, "checkpoints", "last.weights.h5")
+    last_epoch = os.path.join(run_dir, "checkpoints", "last.json")
+    if not (os.path.exists(last_epoch) and os.path.exists(last) and _unreadable_h5(last) is None):
+        raise ValueError(
+            f"{backup} is damaged ({reason}), and {last} with its epoch ({last_epoch}) is not there to continue "
+            f"from: delete {backup_dir} to start the run again from epoch 1, or choose another --run-dir")
+    with open(last_epoch) as f:
+        epoch = int(json.load(f)["epoch"])
+    print(f"[train] warning: {backup} is damaged ({reason}; a run killed while writing it?); continuing from {last} "
+          f"after epoch {epoch} with a fresh optimizer state", file=sys.stderr)
+    shutil.rmtree(backup_dir)
+    return epoch, last
 
 
 def count_records(files, label_fraction=1.0):
@@ -425,6 +472,112 @@ def build_distiller(config, strategy):
     return distiller
 
 
+def _check_records(config):
+    """The train and val shards of `config`, after checking that their manifests name the same teacher."""
+    train_files = record_files(config.records_dirs, config.train_split)
+    val_files = record_files(config.records_dirs, config.val_split, required=False)
+    sources = [(d, s) for d in config.records_dirs for s in (config.train_split, config.val_split)
+               if os.path.exists(os.path.join(d, f"{s}.json"))]
+    mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
+    for difference in mixed:
+        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}", file=sys.stderr)
+    return train_files, val_files
+
+
+def _training_counts(config, train_files):
+    """(steps per epoch, records with a human map, teacher-only records) that the run trains on.
+
+    Raises:
+        ValueError: the records do not fill one batch, or nothing would train the saliency head (variant B with
+            no human map kept and no `kd_into_saliency`).
+    """
+    with_teacher = config.variant == "B"
+    labelled, teacher_only = count_records(train_files, config.label_fraction)
+    if with_teacher and labelled == 0 and teacher_only and config.kd_into_saliency == 0:
+        raise ValueError(
+            f"none of the {teacher_only} training records in {', '.join(config.records_dirs)} has a human map "
+            f"(with --label-fraction {float(config.label_fraction):g}), and with --kd-into-saliency 0 nothing trains "
+            "the saliency head that the SavedModel serves: pass --kd-into-saliency 1 (pure distillation), or add "
+            "records with human maps")
+    n_train = labelled + teacher_only if with_teacher else labelled
+    steps = n_train // config.batch_size
+    if steps == 0:
+        raise ValueError(_too_few_records(config, train_files, labelled, teacher_only, with_teacher))
+    return min(steps, config.steps_per_epoch or steps), labelled, teacher_only
+
+
+def _validation_dataset(config, val_files):
+    """(the validation batches, the number of validation records with a human map)."""
+    with_teacher = config.variant == "B"
+    examples = None
+    if config.cache:
+        examples = records.decoded_examples(val_files, config.image_size, with_teacher, config.resize,
+                                            labelled_only=True).cache()
+    val_ds = records.training_dataset(
+        val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher,
+        resize=config.resize, labelled_only=True, examples=examples,
+    )
+    # A known length spares Keras from running into the end of the data (and warning about it).
+    n_val = count_records(val_files)[0]
+    if n_val == 0:
+        raise ValueError(f"the '{config.val_split}' records of {', '.join(config.records_dirs)} have no human "
+                         "maps to validate on")
+    val_batches = math.ceil(n_val / config.batch_size)
+    if config.validation_steps:
+        val_batches = min(val_batches, config.validation_steps)
+        val_ds = val_ds.take(val_batches)
+    return val_ds.apply(tf.data.experimental.assert_cardinality(val_batches)), n_val
+
+
+def _callbacks(config, steps, extra_callbacks):
+    run_dir = config.run_dir
+    callbacks = [
+        StopOnNonFiniteLoss(run_dir),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        StudentCheckpoints(os.path.join(run_dir, "checkpoints")),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+        AtomicBackupAndRestore(os.path.join(run_dir, BACKUP_DIR)),
+        *extra_callbacks,
+    ]
+    if config.verbose:
+        callbacks.append(LogRecordCounts(steps * config.batch_size))
+    return callbacks
+
+
+def _report_start(config, distiller, steps, labelled, teacher_only, n_val, initial_epoch):
+    if not config.verbose:
+        return
+    used = (f"{labelled} with a human map + {teacher_only} teacher-only" if config.variant == "B" else
+            f"{labelled} with a human map" + (f" ({teacher_only} teacher-only left out: variant A)"
+                                               if teacher_only else ""))
+    print(f"[train] variant {config.variant}: {distiller.student.count_params():,} parameters, "
+          f"{used} training records, {n_val} validation records, {steps} steps/epoch, run folder {config.run_dir}")
+    if initial_epoch:
+        print(f"[train] resuming after epoch {initial_epoch} of {config.epochs}")
+
+
+def _finish(config):
+    """After the last epoch: the KLD figure, the SavedModel of the best epoch, config.json marked completed, and
+    no backup."""
+    run_dir = config.run_dir
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    plot_kld(history, os.path.join(run_dir, "kld.png"), f"variant {config.variant}")
+    saved_model_dir = os.path.join(run_dir, "saved_model")
+    if config.export:
+        from student.model import build_student
+        from student.serving import export_saved_model
+
+        student = build_student(config.variant, backbone=config.backbone)
+        student.load_weights(os.path.join(run_dir, "checkpoints", "best.weights.h5"))
+        export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
+    best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
+    final = dict(config.to_json(), completed=True, best_val_kld=best)
+    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(final, f, indent=2)
+    shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
+    return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
+
+
 def train(config, strategy=None, extra_callbacks=()):
     """Run (or resume) one training run and return its result.
 
@@ -439,18 +592,10 @@ def train(config, strategy=None, extra_callbacks=()):
     """
     from student.distillation import make_strategy
 
-    train_files = record_files(config.records_dirs, config.train_split)
-    val_files = record_files(config.records_dirs, config.val_split, required=False)
-    sources = [(d, s) for d in config.records_dirs for s in (config.train_split, config.val_split)
-               if os.path.exists(os.path.join(d, f"{s}.json"))]
-    mixed = records.check_same_teacher(sources, allow_mixed=config.allow_mixed_records)
-    for difference in mixed:
-        print(f"[train] warning: mixed records (--allow-mixed-records): {difference}", file=sys.stderr)
+    train_files, val_files = _check_records(config)
     initial_epoch = _prepare_run_dir(config)
-    run_dir = config.run_dir
-    backup_dir = os.path.join(run_dir, BACKUP_DIR)
-    history_path = os.path.join(run_dir, "history.csv")
-    _trim_history(history_path, initial_epoch)
+    initial_epoch, restart_weights = _check_backup(config.run_dir, initial_epoch)
+    _trim_history(os.path.join(config.run_dir, "history.csv"), initial_epoch)
 
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
@@ -458,52 +603,18 @@ def train(config, strategy=None, extra_callbacks=()):
     try:
         strategy = strategy or make_strategy(config.strategy)
         distiller = build_distiller(config, strategy)
-        with_teacher = config.variant == "B"
-        labelled, teacher_only = count_records(train_files, config.label_fraction)
-        n_train = labelled + teacher_only if with_teacher else labelled
-        steps = n_train // config.batch_size
-        if steps == 0:
-            raise ValueError(_too_few_records(config, train_files, labelled, teacher_only, with_teacher))
-        steps = min(steps, config.steps_per_epoch or steps)
-        train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, with_teacher, n_train)
-        val_examples = None
-        if config.cache:
-            val_examples = records.decoded_examples(val_files, config.image_size, with_teacher, config.resize,
-                                                    labelled_only=True).cache()
-        val_ds = records.training_dataset(
-            val_files, config.batch_size, config.image_size, training=False, with_teacher=with_teacher,
-            resize=config.resize, labelled_only=True, examples=val_examples,
-        )
-        # A known length spares Keras from running into the end of the data (and warning about it).
-        n_val = count_records(val_files)[0]
-        if n_val == 0:
-            raise ValueError(f"the '{config.val_split}' records of {', '.join(config.records_dirs)} have no human "
-                             "maps to validate on")
-        val_batches = math.ceil(n_val / config.batch_size)
-        if config.validation_steps:
-            val_batches = min(val_batches, config.validation_steps)
-            val_ds = val_ds.take(val_batches)
-        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
-        callbacks = [
-            StopOnNonFiniteLoss(run_dir),
-            keras.callbacks.CSVLogger(history_path, append=True),
-            StudentCheckpoints(os.path.join(run_dir, "checkpoints")),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-            keras.callbacks.BackupAndRestore(backup_dir),
-            *extra_callbacks,
-        ]
-        if config.verbose:
-            callbacks.append(LogRecordCounts(steps * config.batch_size))
-            used = (f"{labelled} with a human map + {teacher_only} teacher-only" if with_teacher else
-                    f"{labelled} with a human map" + (f" ({teacher_only} teacher-only left out: variant A)"
-                                                       if teacher_only else ""))
-            print(f"[train] variant {config.variant}: {distiller.student.count_params():,} parameters, "
-                  f"{used} training records, {n_val} validation records, {steps} steps/epoch, run folder {run_dir}")
-            if initial_epoch:
-                print(f"[train] resuming after epoch {initial_epoch} of {config.epochs}")
+        if restart_weights:
+            distiller.student.load_weights(restart_weights)
+        steps, labelled, teacher_only = _training_counts(config, train_files)
+        train_ds = epoch_seeded_dataset(train_files, config, initial_epoch, steps, config.variant == "B",
+                                        labelled + teacher_only if config.variant == "B" else labelled)
+        val_ds, n_val = _validation_dataset(config, val_files)
+        callbacks = _callbacks(config, steps, extra_callbacks)
+        _report_start(config, distiller, steps, labelled, teacher_only, n_val, initial_epoch)
         distiller.fit(
             train_ds,
             epochs=config.epochs,
+            initial_epoch=initial_epoch,  # the backup's epoch too, when there is one (it restores it again)
             steps_per_epoch=steps,
             validation_data=val_ds,
             callbacks=callbacks,
@@ -512,25 +623,7 @@ def train(config, strategy=None, extra_callbacks=()):
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)
-
-    history = read_history(history_path)
-    plot_kld(history, os.path.join(run_dir, "kld.png"), f"variant {config.variant}")
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    best_path = os.path.join(checkpoints, "best.weights.h5")
-    saved_model_dir = os.path.join(run_dir, "saved_model")
-    if config.export:
-        from student.model import build_student
-        from student.serving import export_saved_model
-
-        student = build_student(config.variant, backbone=config.backbone)
-        student.load_weights(best_path)
-        export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
-    best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
-    final = dict(config.to_json(), completed=True, best_val_kld=best)
-    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(final, f, indent=2)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    return TrainResult(run_dir, history, best, saved_model_dir if config.export else None)
+    return _finish(config)
 
 
 def seed_record_path(weights_path):
@@ -625,7 +718,7 @@ def train_both(make_config, parent_dir):
     Rerun with the same settings after an interruption (with or without `resume`), a finished A is reused and
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
-    first = make_config("A", os.path.join(parent_dir, "A"), None)
+    first, _ = [make_config(v, os.path.join(parent_dir, v), None) for v in ("A", "B")]  # both checked before any write
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
                                    first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")])
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]

@@ -133,7 +133,7 @@ def test_no_human_map_at_all_is_pure_distillation(records_dir, tmp_path):  # noq
     files = training.record_files([str(records_dir)], "train")
     labelled, teacher_only = training.count_records(files, 0.0)
     assert labelled == 0 and teacher_only == training.count_records(files)[0] > 0
-    with pytest.raises(ValueError, match=r"label_fraction must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"label_fraction: expected a fraction in \[0, 1\]"):
         TrainConfig(label_fraction=-0.1)
 
 

@@ -222,3 +222,105 @@ def test_benchmark_work_folder_is_removed_on_an_error_unless_kept(tmp_path, monk
         assert len(left) == 1 and left[0].startswith("saliency-kd-bench-") and left[0] in err and "--keep-work" in err
     else:
         assert left == []
+
+
+# --- issue 22 (one run_main) and issue 24 items 7 and 9: Ctrl-C and --aspect -1:2 ------------------------------
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _one_interrupted_line(err, prog, *expected):
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prog}: interrupted; ") and all(e in err for e in expected), err
+
+
+@pytest.fixture()
+def one_image(tmp_path):
+    import cv2
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "a.png"), np.full((16, 24, 3), 128, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("where", ["images", "video"])
+def test_ctrl_c_in_predict_is_one_line_and_rc_130(one_image, tmp_path, monkeypatch, capsys, where):
+    import predict
+    from inference import files, inputs
+
+    monkeypatch.setattr(predict, "load_predictor", lambda *args, **kwargs: "a model")
+    if where == "images":
+        monkeypatch.setattr(inputs, "predict_files", _interrupt)
+    else:
+        (one_image / "clip.mp4").write_bytes(b"not decoded: predict_video is interrupted")
+        monkeypatch.setattr(inputs, "predict_files", lambda *a, **k: files.PredictionReport([], []))
+        monkeypatch.setattr(inputs, "predict_video", _interrupt)
+    assert predict.main([str(one_image), "--out", str(tmp_path / "out"), "--no-progress"]) == 130
+    _one_interrupted_line(capsys.readouterr().err, "predict.py", "run the same command again")
+
+
+def test_ctrl_c_in_crop_is_one_line_and_rc_130(one_image, tmp_path, monkeypatch, capsys):
+    import crop
+
+    monkeypatch.setattr(crop, "crop_files", _interrupt)
+    assert crop.main([str(one_image), "--method", "centre", "--out", str(tmp_path / "out")]) == 130
+    _one_interrupted_line(capsys.readouterr().err, "crop.py", "run the same command again")
+
+
+def test_ctrl_c_in_a_real_process_is_one_line(one_image, tmp_path):
+    """A real SIGINT to a crop.py process (a child: SIGINT sent to the test process itself once crashed it)."""
+    import signal
+    import time
+
+    code = ("import sys, time, crop\n"
+            "def slow(*a, **k):\n    print('started', flush=True)\n    time.sleep(60)\n"
+            "crop.crop_files = slow\nsys.exit(crop.main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(one_image), "--method", "centre", "--out",
+                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline() == "started\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    _one_interrupted_line(err, "crop.py", "the crops written so far are complete")
+
+
+def test_run_main_maps_errors_to_the_documented_codes(capsys):
+    import errno
+
+    from argtypes import run_main
+
+    def raising(error):
+        def main(argv):
+            raise error
+        return main
+
+    assert run_main(lambda argv: 0, [], prog="x") == 0
+    assert run_main(raising(ValueError("bad\n  value")), [], prog="x") == 1
+    assert capsys.readouterr().err == "x: error: bad value\n"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/file")
+    assert run_main(raising(full), [], prog="x", kept="finished parts are kept", again="run it again") == 1
+    assert capsys.readouterr().err == ("x: error: /out/file: No space left on device. Finished parts are kept: "
+                                       "free space, then run it again\n")
+    with pytest.raises(RuntimeError):  # not a handled error: a bug keeps its traceback
+        run_main(raising(RuntimeError("bug")), [], prog="x")
+    with pytest.raises(SystemExit):  # argparse's usage errors (2) and --help (0) pass through
+        run_main(raising(SystemExit(2)), [], prog="x")
+
+
+@pytest.mark.parametrize("args", [["--aspect", "-1:2"], ["--aspect=-1:2"], ["--aspect", "-.5:1"]])
+def test_a_negative_aspect_says_what_is_wrong(args, capsys):
+    import crop
+
+    with pytest.raises(SystemExit) as info:
+        crop.main(["photos", *args])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "expected one argument" not in err
+    assert "argument --aspect: aspect ratio must be \"W:H\" with positive numbers" in err, err

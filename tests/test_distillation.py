@@ -2,6 +2,7 @@
 MirroredStrategy step over 2 logical CPUs with a one-device step (in a subprocess: the CPU must be split before
 TensorFlow initialises)."""
 
+import contextlib
 import math
 import os
 import subprocess
@@ -12,12 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from student.distillation import (
-    Distiller,
-    build_optimizer,
-    make_strategy,
-    mixed_precision_scope,
-)
+from student.distillation import Distiller, build_optimizer, make_strategy
 from student.model import build_student
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,6 +195,17 @@ def test_variant_a_trains_without_teacher_maps(student_a, batch):
     assert np.abs(_weights(student_a)["saliency_conv/kernel"] - before["saliency_conv/kernel"]).max() > 1e-5
     predicted = distiller.predict(images[:2], verbose=0)
     assert set(predicted) == {"saliency"} and predicted["saliency"].shape == (2, 32, 32, 1)
+
+
+@contextlib.contextmanager
+def mixed_precision_scope():
+    """Build under the mixed_float16 policy, as student.training.train does, and restore the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def test_mixed_precision_step_is_finite_and_policy_is_restored(batch):

@@ -201,7 +201,7 @@ def test_models_with_the_same_folder_name_get_distinct_rows(monkeypatch, tmp_pat
         return {"split": split, "num_images": 1, "models": {n: {"metrics": {"kld": 0.5}, "num_params": None,
                                                                 "images_per_s": 1.0} for n in models}}
 
-    monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     paths = [str(tmp_path / "runs" / "s0" / "B"), str(tmp_path / "runs" / "s1" / "B"), str(tmp_path / "runs" / "A")]
     assert evaluate_cli.main(["--models", *paths, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert seen == {os.path.join("s0", "B"): paths[0], os.path.join("s1", "B"): paths[1], "A": paths[2]}
@@ -215,7 +215,7 @@ def test_unwritable_out_is_refused_before_scoring(monkeypatch, tmp_path, capsys)
     def must_not_run(*args, **kwargs):
         raise AssertionError("scored before checking --out")
 
-    monkeypatch.setattr(evaluate_cli, "evaluate", must_not_run)
+    monkeypatch.setattr(evaluation, "evaluate", must_not_run)
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert evaluate_cli.main(["--out", str(blocker / "eval"), "--quiet"]) == 1

@@ -332,3 +332,40 @@ def test_exit_status_is_2_for_usage_errors_and_1_for_other_errors(tmp_path, caps
     assert predict.main(["--model", str(tmp_path / "none"), str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("predict.py: error: ") and err.count("\n") == 1
+
+
+# --- issue 22: predict.py's logic is a library call (inference.inputs) ------------------------------------------
+
+def test_images_and_videos_are_planned_and_predicted_without_the_command_line(tmp_path):
+    """plan_inputs finds images, videos and other files (the output folder's old results are not inputs);
+    predict_inputs writes them all and collects what failed."""
+    from inference.inputs import plan_inputs, predict_inputs
+    from inference.predictors import Predictor
+
+    class Flat(Predictor):
+        kind = "student"
+
+        def _predict_group(self, images):
+            return np.ones(images.shape[:3], np.float32)
+
+    inputs = tmp_path / "in"
+    (inputs / "out").mkdir(parents=True)
+    for name in ("a.png", "out/old.png"):
+        assert cv2.imwrite(str(inputs / name), np.zeros((8, 12, 3), np.uint8))
+    writer = cv2.VideoWriter(str(inputs / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (12, 8))
+    for _ in range(3):
+        writer.write(np.zeros((8, 12, 3), np.uint8))
+    writer.release()
+    (inputs / "broken.mp4").write_bytes(b"not a video")
+    (inputs / "notes.txt").write_text("")
+
+    plan = plan_inputs([inputs], out_dir=inputs / "out")
+    assert [stem for _, stem in plan.videos] == ["broken", "clip"] and plan.has_images
+    assert plan.skipped == [str(inputs / "notes.txt")]
+    seen = []
+    run = predict_inputs(Flat("flat"), plan, inputs / "out", progress=False,
+                         on_video=lambda path, video, error: seen.append((os.path.basename(path), error is None)))
+    assert run.images.written == [str(inputs / "out" / "a.png")] and run.images.failures == []
+    assert [v.frames for v in run.videos] == [3] and seen == [("broken.mp4", False), ("clip.avi", True)]
+    assert run.video_failures[0][0] == str(inputs / "broken.mp4") and run.failed
+    assert run.skipped == [str(inputs / "notes.txt")]

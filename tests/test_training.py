@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -210,10 +211,30 @@ def test_help_explains_the_options(capsys):
 
 
 def test_help_defaults_are_the_configs():
-    """train.py reads `TrainConfig`'s field defaults without making one (no TensorFlow for --help): the same values."""
-    assert vars(train_cli._DEFAULTS) == dataclasses.asdict(TrainConfig())
+    """train.py's flags come from `TrainConfig`'s fields: parsing no flags gives the default config, and every
+    field with a help text is a flag showing that help."""
     config = train_cli.config_from_args(train_cli.build_parser().parse_args([]), "B", "runs/B")
     assert dataclasses.replace(config, verbose=TrainConfig().verbose) == TrainConfig()
+    helps = {action.dest: action.help for action in train_cli.build_parser()._actions}
+    for field in dataclasses.fields(TrainConfig):
+        if "help" in field.metadata and field.name not in train_cli._OWN_FLAGS:
+            assert helps[field.name] == field.metadata["help"], field.name
+    assert "learning_rate" in helps and "--lr" in train_cli.build_parser().format_help()
+    from student.config import RESIZE_MODES
+
+    assert RESIZE_MODES == records.RESIZE_MODES
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs: expected a positive integer, got 0"),
+    ("learning_rate", float("nan"), "learning_rate: expected a finite positive number, got nan"),
+    ("image_size", (32, -1), "image_size: expected a positive integer, got -1"),
+    ("flips", "diagonal", "flips must be one of 'none', 'horizontal', 'both'"),
+])
+def test_the_config_checks_what_the_flags_check(field, value, message):
+    """The same checks run for a config made in Python (the studies) as for train.py's flags."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{field: value})
 
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
@@ -297,7 +318,9 @@ def test_ctrl_c_says_how_to_resume(records_dir, tmp_path, monkeypatch, capsys):
     args = ["--variant", "A", "--records-dir", str(records_dir), "--run-dir", str(tmp_path / "run")]
     assert train_cli.main(args) == 130
     err = capsys.readouterr().err
-    assert "interrupted; run the same command again" in err and f"--run-dir {tmp_path / 'run'}" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "interrupted; finished epochs are kept; run the same command again" in err
+    assert f"--run-dir {tmp_path / 'run'}" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -366,7 +389,7 @@ def test_distillation_flags_with_variant_a_are_warned(monkeypatch, tmp_path, cap
 
     monkeypatch.setattr(training, "train", fake_train)
     assert train_cli.main(["--variant", "A", "--kd-weight", "1.0", "--run-dir", str(tmp_path / "A")]) == 0
-    assert "--kd-weight only apply to variant B" in capsys.readouterr().err
+    assert "train.py: warning: --kd-weight only applies to variant B" in capsys.readouterr().err
 
 
 # --- issue 18 ---------------------------------------------------------------------------------------------------
@@ -498,3 +521,90 @@ def test_the_readme_pretrained_command_trains_on_the_shipped_imagenet_weights(re
     # The stem's BatchNormalization is frozen, so it still holds the ImageNet file's statistics.
     np.testing.assert_allclose(bn.moving_mean.numpy(), state["_bn0.running_mean"], rtol=1e-6)
     assert (run_dir / "saved_model").is_dir()
+
+
+# --- issue 24, item 4: flags that would silently train nothing useful are refused -----------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze-encoder-bn"], "without --backbone-weights the encoder is randomly initialised"),
+    (["--variant", "B", "--label-fraction", "0"], "nothing trains the saliency head that the SavedModel serves"),
+    (["--variant", "both", "--label-fraction", "0"], "Pass --kd-into-saliency 1"),
+])
+def test_flags_that_would_train_nothing_useful_are_refused_before_any_work(tmp_path, capsys, args, message):
+    code = train_cli.main([*args, "--records-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.startswith("train.py: error: "), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_only_records_with_no_saliency_term_are_refused(teacher_only_dir, records_dir, tmp_path):
+    """Variant B on records that have no human map at all (with the default --label-fraction) and no
+    --kd-into-saliency: the served head would get no loss."""
+    config = TrainConfig(variant="B", records_dir=str(teacher_only_dir), val_split="train",
+                         run_dir=str(tmp_path / "t"), **TINY)
+    with pytest.raises(ValueError, match=r"none of the 8 training records .* has a human map.*--kd-into-saliency 1"):
+        training.train(config)
+
+
+# --- issue 24, item 6: a backup damaged by kill -9 mid-write --------------------------------------------------
+
+class _KillAfterBackup(keras.callbacks.Callback):
+    """Stops the run at the start of `epoch` (after the previous epoch's backup), as a kill would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt()
+
+
+def test_the_backup_is_replaced_whole(tmp_path, monkeypatch):
+    """The weights go to a temporary file that is renamed: a kill during the write leaves the old backup."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = training.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    good = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+
+    def killed_mid_write(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(good[:100])  # what a kill -9 leaves of the file being written
+        raise _Interrupt()
+
+    monkeypatch.setattr(keras.Model, "save_weights", killed_mid_write)
+    with pytest.raises(_Interrupt):
+        backup.on_epoch_end(1)
+    assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == good
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+
+
+def test_a_damaged_backup_falls_back_to_the_last_checkpoint(records_dir, tmp_path, capsys):
+    """A truncated and an empty `latest.weights.h5`, as a kill -9 during Keras' write left them (issue 24)."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    settings = dict(TINY, epochs=2, steps_per_epoch=1, export=False)
+    config = TrainConfig(variant="A", records_dir=str(records_dir), run_dir=str(killed), **settings)
+    with pytest.raises(_Interrupt):
+        training.train(config, extra_callbacks=[_KillAfterBackup(1)])
+    for damage in ("truncated", "empty"):
+        run_dir = shutil.copytree(killed, tmp_path / damage)
+        backup = run_dir / "backup" / "latest.weights.h5"
+        data = backup.read_bytes()
+        backup.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+        capsys.readouterr()
+        result = training.train(dataclasses.replace(config, run_dir=str(run_dir)))
+        err = capsys.readouterr().err
+        assert f"{backup} is damaged" in err, err
+        assert f"continuing from {run_dir / 'checkpoints' / 'last.weights.h5'} after epoch 1" in err
+        assert [h["epoch"] for h in result.history] == [0, 1]  # epoch 1 kept, epoch 2 trained
+
+    backup = killed / "backup" / "latest.weights.h5"  # no last checkpoint's epoch to fall back to: a clear error
+    backup.write_bytes(b"")
+    (killed / "checkpoints" / "last.json").unlink()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(backup))} is damaged .*delete "
+                                         rf"{re.escape(str(backup.parent))}"):
+        training.train(config)
