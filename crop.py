@@ -14,6 +14,7 @@ import sys
 from argtypes import attach_negative_values, run_main, warn
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
+from inference.files import skipped_outputs_note
 from inference.predictors import DEFAULT_MODEL
 
 PROG = "crop.py"
@@ -85,6 +86,8 @@ def _crop(argv):
         shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
         print(f"{PROG}: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",
               file=sys.stderr)
+    if report.skipped_outputs:
+        print(f"{PROG}: note: {skipped_outputs_note(report.skipped_outputs)}", file=sys.stderr)
     for _, message in report.failures:
         print(f"{PROG}: failed: {message}", file=sys.stderr)
     print(f"[crop] {report.num_images} image(s), {len(report.written) - 1} crop(s) ({args.method}, scale "

@@ -22,7 +22,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 from argtypes import positive_int, run_main, warn, warn_ignored  # noqa: E402
 from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E402
-from inference.files import IMAGE_EXTENSIONS  # noqa: E402
+from inference.files import IMAGE_EXTENSIONS, skipped_outputs_note  # noqa: E402
 from inference.inputs import plan_inputs, predict_inputs  # noqa: E402
 from inference.predictors import DEFAULT_MODEL, load_predictor  # noqa: E402
 from inference.video import VIDEO_EXTENSIONS  # noqa: E402
@@ -110,6 +110,8 @@ def _predict(argv):
     import_tensorflow_quietly()
     check_writable_dir(args.out)
     plan = plan_inputs(args.images, args.out, args.colormap, args.alpha)
+    if plan.skipped_outputs:
+        print(f"{PROG}: note: {skipped_outputs_note(plan.skipped_outputs)}", file=sys.stderr)
     if not args.overlay and not plan.videos:
         warn_ignored(parser, args, ("colormap", "alpha"), "with --overlay or to videos")
     if not plan.videos:

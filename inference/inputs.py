@@ -23,12 +23,14 @@ class InputPlan:
         has_images: whether there is at least one image (with no video, True whenever there are image inputs:
             `predict_files` then says when they hold none).
         skipped: files in the input folders that are neither images nor videos.
+        skipped_outputs: folders inside the inputs that hold an earlier output of this project (left out).
     """
 
     image_inputs: list
     videos: list
     has_images: bool
     skipped: list
+    skipped_outputs: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -54,7 +56,8 @@ def plan_inputs(inputs, out_dir, colormap="jet", alpha=0.5):
         ValueError: two inputs would write the same outputs, the output folder is an input folder, or (with
             videos, which always draw the overlay) a bad `colormap` / `alpha`.
     """
-    videos = list_videos(inputs, exclude=out_dir)  # also: every input exists
+    skipped_outputs = []
+    videos = list_videos(inputs, exclude=out_dir, skipped_outputs=skipped_outputs)  # also: every input exists
     if videos:
         check_overlay(colormap, alpha)  # once, before any work
     # Folders may hold images besides videos; video files given directly are not images. Without videos,
@@ -63,7 +66,7 @@ def plan_inputs(inputs, out_dir, colormap="jet", alpha=0.5):
     skipped = []
     has_images = bool(image_inputs) and (
         not videos or bool(list_images(image_inputs, exclude=out_dir, skipped=skipped)))
-    return InputPlan(image_inputs, videos, has_images, _not_videos(skipped, videos))
+    return InputPlan(image_inputs, videos, has_images, _not_videos(skipped, videos), skipped_outputs)
 
 
 def _not_videos(paths, videos):

@@ -537,3 +537,14 @@ def test_benchmark_counts_fixations_and_resumes(tmp_path, monkeypatch):
         results["datasets"]["osie"]["test"]["a"]["inside"]
     with pytest.raises(ValueError, match="model 'm' was measured from m.keras, not other.keras"):
         crop_fixations.measure(str(tmp_path), {"m": "other.keras"}, results_path, **args)
+
+
+def test_crop_py_notes_the_earlier_output_folders_it_skipped(photo_dir, tmp_path, capsys):
+    import crop
+
+    root, _ = photo_dir
+    assert crop.main([str(root), "--out", str(root / "first"), "--method", "centre", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert crop.main([str(root), "--out", str(tmp_path / "second"), "--method", "centre", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note: skipped 1 earlier output folder(s) inside the input" in err and str(root / "first") in err
