@@ -216,7 +216,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
             if report_only:
                 continue
             print(f"[study] seed {seed}, {name}", file=sys.stderr, flush=True)  # status: stdout has the table only
-            training.save_initial_weights(config.initial_weights, seed, settings.backbone, settings.backbone_weights)
+            training.save_initial_weights(config.initial_weights, seed, settings.backbone, settings.backbone_weights,
+                                          decoder=config.decoder)
             os.makedirs(run_dir, exist_ok=True)
             training.train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
             if stop_requested is not None and stop_requested():

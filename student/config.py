@@ -12,7 +12,9 @@ from typing import Optional, Sequence, Union
 
 from student.backbones import BACKBONES  # the registry, without TensorFlow
 
-RESIZE_MODES = ("letterbox", "stretch")  # `datasets.records.RESIZE_MODES` (tests check that they agree)
+RESIZE_MODES = ("letterbox", "stretch")
+# The student's decoders (`student.model`): the design card's full-resolution one, and a light one for small encoders.
+DECODERS = ("card", "light")  # `datasets.records.RESIZE_MODES` (tests check that they agree)
 
 
 # --- value checks: each converts a value (or the text of a flag) and raises ValueError saying what it expected ---
@@ -104,6 +106,10 @@ class TrainConfig:
                                       "as the seed)", check=non_negative_number)
     backbone: str = _option("resnet18", "the student's encoder (resnet18 is the design card's)",
                             choices=tuple(BACKBONES))
+    decoder: str = _option("card", "the student's decoder: card (the design card's: five x2 upsamplings to full "
+                           "resolution, 3x3 convs) or light (stride 8 over the stride-8/16/32 taps, 64 channels, "
+                           "logits upsampled x8: a third of EfficientNet-Lite0's compute at 240x320)",
+                           choices=DECODERS)
     backbone_weights: Optional[str] = _option(
         None, "pretrained encoder weights: 'imagenet' (the file that the `pretrained` extra's packages ship; "
         "efficientnet-lite0/1/2, mobilenetv2) or a path (for resnet18: torchvision's or timm's .pth / .safetensors, "

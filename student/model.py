@@ -25,10 +25,10 @@ import numpy as np
 
 from student.backbones import DEFAULT_BACKBONE, get_backbone
 from student.backbones.layers import check_image_shape, layer_seed
+from student.config import DECODERS
 
 VARIANTS = ("A", "B")
 HEADS = {"A": ("saliency",), "B": ("saliency", "teacher")}
-DECODERS = ("card", "light")
 DEFAULT_DECODER = "card"
 DECODER_FILTERS = (256, 128, 64, 32)
 LIGHT_WIDTH = 64

@@ -392,7 +392,8 @@ def _build_student_with_backbone(config):
     from student.model import build_student
 
     try:
-        return build_student(config.variant, backbone_weights=config.backbone_weights, backbone=config.backbone)
+        return build_student(config.variant, backbone_weights=config.backbone_weights, backbone=config.backbone,
+                             decoder=config.decoder)
     except (FileNotFoundError, ImportError, WeightsCacheError):
         raise
     except Exception as e:  # safetensors, h5py and torch raise their own types for a garbage file
@@ -453,7 +454,7 @@ def build_distiller(config, strategy):
             from student.model import copy_common_weights
 
             # The initial weights are variant B's (a superset of A's layers).
-            source = build_student("B", backbone=config.backbone)
+            source = build_student("B", backbone=config.backbone, decoder=config.decoder)
             source.load_weights(config.initial_weights)
             copy_common_weights(source, student)
         if config.freeze_encoder_bn:
@@ -567,7 +568,7 @@ def _finish(config):
         from student.model import build_student
         from student.serving import export_saved_model
 
-        student = build_student(config.variant, backbone=config.backbone)
+        student = build_student(config.variant, backbone=config.backbone, decoder=config.decoder)
         student.load_weights(os.path.join(run_dir, "checkpoints", "best.weights.h5"))
         export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
     best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
@@ -633,14 +634,14 @@ def seed_record_path(weights_path):
     return base + ".seed.json"
 
 
-def _seeded_initial_model(seed, backbone="resnet18", backbone_weights=None):
+def _seeded_initial_model(seed, backbone="resnet18", backbone_weights=None, decoder="card"):
     from student.model import build_student
 
     keras.utils.set_random_seed(seed)
-    return build_student("B", backbone=backbone, backbone_weights=backbone_weights)
+    return build_student("B", backbone=backbone, backbone_weights=backbone_weights, decoder=decoder)
 
 
-def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None):
+def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None, decoder="card"):
     """The seed of the initial weights in `path`: from its seed record when that matches the file, else `seed` if
     the file holds exactly `seed`'s weights (files written before the record existed), else None (unknown)."""
     record = seed_record_path(path)
@@ -649,32 +650,33 @@ def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None):
             with open(record) as f:
                 entry = json.load(f)
             if entry.get("sha256") == file_sha256(path):
-                if (entry.get("backbone", "resnet18"), entry.get("backbone_weights")) != (backbone, backbone_weights):
+                if ((entry.get("backbone", "resnet18"), entry.get("backbone_weights"), entry.get("decoder", "card"))
+                        != (backbone, backbone_weights, decoder)):
                     return None
                 return int(entry["seed"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
     from student.model import build_student
 
-    expected = _seeded_initial_model(seed, backbone, backbone_weights)
-    stored = build_student("B", backbone=backbone)
+    expected = _seeded_initial_model(seed, backbone, backbone_weights, decoder)
+    stored = build_student("B", backbone=backbone, decoder=decoder)
     try:
         stored.load_weights(path)
     except Exception:  # noqa: BLE001 - an unreadable or foreign file is simply not seed's weights
         return None
     if all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(expected.weights, stored.weights)):
-        _write_seed_record(path, seed, backbone, backbone_weights)
+        _write_seed_record(path, seed, backbone, backbone_weights, decoder)
         return seed
     return None
 
 
-def _write_seed_record(path, seed, backbone="resnet18", backbone_weights=None):
+def _write_seed_record(path, seed, backbone="resnet18", backbone_weights=None, decoder="card"):
     with atomic_write(seed_record_path(path), "w") as f:
-        json.dump({"seed": int(seed), "backbone": backbone, "backbone_weights": backbone_weights,
+        json.dump({"seed": int(seed), "backbone": backbone, "backbone_weights": backbone_weights, "decoder": decoder,
                    "sha256": file_sha256(path)}, f, indent=2)
 
 
-def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None, used_by=()):
+def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None, used_by=(), decoder="card"):
     """Write variant B's seeded initial weights, from which both variants start (A takes the common layers).
 
     The seed (and the encoder with its pretrained weights) is recorded beside them (`seed_record_path`: `initial.seed.json`, with the file's sha256). An
@@ -687,7 +689,7 @@ def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None,
     """
     path = os.fspath(path)
     if os.path.exists(path):
-        recorded = _recorded_seed(path, seed, backbone, backbone_weights)
+        recorded = _recorded_seed(path, seed, backbone, backbone_weights, decoder)
         if recorded == seed:
             return path
         which = f"seed {recorded}" if recorded is not None else "an unknown seed"
@@ -700,10 +702,10 @@ def save_initial_weights(path, seed, backbone="resnet18", backbone_weights=None,
             )
         print(f"[train] {path}: initial weights of {which}, not --seed {seed}; made again for seed {seed}",
               file=sys.stderr)
-    model = _seeded_initial_model(seed, backbone, backbone_weights)
+    model = _seeded_initial_model(seed, backbone, backbone_weights, decoder)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     _save_weights_atomic(model, path)
-    _write_seed_record(path, seed, backbone, backbone_weights)
+    _write_seed_record(path, seed, backbone, backbone_weights, decoder)
     return path
 
 
@@ -720,7 +722,8 @@ def train_both(make_config, parent_dir):
     """
     first, _ = [make_config(v, os.path.join(parent_dir, v), None) for v in ("A", "B")]  # both checked before any write
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
-                                   first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")])
+                                   first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")],
+                                   decoder=first.decoder)
     configs = [make_config(v, os.path.join(parent_dir, v), initial) for v in ("A", "B")]
     done = [finished_run(c) for c in configs]
     if all(done) and any(c.resume for c in configs):
