@@ -143,6 +143,55 @@ def model_cost(backbone, image_size):
     return {"params": count_params(student)["total"], "gmac": forward_gmac(student, tuple(image_size))}
 
 
+def _photo_records_problem(directory):
+    """Why `directory` is not a finished export of the unlabelled photos (export_teacher.py --images), or None."""
+    from datasets.folders import IMAGE_EXTENSIONS
+
+    make = f"python export_teacher.py --images <photos> --teacher fastgaze-centre --out {directory}"
+    if not os.path.isdir(directory):
+        return f"{directory}: no records of the unlabelled photos; run `{make}`"
+    if os.path.exists(os.path.join(directory, "train.json")):
+        return None
+    if any(os.path.exists(os.path.join(directory, name)) for name in ("train.plan.json", "train.progress.json")):
+        return (f"{directory}: the export of the unlabelled photos has not finished (no train.json yet); run the "
+                f"same export_teacher.py --images command again to finish it (it resumes)")
+    photos = [name for name in os.listdir(directory) if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
+    if photos:
+        out = os.path.join("data", f"distill_{os.path.basename(os.path.normpath(directory))}")
+        return (f"{directory}: a folder of {len(photos)} photo(s), not their records; --photos-dir takes the records "
+                f"that `python export_teacher.py --images {directory} --teacher fastgaze-centre --out {out}` "
+                f"writes: run it, then pass --photos-dir {out}")
+    return f"{directory}: no records of the unlabelled photos (no train.json); run `{make}`"
+
+
+def check_inputs(settings, variants=tuple(VARIANTS), report_only=False):
+    """Check every folder the chosen variants read before any model is built or trained: the eye-tracking records
+    (train, val and test exports), and for the variants with photos, each photo records folder (a finished
+    `export_teacher.py --images` export), each folder given once, all made by the same teacher.
+
+    Raises:
+        FileNotFoundError: naming every folder without its records and the command that makes them.
+        ValueError: a folder given twice, or records made by different teachers.
+    """
+    from datasets import records
+    from experiments import real_study
+
+    photos = not report_only and any(VARIANTS[name].get("photos") for name in variants)
+    problems = [real_study.records_dir_problem(d) for d in settings.records_dirs]
+    problems += [_photo_records_problem(d) for d in settings.photos_dirs] if photos else []
+    problems = [p for p in problems if p is not None]
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    if not photos:
+        return
+    dirs = list(settings.records_dirs) + list(settings.photos_dirs)
+    records.check_distinct_folders(dirs, "--records-dir and --photos-dir")
+    differences = records.check_same_teacher([(d, "train") for d in dirs], allow_mixed=True)
+    if differences:
+        raise ValueError(f"the records were made by different teachers or teacher settings ({'; '.join(differences)}): "
+                         "export the photos with the teacher and settings of the eye-tracking records")
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, variants=tuple(VARIANTS),
               report_only=False):
     """Train every variant for every seed (resuming), score them, and write the summary (`study.json`,
@@ -150,11 +199,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
     from experiments import real_study
 
     settings = settings or PretrainedSettings()
-    needs_photos = any(VARIANTS[name].get("photos") for name in variants)
-    for directory in settings.photos_dirs if needs_photos and not report_only else ():
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"{directory}: no records of the unlabelled photos; run `python export_teacher.py "
-                                    f"--images <photos> --teacher fastgaze-centre --out {directory}`")
+    check_inputs(settings, variants, report_only)
     os.makedirs(out_dir, exist_ok=True)
     cost = real_study._cached(os.path.join(out_dir, "cost.json"),
                               lambda: model_cost(settings.backbone, settings.image_size))

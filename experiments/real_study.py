@@ -167,6 +167,24 @@ def _check_same_settings(config, out_dir):
         )
 
 
+def records_dir_problem(directory):
+    """Why `directory` is not an eye-tracking records folder with finished train, val and test exports, or None."""
+    missing = [split for split in ("train", "val", "test")
+               if not os.path.exists(os.path.join(directory, f"{split}.json"))]
+    if not missing:
+        return None
+    return (f"{directory}: no finished '{missing[0]}' export ({missing[0]}.json); run `python export_teacher.py "
+            f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+
+
+def check_records_dirs(records_dirs):
+    """Refuse eye-tracking records folders without finished train, val and test exports (one FileNotFoundError
+    naming every such folder, its first missing split and the export_teacher.py command that makes it)."""
+    problems = [p for p in map(records_dir_problem, records_dirs) if p is not None]
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
               stop_requested=None, variant_table=None, title="Real data (MIT1003 + OSIE val)", addendum=None):
     """Train every variant for every seed (resuming), score them, and write the summary.
@@ -186,12 +204,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
 
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
-    for directory in dirs:
-        for split in ("train", "val", "test"):
-            if not os.path.exists(os.path.join(directory, f"{split}.json")):
-                raise FileNotFoundError(
-                    f"{directory}: no finished '{split}' export ({split}.json); run `python export_teacher.py "
-                    f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+    check_records_dirs(dirs)
     plan = []  # (seed, variant name, config), in the order they run
     for seed in seeds:
         initial = os.path.join(out_dir, f"seed{seed}", "initial.weights.h5")
