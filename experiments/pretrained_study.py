@@ -193,9 +193,10 @@ def check_inputs(settings, variants=tuple(VARIANTS), report_only=False):
 
 
 def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, variants=tuple(VARIANTS),
-              report_only=False):
+              report_only=False, stop_requested=None):
     """Train every variant for every seed (resuming), score them, and write the summary (`study.json`,
-    `study.md`, `curves.png`); `report_only` trains nothing and reports the finished runs."""
+    `study.md`, `curves.png`); `report_only` trains nothing and reports the finished runs. `stop_requested` as in
+    `experiments.real_study.run_study`."""
     from experiments import real_study
 
     settings = settings or PretrainedSettings()
@@ -214,11 +215,12 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
                 + targets_markdown(summary["targets"]))
 
     return real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
-                                variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)",
+                                stop_requested=stop_requested, variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)",
                                 addendum=addendum)
 
 
 def main(argv=None):
+    from experiments import real_study
     from student.backbones import BACKBONES
 
     defaults = PretrainedSettings()
@@ -248,14 +250,20 @@ def main(argv=None):
                                   backbone=args.backbone, backbone_weights=args.backbone_weights,
                                   freeze_encoder_bn=not args.train_encoder_bn, image_size=tuple(args.image_size),
                                   epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size)
-    try:
-        summary = run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"pretrained_study: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"pretrained_study: interrupted; run the same command again to resume (finished runs in {args.out} "
-              "are kept, an unfinished one continues from its last epoch)", file=sys.stderr)
+    interrupted = (f"pretrained_study: interrupted; run the same command again to resume (finished runs in "
+                   f"{args.out} are kept, an unfinished one continues from its last epoch)")
+    with real_study.catch_interrupts() as stop_requested:
+        try:
+            summary = run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
+                                stop_requested=stop_requested)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"pretrained_study: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return 130
+    if stop_requested():  # caught and swallowed somewhere after the last run began: still an interruption
+        print(interrupted, file=sys.stderr)
         return 130
     print(json.dumps(summary["cost"]), file=sys.stderr)
     return 0

@@ -123,3 +123,29 @@ def test_beating_the_teacher_needs_osie_above_and_mit1003_within_two_percent():
     summary["variants"]["P_B_photos"]["test"]["mit1003"]["nss"]["mean"] = 1.95  # 2.5% below
     assert pretrained_study.check_targets(summary)["b"]["met"] is False
     assert "not measured" in pretrained_study.targets_markdown(above)
+
+
+def test_a_ctrl_c_in_a_finaliser_stops_the_study_silently(tmp_path, capsys, monkeypatch):
+    """Python runs the SIGINT handler wherever the Ctrl-C lands, a finaliser included (no real signal is sent)."""
+    import signal
+    import sys
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's, which prints "Exception ignored"
+
+    class Finalised:
+        def __del__(self):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    def run_study(*args, stop_requested=None, **kwargs):
+        Finalised()
+        assert stop_requested is not None and stop_requested()  # what the study asks after each batch and run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrained_study, "run_study", run_study)
+    try:
+        code = pretrained_study.main(["--out", str(tmp_path / "out")])
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("a KeyboardInterrupt escaped pretrained_study.main")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "run the same command again to resume" in err
