@@ -14,7 +14,8 @@ entries and observers from 1, as MATLAB indexes them: "fixations entry 3 (...), 
 `fixations(3).subjects(2)`, observer id 1 in the records. Points are handled as the lab's MATLAB code
 (`computeFixationMaps.m` in NUS-VIP/predicting-human-gaze-beyond-pixels) does: rounded, then clamped to
 [1, w] x [1, h]. Clamped points are counted per image and reported with a warning; an image with more than
-`max_outside` (5%) of its points outside, NaN/inf coordinates, or no fixation at all is refused. The file is MATLAB v5 (scipy.io.loadmat) or v7.3 (HDF5, h5py).
+`max_outside` (5%) of its points outside, NaN/inf coordinates, or no fixation at all is refused. The file is
+MATLAB v5 (scipy.io.loadmat) or v7.3 (HDF5, h5py).
 
 The continuous map is the `maps/` file when the folder exists, otherwise `fixation_density`: the lab's recipe
 (binary map of the rounded points, Gaussian blur with zero padding and a ceil(7 sigma) window, divided by its

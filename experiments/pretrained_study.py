@@ -215,8 +215,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
                 + targets_markdown(summary["targets"]))
 
     return real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
-                                stop_requested=stop_requested, variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)",
-                                addendum=addendum)
+                                stop_requested=stop_requested, variant_table=VARIANTS,
+                                title="Pretrained students (MIT1003 + OSIE val)", addendum=addendum)
 
 
 def main(argv=None):
