@@ -403,43 +403,57 @@ def runtimes_markdown(r):
     return "\n".join(lines) + "\n"
 
 
+def _section_rows(r):
+    """The table's rows, (measurement, values, ratio, aim), for the sections that `r` holds."""
+    rows = []
+    if "inference" in r:
+        rows.append(("1. inference, student vs teacher (240x320, batch 8)",
+                     f"{r['inference']['student_images_per_s']:.1f} vs {r['inference']['teacher_images_per_s']:.1f} "
+                     "images/s", f"{r['inference']['ratio']:.1f}x faster", ">= 8x"))
+    if "pipeline" in r:
+        rows.append(("2. training B, tf.data records vs in-memory tensors",
+                     f"{r['pipeline']['pipeline_s_per_step']:.3f} vs {r['pipeline']['in_memory_s_per_step']:.3f} "
+                     "s/step", f"{100 * r['pipeline']['overhead']:+.1f}%", "< +10%"))
+    if "export" in r:
+        rows.append(("3. export_teacher vs bare teacher forward",
+                     f"{r['export']['export_images_per_s']:.2f} vs {r['export']['bare_forward_images_per_s']:.2f} "
+                     "images/s", f"{100 * r['export']['overhead']:+.1f}%", "< +15%"))
+    if "b_vs_a" in r:
+        rows.append(("4. step time, B vs A",
+                     f"{r['b_vs_a']['B_s_per_step']:.3f} vs {r['b_vs_a']['A_s_per_step']:.3f} s/step",
+                     f"{100 * r['b_vs_a']['overhead']:+.1f}%", "< +15%"))
+        rows.append(("4b. step time, B vs A, both compiled with XLA",
+                     f"{r['b_vs_a']['xla']['B_s_per_step']:.3f} vs {r['b_vs_a']['xla']['A_s_per_step']:.3f} s/step",
+                     f"{100 * r['b_vs_a']['xla']['overhead']:+.1f}%", "< +15%"))
+    if "export_memory" in r:
+        rows.append(("5. export_teacher peak memory, N vs 4N images",
+                     " vs ".join(f"{m:.0f} MiB ({n})" for n, m in zip(r['export_memory']['images'],
+                                                                      r['export_memory']['peak_rss_mib'])),
+                     f"{r['export_memory']['ratio']:.2f}x", "flat"))
+    if "graph_vs_keras" in r:
+        rows.append(("6. teacher: frozen graph vs Keras MSI-Net (240x320, batch 8)",
+                     f"{r['graph_vs_keras']['graph_images_per_s']:.2f} vs "
+                     f"{r['graph_vs_keras']['keras_images_per_s']:.2f} images/s",
+                     f"Keras {r['graph_vs_keras']['ratio_keras_over_graph_speed']:.2f}x; max diff "
+                     f"{r['graph_vs_keras']['max_abs_diff']:.1e}", "parity"))
+    return rows
+
+
 def to_markdown(results):
+    """The machine, a table of the measured sections 1-6 and the runtime rows (7), each only where measured (a
+    `--only` run into a new `--out` has some of them)."""
     r = results
-    if not all(k in r for k in ("inference", "pipeline", "b_vs_a", "export", "export_memory", "graph_vs_keras")):
-        return runtimes_markdown(r["runtimes"]) if "runtimes" in r else ""
-    rows = [
-        ("1. inference, student vs teacher (240x320, batch 8)",
-         f"{r['inference']['student_images_per_s']:.1f} vs {r['inference']['teacher_images_per_s']:.1f} images/s",
-         f"{r['inference']['ratio']:.1f}x faster", ">= 8x"),
-        ("2. training B, tf.data records vs in-memory tensors",
-         f"{r['pipeline']['pipeline_s_per_step']:.3f} vs {r['pipeline']['in_memory_s_per_step']:.3f} s/step",
-         f"{100 * r['pipeline']['overhead']:+.1f}%", "< +10%"),
-        ("3. export_teacher vs bare teacher forward",
-         f"{r['export']['export_images_per_s']:.2f} vs {r['export']['bare_forward_images_per_s']:.2f} images/s",
-         f"{100 * r['export']['overhead']:+.1f}%", "< +15%"),
-        ("4. step time, B vs A",
-         f"{r['b_vs_a']['B_s_per_step']:.3f} vs {r['b_vs_a']['A_s_per_step']:.3f} s/step",
-         f"{100 * r['b_vs_a']['overhead']:+.1f}%", "< +15%"),
-        ("4b. step time, B vs A, both compiled with XLA",
-         f"{r['b_vs_a']['xla']['B_s_per_step']:.3f} vs {r['b_vs_a']['xla']['A_s_per_step']:.3f} s/step",
-         f"{100 * r['b_vs_a']['xla']['overhead']:+.1f}%", "< +15%"),
-        ("5. export_teacher peak memory, N vs 4N images",
-         " vs ".join(f"{m:.0f} MiB ({n})" for n, m in zip(r['export_memory']['images'],
-                                                          r['export_memory']['peak_rss_mib'])),
-         f"{r['export_memory']['ratio']:.2f}x", "flat"),
-        ("6. teacher: frozen graph vs Keras MSI-Net (240x320, batch 8)",
-         f"{r['graph_vs_keras']['graph_images_per_s']:.2f} vs {r['graph_vs_keras']['keras_images_per_s']:.2f} "
-         f"images/s", f"Keras {r['graph_vs_keras']['ratio_keras_over_graph_speed']:.2f}x; max diff "
-                      f"{r['graph_vs_keras']['max_abs_diff']:.1e}", "parity"),
-    ]
-    m = r["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cpu_cores']} cores, GPU: {', '.join(m['gpus'])}; TensorFlow "
-             f"{m['tensorflow']}, Keras {m['keras']}.", "",
-             "| measurement | values | ratio | aim |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    text = "\n".join(lines) + "\n"
+    rows = _section_rows(r)
+    text = ""
+    if rows:
+        m = r["machine"]
+        lines = [f"Machine: {m['cpu']}, {m['cpu_cores']} cores, GPU: {', '.join(m['gpus'])}; TensorFlow "
+                 f"{m['tensorflow']}, Keras {m['keras']}.", "",
+                 "| measurement | values | ratio | aim |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+        text = "\n".join(lines) + "\n"
     if "runtimes" in r:
-        text += "\n" + runtimes_markdown(r["runtimes"])
+        text += ("\n" if text else "") + runtimes_markdown(r["runtimes"])
     return text
 
 

@@ -9,11 +9,13 @@ Layout under `root`::
     maps/<name>.jpg             optional: the data set's own continuous maps (MIT1003's official maps)
 
 `list_nusvip` returns one `EyeSample` per image, sorted by stem, with every fixation as 0-based (row, col),
-its observer (the 0-based position in `subjects`) and its duration; duplicates are kept. Points are handled
-as the lab's MATLAB code (`computeFixationMaps.m` in NUS-VIP/predicting-human-gaze-beyond-pixels) does:
-rounded, then clamped to [1, w] x [1, h]. Clamped points are counted per image and reported with a warning;
-an image with more than `max_outside` (5%) of its points outside, NaN/inf coordinates, or no fixation at
-all is refused. The file is MATLAB v5 (scipy.io.loadmat) or v7.3 (HDF5, h5py).
+its observer (the 0-based position in `subjects`) and its duration; duplicates are kept. Messages number
+entries and observers from 1, as MATLAB indexes them: "fixations entry 3 (...), observer 2" is
+`fixations(3).subjects(2)`, observer id 1 in the records. Points are handled as the lab's MATLAB code
+(`computeFixationMaps.m` in NUS-VIP/predicting-human-gaze-beyond-pixels) does: rounded, then clamped to
+[1, w] x [1, h]. Clamped points are counted per image and reported with a warning; an image with more than
+`max_outside` (5%) of its points outside, NaN/inf coordinates, or no fixation at all is refused. The file is
+MATLAB v5 (scipy.io.loadmat) or v7.3 (HDF5, h5py).
 
 The continuous map is the `maps/` file when the folder exists, otherwise `fixation_density`: the lab's recipe
 (binary map of the rounded points, Gaussian blur with zero padding and a ceil(7 sigma) window, divided by its
@@ -190,7 +192,7 @@ def read_fixations_mat(path):
         for k, subject in enumerate(_as_list(entry["subjects"])):
             if not isinstance(subject, dict) or any(f not in subject for f in REQUIRED_SUBJECT_FIELDS):
                 found = sorted(subject) if isinstance(subject, dict) else type(subject).__name__
-                raise ValueError(f"{path}: fixations entry {index + 1} ({entry['img']}), subject {k + 1} has fields "
+                raise ValueError(f"{path}: fixations entry {index + 1} ({entry['img']}), observer {k + 1} has fields "
                                  f"{found}, not 'fix_x', 'fix_y' (and 'fix_duration'); {FORMAT_HINT}")
             duration = subject.get("fix_duration")
             subjects.append({
@@ -237,7 +239,7 @@ def _points(mat_path, entry, hw, max_outside):
     for k, subject in enumerate(entry["subjects"]):
         x, y, d = subject["fix_x"], subject["fix_y"], subject["fix_duration"]
         if len(x) != len(y) or (d is not None and len(d) not in (0, len(x))):
-            return None, 0, (f"{entry['img']}: observer {k} has {len(x)} fix_x, {len(y)} fix_y and "
+            return None, 0, (f"{entry['img']}: observer {k + 1} has {len(x)} fix_x, {len(y)} fix_y and "
                              f"{len(d) if d is not None else 0} fix_duration values; they must have one per fixation")
         xs.append(x), ys.append(y), observers.append(np.full(len(x), k, np.int32))
         durations.append(d if d is not None and len(d) else np.full(len(x), np.nan))

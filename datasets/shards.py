@@ -364,6 +364,12 @@ class ShardWriter:
         self._kill_after = kill_after
         self.finished_this_run = 0
 
+    @property
+    def handled(self):
+        """How many stems of the remaining shards this run has written or skipped, in plan order (after a stop,
+        the position of the stem it stopped at)."""
+        return sum(len(shard["stems"]) for shard in self.remaining_shards[:self._position]) + self._handled
+
     def _open(self):
         shard = self.remaining_shards[self._position]
         self._tmp = os.path.join(self.out_dir, f".{shard['name']}.tmp-{os.getpid()}")

@@ -143,18 +143,64 @@ def model_cost(backbone, image_size):
     return {"params": count_params(student)["total"], "gmac": forward_gmac(student, tuple(image_size))}
 
 
+def _photo_records_problem(directory):
+    """Why `directory` is not a finished export of the unlabelled photos (export_teacher.py --images), or None."""
+    from datasets.folders import IMAGE_EXTENSIONS
+
+    make = f"python export_teacher.py --images <photos> --teacher fastgaze-centre --out {directory}"
+    if not os.path.isdir(directory):
+        return f"{directory}: no records of the unlabelled photos; run `{make}`"
+    if os.path.exists(os.path.join(directory, "train.json")):
+        return None
+    if any(os.path.exists(os.path.join(directory, name)) for name in ("train.plan.json", "train.progress.json")):
+        return (f"{directory}: the export of the unlabelled photos has not finished (no train.json yet); run the "
+                f"same export_teacher.py --images command again to finish it (it resumes)")
+    photos = [name for name in os.listdir(directory) if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
+    if photos:
+        out = os.path.join("data", f"distill_{os.path.basename(os.path.normpath(directory))}")
+        return (f"{directory}: a folder of {len(photos)} photo(s), not their records; --photos-dir takes the records "
+                f"that `python export_teacher.py --images {directory} --teacher fastgaze-centre --out {out}` "
+                f"writes: run it, then pass --photos-dir {out}")
+    return f"{directory}: no records of the unlabelled photos (no train.json); run `{make}`"
+
+
+def check_inputs(settings, variants=tuple(VARIANTS), report_only=False):
+    """Check every folder the chosen variants read before any model is built or trained: the eye-tracking records
+    (train, val and test exports), and for the variants with photos, each photo records folder (a finished
+    `export_teacher.py --images` export), each folder given once, all made by the same teacher.
+
+    Raises:
+        FileNotFoundError: naming every folder without its records and the command that makes them.
+        ValueError: a folder given twice, or records made by different teachers.
+    """
+    from datasets import records
+    from experiments import real_study
+
+    photos = not report_only and any(VARIANTS[name].get("photos") for name in variants)
+    problems = [real_study.records_dir_problem(d) for d in settings.records_dirs]
+    problems += [_photo_records_problem(d) for d in settings.photos_dirs] if photos else []
+    problems = [p for p in problems if p is not None]
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    if not photos:
+        return
+    dirs = list(settings.records_dirs) + list(settings.photos_dirs)
+    records.check_distinct_folders(dirs, "--records-dir and --photos-dir")
+    differences = records.check_same_teacher([(d, "train") for d in dirs], allow_mixed=True)
+    if differences:
+        raise ValueError(f"the records were made by different teachers or teacher settings ({'; '.join(differences)}): "
+                         "export the photos with the teacher and settings of the eye-tracking records")
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, variants=tuple(VARIANTS),
-              report_only=False):
+              report_only=False, stop_requested=None):
     """Train every variant for every seed (resuming), score them, and write the summary (`study.json`,
-    `study.md`, `curves.png`); `report_only` trains nothing and reports the finished runs."""
+    `study.md`, `curves.png`); `report_only` trains nothing and reports the finished runs. `stop_requested` as in
+    `experiments.real_study.run_study`."""
     from experiments import real_study
 
     settings = settings or PretrainedSettings()
-    needs_photos = any(VARIANTS[name].get("photos") for name in variants)
-    for directory in settings.photos_dirs if needs_photos and not report_only else ():
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"{directory}: no records of the unlabelled photos; run `python export_teacher.py "
-                                    f"--images <photos> --teacher fastgaze-centre --out {directory}`")
+    check_inputs(settings, variants, report_only)
     os.makedirs(out_dir, exist_ok=True)
     cost = real_study._cached(os.path.join(out_dir, "cost.json"),
                               lambda: model_cost(settings.backbone, settings.image_size))
@@ -169,11 +215,12 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/pretrained_study", settings=None, v
                 + targets_markdown(summary["targets"]))
 
     return real_study.run_study(seeds, out_dir, settings, variants, report_only=report_only,
-                                variant_table=VARIANTS, title="Pretrained students (MIT1003 + OSIE val)",
-                                addendum=addendum)
+                                stop_requested=stop_requested, variant_table=VARIANTS,
+                                title="Pretrained students (MIT1003 + OSIE val)", addendum=addendum)
 
 
 def main(argv=None):
+    from experiments import real_study
     from student.backbones import BACKBONES
 
     defaults = PretrainedSettings()
@@ -203,14 +250,20 @@ def main(argv=None):
                                   backbone=args.backbone, backbone_weights=args.backbone_weights,
                                   freeze_encoder_bn=not args.train_encoder_bn, image_size=tuple(args.image_size),
                                   epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size)
-    try:
-        summary = run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"pretrained_study: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"pretrained_study: interrupted; run the same command again to resume (finished runs in {args.out} "
-              "are kept, an unfinished one continues from its last epoch)", file=sys.stderr)
+    interrupted = (f"pretrained_study: interrupted; run the same command again to resume (finished runs in "
+                   f"{args.out} are kept, an unfinished one continues from its last epoch)")
+    with real_study.catch_interrupts() as stop_requested:
+        try:
+            summary = run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
+                                stop_requested=stop_requested)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"pretrained_study: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return 130
+    if stop_requested():  # caught and swallowed somewhere after the last run began: still an interruption
+        print(interrupted, file=sys.stderr)
         return 130
     print(json.dumps(summary["cost"]), file=sys.stderr)
     return 0

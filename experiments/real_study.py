@@ -22,6 +22,7 @@ finished run is kept, an unfinished one continues from its last epoch, scores ar
 """
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -127,6 +128,18 @@ def ValCurves(examples, image_size, path, batch_size=16):  # noqa: N802 - a clas
     return _val_curves_class()(examples, image_size, path, batch_size)
 
 
+def StopOnInterrupt(stop_requested):  # noqa: N802 - a Keras callback made lazily
+    """A Keras callback that raises KeyboardInterrupt at the end of the first training batch after a Ctrl-C that
+    did not stop the run itself (dropped in a finaliser or caught by a library; `catch_interrupts`)."""
+    import keras
+
+    def check(batch, logs=None):
+        if stop_requested():
+            raise KeyboardInterrupt
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=check)
+
+
 def _cached(path, compute):
     if os.path.exists(path):
         with open(path) as f:
@@ -167,6 +180,24 @@ def _check_same_settings(config, out_dir):
         )
 
 
+def records_dir_problem(directory):
+    """Why `directory` is not an eye-tracking records folder with finished train, val and test exports, or None."""
+    missing = [split for split in ("train", "val", "test")
+               if not os.path.exists(os.path.join(directory, f"{split}.json"))]
+    if not missing:
+        return None
+    return (f"{directory}: no finished '{missing[0]}' export ({missing[0]}.json); run `python export_teacher.py "
+            f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+
+
+def check_records_dirs(records_dirs):
+    """Refuse eye-tracking records folders without finished train, val and test exports (one FileNotFoundError
+    naming every such folder, its first missing split and the export_teacher.py command that makes it)."""
+    problems = [p for p in map(records_dir_problem, records_dirs) if p is not None]
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variants=tuple(VARIANTS), report_only=False,
               stop_requested=None, variant_table=None, title="Real data (MIT1003 + OSIE val)", addendum=None):
     """Train every variant for every seed (resuming), score them, and write the summary.
@@ -176,8 +207,9 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     `TrainConfig` (`train_config`); `variant_table` names the variants' options (default `VARIANTS`).
 
     Runs in `out_dir` made with other settings are refused before any work (ValueError naming the flags).
-    `stop_requested`, a callable, is asked after each run: True raises KeyboardInterrupt (the command line
-    passes whether a Ctrl-C arrived, so one caught inside a library still stops the study).
+    `stop_requested`, a callable, is asked after each training batch and each run: True raises KeyboardInterrupt
+    (the command line passes whether a Ctrl-C arrived, `catch_interrupts`, so one caught inside a library or
+    dropped in a finaliser still stops the study).
     `addendum`, a callable, gets the summary before it is written: it may add keys to it and returns Markdown to
     append to `study.md` (and to what is printed).
     """
@@ -186,12 +218,7 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
 
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
-    for directory in dirs:
-        for split in ("train", "val", "test"):
-            if not os.path.exists(os.path.join(directory, f"{split}.json")):
-                raise FileNotFoundError(
-                    f"{directory}: no finished '{split}' export ({split}.json); run `python export_teacher.py "
-                    f"--dataset <mit1003|osie> --data-dir <folder> --teacher <model> --split all --out {directory}`")
+    check_records_dirs(dirs)
     plan = []  # (seed, variant name, config), in the order they run
     for seed in seeds:
         initial = os.path.join(out_dir, f"seed{seed}", "initial.weights.h5")
@@ -219,7 +246,10 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
             training.save_initial_weights(config.initial_weights, seed, settings.backbone, settings.backbone_weights,
                                           decoder=config.decoder)
             os.makedirs(run_dir, exist_ok=True)
-            training.train(config, extra_callbacks=[ValCurves(val_examples, settings.image_size, curves_path)])
+            callbacks = [ValCurves(val_examples, settings.image_size, curves_path)]
+            if stop_requested is not None:
+                callbacks.append(StopOnInterrupt(stop_requested))
+            training.train(config, extra_callbacks=callbacks)
             if stop_requested is not None and stop_requested():
                 raise KeyboardInterrupt
         test = _cached(os.path.join(run_dir, "test_metrics.json"), lambda run_dir=run_dir: _test_tables(
@@ -327,6 +357,41 @@ def plot_curves(summary, path, title="Real data (MIT1003 + OSIE val)"):
 PROG = "real_study"
 
 
+@contextlib.contextmanager
+def catch_interrupts():
+    """Ctrl-C while a study runs: one KeyboardInterrupt that stops it, whatever code it lands in. Yields
+    `stop_requested()`, True once a Ctrl-C arrived.
+
+    A KeyboardInterrupt raised while a finaliser runs (a tf.data iterator's or a generator's cleanup, a `__del__`)
+    never reaches the study: Python drops it and prints "Exception ignored in ...". Here it is dropped silently
+    and the next Ctrl-C raises again; the study also stops at the next training batch or run
+    (`StopOnInterrupt`, `run_study`'s `stop_requested`), so a dropped or swallowed Ctrl-C still stops it. A Ctrl-C
+    while the first is still unwinding (the cleanup runs finalisers) only counts: it would interrupt that cleanup.
+    The SIGINT handler and `sys.unraisablehook` are put back on exit.
+    """
+    state = {"count": 0, "unwinding": False}
+
+    def on_sigint(signum, frame):
+        state["count"] += 1
+        if not state["unwinding"]:
+            state["unwinding"] = True
+            raise KeyboardInterrupt
+
+    def unraisable(info):
+        if issubclass(info.exc_type, KeyboardInterrupt):
+            state["unwinding"] = False  # dropped in a finaliser: the next Ctrl-C raises again
+            return
+        previous_hook(info)
+
+    previous, previous_hook = signal.signal(signal.SIGINT, on_sigint), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        yield lambda: state["count"] > 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+
+
 def main(argv=None):
     defaults = StudySettings()
     p = argparse.ArgumentParser(prog=PROG, description="A-versus-B study on real eye-tracking data with a real teacher.",
@@ -341,34 +406,26 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
-    import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),
                              epochs=args.epochs, batch_size=args.batch_size)
-    interrupts = []
-
-    def on_sigint(signum, frame):
-        interrupts.append(signum)  # remembered: a library that catches the KeyboardInterrupt cannot hide it
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
-                  stop_requested=lambda: bool(interrupts))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command again "
-              "to resume", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a full disk, a permission
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"{PROG}: error: {where}{e.strerror or e}; finished runs and epochs are kept: free space or fix the "
-              "permissions, then run the same command again to resume", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupts:  # caught and swallowed somewhere after the last run began: still an interruption
+    with catch_interrupts() as stop_requested:
+        try:
+            import_tensorflow_quietly()  # after argparse: --help stays instant; no CUDA/oneDNN lines
+            run_study(args.seeds, args.out, settings, tuple(args.variants), report_only=args.report,
+                      stop_requested=stop_requested)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; finished runs and epochs are kept in {args.out}: run the same command "
+                  "again to resume", file=sys.stderr)
+            return 130
+        except (FileNotFoundError, ValueError) as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # a full disk, a permission
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"{PROG}: error: {where}{e.strerror or e}; finished runs and epochs are kept: free space or fix "
+                  "the permissions, then run the same command again to resume", file=sys.stderr)
+            return 1
+    if stop_requested():  # caught and swallowed somewhere after the last run began: still an interruption
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0

@@ -5,6 +5,7 @@ The glue behind `export_teacher.py`: list the samples (`datasets.sources`), plan
 files an export writes and how a rerun resumes, and `teacher.labelling` for how each kind of teacher is run.
 """
 
+import concurrent.futures
 import os
 import sys
 
@@ -22,6 +23,7 @@ DEFAULT_TEACHER = os.path.join("weights", "model_salicon_cpu.pb")
 DEFAULT_OUT_DIR = os.path.join("data", "distill")
 DEFAULT_BATCH_SIZE = 8
 ALL_SPLITS = ("train", "val")  # what `split="all"` exports: the splits with maps (test has none)
+MAX_LISTED_BAD_FILES = 20  # an error lists this many bad input files, then counts the rest
 
 DATA_HINT = (
     "Get SALICON (2017 / LSUN'17 release: images, maps and fixations) from http://salicon.net/challenge-2017/ and "
@@ -141,22 +143,14 @@ def export_split(
             (they are never deleted); a failed verification.
     """
     if split == "all":
-        teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
-        return {
-            name: export_split(data_dir, name, teacher, out_dir, batch_size, shard_size_mb, images_per_shard,
-                               skip_bad, verify, progress, pipeline, dataset=dataset, split_file=split_file,
-                               sigma=sigma)
-            for name in (ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset))
-        }
+        return _export_all(data_dir, teacher, out_dir, batch_size, shard_size_mb, images_per_shard, skip_bad, verify,
+                           progress, pipeline, input_size, dataset, split_file, sigma, teacher_format,
+                           teacher_max_side)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     samples = _list_samples(data_dir, split, dataset, split_file, sigma)
     _report_other_files(samples)
-    teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
-    if getattr(teacher, "pipeline", pipeline) != pipeline:
-        raise ValueError(
-            f"the teacher was made for the {teacher.pipeline!r} preprocessing pipeline, the export uses {pipeline!r}"
-        )
+    teacher = _resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     description = labelling.teacher_description(teacher, pipeline)
@@ -165,13 +159,55 @@ def export_split(
     plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard,
                                               source)
     shards.remove_stale_files(out_dir, split, plan, finished)
+    writer = _write_shards(samples, plan, finished, teacher, out_dir, split, name, batch_size, skip_bad, progress,
+                           pipeline)
+    return _write_manifest(data_dir, out_dir, split, plan, writer, description, pipeline, name, samples, verify)
 
+
+def _export_all(data_dir, teacher, out_dir, batch_size, shard_size_mb, images_per_shard, skip_bad, verify, progress,
+                pipeline, input_size, dataset, split_file, sigma, teacher_format, teacher_max_side):
+    """`export_split(split="all")`: each split of the data set in turn, with the teacher loaded once."""
+    teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
+    return {
+        name: export_split(data_dir, name, teacher, out_dir, batch_size, shard_size_mb, images_per_shard,
+                           skip_bad, verify, progress, pipeline, dataset=dataset, split_file=split_file,
+                           sigma=sigma)
+        for name in (ALL_SPLITS if dataset == "salicon" else sources.split_names(dataset))
+    }
+
+
+def _resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side):
+    """The teacher object (`labelling.resolve_teacher`), refused when it was made for another pipeline."""
+    teacher = labelling.resolve_teacher(teacher, data_dir, input_size, pipeline, teacher_format, teacher_max_side)
+    if getattr(teacher, "pipeline", pipeline) != pipeline:
+        raise ValueError(
+            f"the teacher was made for the {teacher.pipeline!r} preprocessing pipeline, the export uses {pipeline!r}"
+        )
+    return teacher
+
+
+def _write_shards(samples, plan, finished, teacher, out_dir, split, name, batch_size, skip_bad, progress, pipeline):
+    """Label the stems of the plan's unfinished shards and write those shards; returns the `shards.ShardWriter`.
+
+    A bad input file stops the export (without `skip_bad`); the error then lists every bad file of the rest of
+    the split (`_bad_files_error`), not only the first.
+    """
     by_stem = {sample.stem: sample for sample in samples}
     todo = [by_stem[stem] for shard in plan["shards"] if shard["name"] not in finished for stem in shard["stems"]]
     writer = shards.ShardWriter(out_dir, split, plan, finished, shards.kill_after_from_env(), dataset=name)
     if todo:
-        labelling.label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)
+        try:
+            labelling.label_stream(todo, teacher, writer, batch_size, skip_bad, progress, pipeline, plan)
+        except ValueError as e:
+            every = None if skip_bad else _bad_files_error(todo[writer.handled:], progress)
+            if every is not None:
+                raise every from e
+            raise
+    return writer
 
+
+def _write_manifest(data_dir, out_dir, split, plan, writer, description, pipeline, name, samples, verify):
+    """Write the split's manifest (the last file of an export), drop its progress file, verify if asked."""
     manifest = shards.build_manifest(data_dir, split, plan, writer.progress, description,
                                      labelling.preprocessing_entry(description, pipeline))
     manifest.update(_human_data(name, samples, manifest))
@@ -181,6 +217,37 @@ def export_split(
     if verify:
         shards.verify_split(out_dir, split)
     return manifest
+
+
+def _input_problem(sample):
+    """Why the export cannot read `sample` (`labelling.load_inputs`'s error), or None."""
+    try:
+        labelling.load_inputs(sample)
+    except (ValueError, OSError) as e:
+        return str(e)
+    return None
+
+
+def _bad_files_error(rest, progress):
+    """One error listing every bad input file, when the export stopped at the bad file `rest[0]` and `rest[1:]`
+    hold more; None when `rest[0]` reads (the export stopped for another reason) or no other file is bad (the
+    export's own error says it all)."""
+    if not rest or _input_problem(rest[0]) is None:
+        return None
+    if progress and len(rest) > 1:
+        print(f"export: stopped at a bad file; checking the other {len(rest) - 1} image(s) of the split for more",
+              file=sys.stderr, flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        problems = [p for p in pool.map(_input_problem, rest) if p is not None]
+    if len(problems) < 2:
+        return None
+    listed = "; ".join(problems[:MAX_LISTED_BAD_FILES])
+    more = f"; and {len(problems) - MAX_LISTED_BAD_FILES} more" if len(problems) > MAX_LISTED_BAD_FILES else ""
+    return ValueError(
+        f"{len(problems)} bad input files: {listed}{more}. Finished shards are kept: fix the files, or remove them "
+        "(with their map and fixation files), then run the same command again to resume; or pass --skip-bad "
+        "(skip_bad=True) to skip such files"
+    )
 
 
 def _human_data(name, samples, manifest):

@@ -83,3 +83,31 @@ def test_markdown_names_the_fastest_student_and_its_ratio(fakes, tmp_path, capsy
     assert "| 8 | resnet18 (openvino, int8) | 400.0 | onnxruntime, float32 | 100.0 | 4.00x |" in text
     assert "**400.0**" in text and text.count("| resnet18 |") == 7 and text.count("| fastgaze-centre |") == 8
     assert capsys.readouterr().out.startswith("# Every student backbone")  # the table on stdout
+
+
+# One section's measurements, as `run_benchmarks._measure` stores them (made-up values).
+SECTION_RESULTS = {
+    "inference": {"student_images_per_s": 40.0, "teacher_images_per_s": 4.0, "ratio": 10.0},
+    "pipeline": {"pipeline_s_per_step": 0.11, "in_memory_s_per_step": 0.1, "overhead": 0.1},
+    "export": {"export_images_per_s": 2.0, "bare_forward_images_per_s": 2.2, "overhead": 0.1},
+    "b_vs_a": {"B_s_per_step": 0.2, "A_s_per_step": 0.19, "overhead": 0.05,
+               "xla": {"B_s_per_step": 0.1, "A_s_per_step": 0.095, "overhead": 0.05}},
+    "export_memory": {"images": [16, 64], "peak_rss_mib": [900.0, 910.0], "ratio": 1.01},
+    "graph_vs_keras": {"graph_images_per_s": 1.25, "keras_images_per_s": 1.5, "ratio_keras_over_graph_speed": 1.2,
+                       "max_abs_diff": 0.0},
+}
+ROW_OF = {"inference": "| 1. inference", "pipeline": "| 2. training", "export": "| 3. export_teacher vs",
+          "b_vs_a": "| 4. step time", "export_memory": "| 5. export_teacher peak", "graph_vs_keras": "| 6. teacher"}
+
+
+@pytest.mark.parametrize("section", list(SECTION_RESULTS))
+def test_a_single_section_run_writes_its_row(section):
+    """`--only graph` (or any one section) into a new --out: the .md has the machine and that section's row."""
+    import benchmarks.run_benchmarks as run_benchmarks
+
+    machine = {"cpu": "Test CPU", "cpu_cores": 2, "gpus": ["none"], "tensorflow": "2.21", "keras": "3"}
+    text = run_benchmarks.to_markdown({"machine": machine, section: SECTION_RESULTS[section]})
+    assert "Machine: Test CPU, 2 cores" in text and ROW_OF[section] in text
+    assert [row for row in ROW_OF.values() if row in text] == [ROW_OF[section]]
+    if section == "graph_vs_keras":
+        assert "| 1.25 vs 1.50 images/s | Keras 1.20x; max diff 0.0e+00 | parity |" in text

@@ -230,6 +230,32 @@ def test_bad_image_cli_exit_code(data_copy, tmp_path, capsys):
     assert code == 1 and str(bad) in err and "--skip-bad" in err and err.count("\n") == 1
 
 
+def test_every_bad_file_is_named_in_one_error(data_copy, tmp_path, capsys, monkeypatch):
+    bad = [data_copy / "images" / "train" / f"{TRAIN_STEMS[i]}.jpg" for i in (3, 5, 7)]  # shards 2 and 3 of 3
+    for path in bad:
+        path.write_bytes(b"not a jpeg")
+    out = tmp_path / "distill"
+    teacher = OracleTeacher(data_copy, input_size=(24, 32))
+    kwargs = dict(images_per_shard=3, batch_size=2, input_size=(24, 32))
+    with pytest.raises(ValueError, match="3 bad input files") as error:
+        export.export_split(data_copy, "train", teacher, out, progress=True, **kwargs)
+    message = str(error.value)
+    assert all(f"{path}: " in message for path in bad) and "--skip-bad" in message
+    assert "checking the other 4 image(s)" in capsys.readouterr().err
+    assert (out / shard_names("train", 3)[0]).exists() and not list(out.glob(".*tmp*"))
+
+    monkeypatch.setattr(export, "MAX_LISTED_BAD_FILES", 2)
+    code, err = run_cli(["--data-dir", str(data_copy), "--teacher", "oracle", "--input-size", "24", "32",
+                         "--images-per-shard", "3", "--out", str(out), "--no-progress"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "3 bad input files" in err and "; and 1 more." in err
+    assert str(bad[0]) in err and str(bad[1]) in err and str(bad[2]) not in err
+
+    for path in bad:  # one fix for all of them, then the export resumes
+        _remove_sample(data_copy, "train", path.stem)
+    manifest = export.export_split(data_copy, "train", teacher, out, progress=False, verify=True, **kwargs)
+    assert manifest["num_images"] == 5
+
+
 # --- issue 10: bad inputs named at export, resume after removing a file, full disk --------------------------
 
 KW = dict(images_per_shard=3, batch_size=2, progress=False, input_size=(24, 32))

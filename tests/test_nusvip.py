@@ -144,8 +144,25 @@ def test_refused_images_are_named_with_the_reason(tmp_path):
         with pytest.raises(ValueError, match=rf"fixations\.mat: 1 image\(s\) refused: {message}"):
             _list(root)
     root = _folder(tmp_path, {"a.jpg": [([1.0, 2.0], [1.0], [5.0])], "b.jpg": QUIRKS["b.jpg"]})
-    with pytest.raises(ValueError, match=r"a\.jpg: observer 0 has 2 fix_x, 1 fix_y"):
+    with pytest.raises(ValueError, match=r"a\.jpg: observer 1 has 2 fix_x, 1 fix_y"):
         _list(root)
+
+
+def test_messages_number_observers_from_one_as_matlab_does(tmp_path):
+    """The second element of `subjects` is "observer 2" in every message (a malformed file, a bad point count)."""
+    good = ([1.0, 2.0], [1.0, 2.0], [5.0, 5.0])
+    root = _folder(tmp_path, {"a.jpg": [good, ([1.0, 2.0], [1.0], [5.0])], "b.jpg": QUIRKS["b.jpg"]})
+    with pytest.raises(ValueError, match=r"a\.jpg: observer 2 has 2 fix_x, 1 fix_y"):
+        _list(root)
+    mat = root / "eye" / "fixations.mat"
+    subjects = np.empty((1, 2), dtype=object)  # a cell array: its observers may have different fields
+    subjects[0, 0] = subjects_array([good])
+    subjects[0, 1] = subjects_array([good[:1]], fields=("fix_x",))
+    struct = np.empty((1, 1), dtype=[("img", object), ("subjects", object)])
+    struct[0, 0] = ("a.jpg", subjects)
+    scipy.io.savemat(mat, {"fixations": struct})
+    with pytest.raises(ValueError, match=rf"{mat}: fixations entry 1 \(a\.jpg\), observer 2 has fields \['fix_x'\]"):
+        nusvip.list_nusvip(root)
 
 
 def test_split_files_and_dispatch(tmp_path):

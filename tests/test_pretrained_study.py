@@ -1,5 +1,7 @@
 """The pretrained study's variants: which records, which maps and which encoder each run trains on."""
 
+import json
+
 import pytest
 
 from experiments import pretrained_study
@@ -25,7 +27,65 @@ def test_missing_photo_records_are_named_before_any_work(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'photos'}: no records of the unlabelled photos" in err and "export_teacher.py --images" in err
+    assert f"{tmp_path / 'a'}: no finished 'train' export" in err  # every bad folder in the one error
     assert not (tmp_path / "out").exists()
+
+
+def _records(folder, splits=("train", "val", "test"), teacher="fastgaze-centre"):
+    """A records folder as the study's checks see it: one manifest per split (no shards are read before training)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        (folder / f"{split}.json").write_text(json.dumps({"split": split, "teacher": {"name": teacher}}))
+    return str(folder)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if the study builds a model or trains: its inputs must be checked before either."""
+    from student import training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the study built a model or trained before its inputs were checked")
+
+    monkeypatch.setattr(pretrained_study, "model_cost", refuse)
+    monkeypatch.setattr(training, "train", refuse)
+
+
+def _run(tmp_path, capsys, photos, *records_dirs):
+    code = pretrained_study.main(["--records-dir", *records_dirs, "--photos-dir", *photos, "--out",
+                                  str(tmp_path / "out"), "--seeds", "0"])
+    assert code == 1 and not (tmp_path / "out").exists()
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_a_photo_folder_given_as_photo_records_is_refused_before_any_model(tmp_path, capsys, no_work):
+    mit, osie = _records(tmp_path / "mit"), _records(tmp_path / "osie")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.PNG"):
+        (photos / name).write_bytes(b"")
+    err = _run(tmp_path, capsys, [str(photos)], mit, osie)
+    assert f"{photos}: a folder of 2 photo(s), not their records" in err
+    assert f"export_teacher.py --images {photos} --teacher fastgaze-centre --out data/distill_photos" in err
+    assert "--photos-dir data/distill_photos" in err and "--split" not in err
+
+
+def test_photo_records_are_checked_before_any_model(tmp_path, capsys, no_work):
+    mit, osie = _records(tmp_path / "mit"), _records(tmp_path / "osie")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "train.plan.json").write_text("{}")
+    err = _run(tmp_path, capsys, [str(unfinished), str(tmp_path / "empty")], mit, osie)
+    assert f"{unfinished}: the export of the unlabelled photos has not finished" in err
+    assert f"{tmp_path / 'empty'}: no records of the unlabelled photos" in err
+
+    err = _run(tmp_path, capsys, [mit], mit, osie)
+    assert "--records-dir and --photos-dir" in err and "given twice" in err
+
+    other = _records(tmp_path / "other", ("train",), teacher="msinet")
+    err = _run(tmp_path, capsys, [other], mit, osie)
+    assert "different teachers" in err and "'fastgaze-centre' vs 'msinet'" in err
+    assert "export the photos with the teacher" in err and "--allow-mixed-records" not in err
 
 
 def test_the_cost_is_that_of_the_served_student():
@@ -63,3 +123,29 @@ def test_beating_the_teacher_needs_osie_above_and_mit1003_within_two_percent():
     summary["variants"]["P_B_photos"]["test"]["mit1003"]["nss"]["mean"] = 1.95  # 2.5% below
     assert pretrained_study.check_targets(summary)["b"]["met"] is False
     assert "not measured" in pretrained_study.targets_markdown(above)
+
+
+def test_a_ctrl_c_in_a_finaliser_stops_the_study_silently(tmp_path, capsys, monkeypatch):
+    """Python runs the SIGINT handler wherever the Ctrl-C lands, a finaliser included (no real signal is sent)."""
+    import signal
+    import sys
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's, which prints "Exception ignored"
+
+    class Finalised:
+        def __del__(self):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    def run_study(*args, stop_requested=None, **kwargs):
+        Finalised()
+        assert stop_requested is not None and stop_requested()  # what the study asks after each batch and run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrained_study, "run_study", run_study)
+    try:
+        code = pretrained_study.main(["--out", str(tmp_path / "out")])
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("a KeyboardInterrupt escaped pretrained_study.main")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "run the same command again to resume" in err

@@ -181,3 +181,75 @@ def test_a_swallowed_ctrl_c_still_stops_the_study(study_records, tmp_path, capsy
     assert real_study.main(_study_args(study_records, tmp_path)) == 130
     assert signal.getsignal(signal.SIGINT) is previous  # put back
     assert len(calls) == 1 and "run the same command again to resume" in capsys.readouterr().err
+
+
+def _finaliser_calling(handler):
+    """An object whose finaliser runs `handler` as Python runs the SIGINT handler when a Ctrl-C lands while a
+    finaliser (a tf.data iterator's or a generator's cleanup) runs; no real signal is sent to the test process."""
+    import signal
+
+    class Finalised:
+        def __del__(self):
+            handler(signal.SIGINT, None)
+
+    return Finalised()
+
+
+@pytest.fixture
+def default_unraisablehook(monkeypatch):
+    """Python's own hook, which prints "Exception ignored in ..." on stderr (pytest's would hide it)."""
+    import sys
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+
+
+def test_a_ctrl_c_in_a_finaliser_stops_training_at_the_next_batch_silently(
+        study_records, tmp_path, capsys, monkeypatch, default_unraisablehook):
+    import signal
+
+    from student import training
+
+    def train(config, extra_callbacks=()):
+        _finaliser_calling(signal.getsignal(signal.SIGINT))  # collected at once: the Ctrl-C lands in its __del__
+        for callback in extra_callbacks:  # training goes on to the end of its next batch
+            callback.on_train_batch_end(0)
+        pytest.fail("training went on after the Ctrl-C")
+
+    monkeypatch.setattr(training, "train", train)
+    assert real_study.main(_study_args(study_records, tmp_path)) == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "KeyboardInterrupt" not in err
+    assert "run the same command again to resume" in err
+
+
+def test_a_second_ctrl_c_during_the_cleanup_prints_nothing(
+        study_records, tmp_path, capsys, monkeypatch, default_unraisablehook):
+    import signal
+
+    from student import training
+
+    def train(config, extra_callbacks=()):
+        handler = signal.getsignal(signal.SIGINT)
+        cleanup = _finaliser_calling(handler)  # noqa: F841 - finalised while the first Ctrl-C unwinds this frame
+        handler(signal.SIGINT, None)  # the first Ctrl-C
+
+    monkeypatch.setattr(training, "train", train)
+    previous = signal.getsignal(signal.SIGINT)
+    assert real_study.main(_study_args(study_records, tmp_path)) == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "KeyboardInterrupt" not in err
+    assert "run the same command again to resume" in err and err.count("interrupted") == 1
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_ctrl_c_while_tensorflow_loads_is_the_one_line_message(tmp_path, capsys, monkeypatch):
+    def loading():  # importing TensorFlow takes seconds to a minute: a Ctrl-C there is likely
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(real_study, "import_tensorflow_quietly", loading)
+    try:
+        code = real_study.main(["--out", str(tmp_path / "out")])
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("the KeyboardInterrupt escaped real_study.main (a traceback for the user)")
+    assert code == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
