@@ -42,7 +42,7 @@ _RESIZE, _TO_IMAGE, _PRIOR = f"aspect_fit_{MAX_SIDE}", "to_image", "centre_prior
 
 
 def exportable_name(source):
-    """The registry name when `source` names a built-in that exports like a student (its `Builtin.exporter`:
+    """The registry name when `source` names a built-in that exports like a student (`Builtin.exportable`:
     "fastgaze", "fastgaze-centre", in any letter case), else None.
 
     Raises:
@@ -51,8 +51,8 @@ def exportable_name(source):
     if not isinstance(source, str) or not builtin.is_builtin(source):
         return None
     entry = builtin.lookup(source)
-    if entry is None or entry.exporter is None:
-        can = [name for name, e in builtin.BUILTINS.items() if e.exporter]
+    if entry is None or not entry.exportable:
+        can = [name for name, e in builtin.BUILTINS.items() if e.exportable]
         raise ValueError(f"{source}: this built-in model cannot be exported to fixed-size runtime files (only "
                          f"{', '.join(can)} can; attention-center is already a LiteRT file, and ensembles or :flip "
                          "run only through predict.py, evaluate.py and export_teacher.py)")
@@ -61,8 +61,7 @@ def exportable_name(source):
 
 def build_exportable(source, input_size):
     """The student-like Keras model of an exportable built-in (`exportable_name`) at `input_size`."""
-    name = exportable_name(source)
-    return builtin._resolve(builtin.BUILTINS[name].exporter)(name, input_size)
+    return fastgaze_student(exportable_name(source), input_size)  # FastGaze's variants are the exportable ones
 
 
 def _matrix(out_size, in_size, scale, kernel, antialias):

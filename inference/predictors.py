@@ -28,8 +28,10 @@ RUN_SAVED_MODEL = "saved_model"
 # FastGaze alone on both test splits (evaluate.py: NSS 2.25 vs 2.21 on OSIE, 1.78 vs 1.51 on MIT1003) and in
 # every crop setting of benchmarks/results_crop.md, where FastGaze alone lost to the centre crop on MIT1003.
 DEFAULT_MODEL = "fastgaze-centre"
-# Built-in students shipped with this package (`teacher.builtin.Builtin(kind="student")`, loaded here by
-# `load_predictor`), beside the registry's teachers; none yet.
+# Built-in students shipped with this package, beside `teacher.builtin`'s teachers: name ->
+# `teacher.builtin.Builtin(kind="student", loader="inference.<module>:<function>")`, where
+# `function(name, batch_size=, threads=)` returns a `Predictor` (e.g. a `RuntimeStudentPredictor` over package
+# data). `load_predictor` loads them by name (any letter case) and the CLIs and the web page list them. None yet.
 STUDENT_BUILTINS = {}
 
 
@@ -535,7 +537,7 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
     path = os.fspath(path)
     found = resolve_builtin(path)
     if isinstance(found, builtin.Builtin):  # a built-in student
-        return builtin._resolve(found.loader)(found.name, batch_size=batch_size, threads=threads)
+        return builtin.resolve(found.loader)(found.name, batch_size=batch_size, threads=threads)
     if found is not None:
         if teacher_input_size is not None:
             raise ValueError(f"{path}: a built-in model runs at each image's own size; drop the teacher input size")

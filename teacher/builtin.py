@@ -56,8 +56,8 @@ class Builtin:
         kind: "teacher" (runs as a contract model, any image size) or "student".
         backend: what runs it: "keras" or "litert".
         settings: "module:attribute" of its fixed settings (e.g. post-processing), part of its sha256.
-        exporter: "module:function" building a fixed-size student-like Keras model (`inference.builtin_export`),
-            or None when it cannot be exported to the student runtimes.
+        exportable: whether `inference.builtin_export` can write it as a fixed-size student-like model to the
+            student runtimes (export_student.py).
     """
 
     name: str
@@ -70,7 +70,7 @@ class Builtin:
     kind: str = "teacher"
     backend: str = "keras"
     settings: str = None
-    exporter: str = None
+    exportable: bool = False
 
 
 _FASTGAZE_INPUT = ("RGB 0..255, resized so the longest side is 320 (Lanczos-3), Caffe mean subtracted; the map is "
@@ -78,10 +78,10 @@ _FASTGAZE_INPUT = ("RGB 0..255, resized so the longest side is 320 (Lanczos-3), 
 BUILTINS = {entry.name: entry for entry in (
     Builtin("fastgaze", "teacher.fastgaze:load_fastgaze",
             "FastGaze (Twitter's image-cropping gaze model, Theis et al. 2018)", "Apache-2.0", _FASTGAZE_INPUT,
-            files=("fastgaze/fastgaze.vxm",), exporter="inference.builtin_export:fastgaze_student"),
+            files=("fastgaze/fastgaze.vxm",), exportable=True),
     Builtin("fastgaze-centre", "teacher.fastgaze:load_fastgaze",
             "FastGaze times a centred Gaussian prior (sigma 0.25 of each side)", "Apache-2.0", _FASTGAZE_INPUT,
-            files=("fastgaze/fastgaze.vxm",), exporter="inference.builtin_export:fastgaze_student"),
+            files=("fastgaze/fastgaze.vxm",), exportable=True),
     Builtin("attention-center", "teacher.attention_center:load_contract",
             "Google's attention-center saliency map (trained on SALICON), to a power, times a centred Gaussian",
             "Apache-2.0", "float32 RGB / 255 at 480x640, letterboxed (datasets.records.fit_box); LiteRT",
@@ -220,7 +220,8 @@ def note_if_shadowing(spec, name=None):
           f"to use the {kind}, pass it as {local!r}", file=sys.stderr)
 
 
-def _resolve(target):
+def resolve(target):
+    """The object a "module:attribute" string names, imported now (loaders stay lazy)."""
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
 
@@ -256,7 +257,7 @@ def _entry_sha256(entry):
             digest.update(f.read())
     digest.update(b"\0" + entry.name.encode())
     if entry.settings:
-        digest.update(b"\0" + repr(_resolve(entry.settings)).encode())
+        digest.update(b"\0" + repr(resolve(entry.settings)).encode())
     return digest.hexdigest()
 
 
@@ -295,7 +296,7 @@ def _member_function(name):
     """A numpy function for one built-in: float32 (B, H, W, 3) RGB 0..255 -> float32 (B, H, W) non-negative."""
     entry = BUILTINS[name]
     check_requirements(entry)
-    model = _resolve(entry.loader)(name)
+    model = resolve(entry.loader)(name)
     if hasattr(model, "count_params"):  # a Keras model
         import tensorflow as tf
 

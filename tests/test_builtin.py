@@ -142,3 +142,14 @@ def test_export_teacher_takes_a_built_in_teacher(tmp_path):
     example = next(iter(records.read_records(sorted(str(p) for p in out.glob("train-*.tfrecord")))))
     teacher_map = example["teacher"].numpy()
     assert teacher_map.max() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_export_student_names_the_built_ins_it_cannot_export(tmp_path, capsys):
+    import export_student
+
+    assert export_student._default_name("FastGaze-Centre") == "fastgaze_centre"
+    assert export_student._default_name("runs/b") == "student"
+    for spec in ("attention-center", "fastgaze-centre+attention-center", "fastgaze:flip"):
+        assert export_student.main([spec, "--out", str(tmp_path / "out"), "--input-size", "32", "32"]) == 1
+        err = capsys.readouterr().err
+        assert "cannot be exported" in err and "fastgaze, fastgaze-centre can" in err, err
