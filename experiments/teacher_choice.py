@@ -35,6 +35,7 @@ DATASETS = ("mit1003", "osie")
 SPLITS = ("val", "test")
 POWERS = (0.25, 0.35, 0.5, 0.7, 1.0)
 SIGMAS = (None, 0.15, 0.2, 0.25, 0.3, 0.4)
+SEARCH_FACTOR = 4  # the grids score maps shrunk 4 times (see `_Small`); the reported scores are full size
 WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.01, 0.1))  # attention-center's weight in the ensemble
 MODES = ("geometric", "arithmetic")
 
@@ -116,14 +117,16 @@ def _pad_key(pad):
     return pad.split("-")[0]  # "image-mean" -> "image": no dash in the npz keys
 
 
-def build_cache(data_root, cache_dir, pads=("black", "image-mean", "imagenet-mean"), threads=1, limit=None):
-    """Compute every missing raw map of the val and test splits (see the module docstring)."""
+def build_cache(data_root, cache_dir, pads=("black", "image-mean", "imagenet-mean"), threads=1, limit=None,
+                splits=SPLITS):
+    """Compute every missing raw map of the val and test splits (see the module docstring); `pads[0]` is the
+    colour whose flipped and test maps are made."""
     from datasets import sources
 
     models = _Models(threads)
     keys = tuple(_pad_key(p) for p in pads)
     jobs = []
-    for split in SPLITS:  # val first: the choice needs only val
+    for split in splits:  # val first: the choice needs only val
         for dataset in DATASETS:
             samples = sources.list_samples(dataset, os.path.join(data_root, dataset), split)
             jobs += [(dataset, split, s) for s in samples[:limit]]
@@ -181,6 +184,43 @@ class _Image:
         return np.exp(log_map - log_map.max())
 
 
+class _Small:
+    """An `_Image` shrunk by `factor` for the grid searches (area resize; fixations divided), held in memory.
+
+    The grids score hundreds of settings per image: at the original size (up to 1024x768) that would take hours
+    on two cores. The candidates' reported scores are computed at the original size (`_Image`).
+    """
+
+    def __init__(self, image, pads, factor=SEARCH_FACTOR):
+        import cv2
+
+        self.shape = tuple(max(1, n // factor) for n in image.shape)
+        self.points = np.asarray(image.points) // factor
+        self.human = self._shrink(image.human.astype(np.float32))
+        self.keys = image.keys
+        self._raw = {(pad, flip): self._shrink(image.ac_raw(pad, flip)) for pad in pads for flip in (False, True)
+                     if flip is False or f"ac_flip_{_pad_key(pad)}" in image.keys or "ac_any" in image.keys}
+        self._fg = {flip: self._shrink(image.fastgaze(flip).astype(np.float32)) for flip in (False, True)}
+        self._cv2 = cv2
+
+    def _shrink(self, array):
+        import cv2
+
+        return cv2.resize(np.asarray(array, np.float32), self.shape[::-1], interpolation=cv2.INTER_AREA)
+
+    @property
+    def fixations(self):
+        from metrics.saliency import fixation_map_from_points
+
+        return fixation_map_from_points(self.points, self.shape)
+
+    def ac_raw(self, pad, flip=False):
+        return self._raw[(pad, flip)]
+
+    def fastgaze(self, flip=False):
+        return self._fg[flip]
+
+
 def _scores(prediction, image):
     from metrics import saliency
 
@@ -216,14 +256,14 @@ def _evaluate(images_by_set, make_map):
     return table, score
 
 
-def load_images(data_root, cache_dir, split, datasets=DATASETS):
+def load_images(data_root, cache_dir, split, datasets=DATASETS, limit=None):
     """{dataset: [_Image]} for one split, from the cache (an image missing from it is an error: fill it first)."""
     from datasets import sources
 
     out = {}
     for dataset in datasets:
         images = []
-        for sample in sources.list_samples(dataset, os.path.join(data_root, dataset), split):
+        for sample in sources.list_samples(dataset, os.path.join(data_root, dataset), split)[:limit]:
             path = os.path.join(cache_dir, dataset, f"{sample.stem}.npz")
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: not in the cache yet; run with --cache-only first (resumable)")
@@ -236,16 +276,20 @@ def _progress(message):
     print(f"teacher_choice: {message}", file=sys.stderr, flush=True)
 
 
-def choose(data_root, cache_dir):
+def choose(data_root, cache_dir, limit=None):
     """The whole selection on val, then every candidate on val and test; returns the JSON-ready result."""
     from teacher import attention_center as ac
 
-    val = load_images(data_root, cache_dir, "val")
+    full_val = load_images(data_root, cache_dir, "val", limit=limit)
     result = {"criterion": "mean over MIT1003 and OSIE val of (NSS + CC)", "grid": {
-        "power": list(POWERS), "sigma": list(SIGMAS), "weight": list(WEIGHTS), "mode": list(MODES)}}
+        "power": list(POWERS), "sigma": list(SIGMAS), "weight": list(WEIGHTS), "mode": list(MODES)},
+        "search_scale": f"grids scored on maps and fixations shrunk {SEARCH_FACTOR} times; reported scores at "
+                        "the original size"}
 
     # 1. The bar colour, on the letterboxed images of MIT1003 val (best post-processing of a small grid each).
-    boxed = {"mit1003": [im for im in val["mit1003"] if "ac_any" not in im.keys]}
+    small = {name: [_Small(im, ac.PAD_COLOURS) for im in images] for name, images in full_val.items()}
+    _progress("val maps loaded")
+    boxed = {"mit1003": [im for im in small["mit1003"] if "ac_any" not in im.keys]}
     pads = {}
     for pad in ac.PAD_COLOURS:
         pads[pad] = max(_evaluate(boxed, lambda im: _ac_map(im, pad, p, s, False))[1]
@@ -253,6 +297,12 @@ def choose(data_root, cache_dir):
         _progress(f"pad {pad}: {pads[pad]:.4f} on {len(boxed['mit1003'])} letterboxed MIT1003 val images")
     pad = max(pads, key=pads.get)
     result["pad"] = {"scores": pads, "chosen": pad, "images": len(boxed["mit1003"])}
+    if pad != ac.DEFAULT_PAD:  # its flipped and test maps: fill them in (resumable)
+        build_cache(data_root, cache_dir, pads=(pad,) + tuple(p for p in ac.PAD_COLOURS if p != pad), limit=limit,
+                    splits=("val",))
+        full_val = load_images(data_root, cache_dir, "val", limit=limit)
+        small = {name: [_Small(im, (pad,)) for im in images] for name, images in full_val.items()}
+    val = small
 
     # 2. attention-center's post-processing, without and with flip averaging.
     grid = {}
@@ -282,6 +332,7 @@ def choose(data_root, cache_dir):
                                    for k, v in ensembles.items()],
                           "chosen": {"attention_center_weight": chosen[False][0], "mode": chosen[False][1]},
                           "chosen_flip": {"attention_center_weight": chosen[True][0], "mode": chosen[True][1]}}
+    val = full_val
 
     (w, mode, _), (wf, mode_f, _) = chosen[False], chosen[True]
     candidates = {
@@ -298,7 +349,7 @@ def choose(data_root, cache_dir):
     rows = {name: {} for name in candidates}
     for split, images in (("val", val), ("test", None)):
         try:
-            images = images or load_images(data_root, cache_dir, split)
+            images = images or load_images(data_root, cache_dir, split, limit=limit)
         except FileNotFoundError as e:  # the test maps come last: a choice on val can be made before them
             result["pending"] = f"test: {e}"
             _progress(f"test split not scored: {e}")
@@ -342,12 +393,17 @@ def main(argv=None):
     parser.add_argument("--no-cache", action="store_true",
                         help="choose from the maps already cached (test scores only once the test maps are all there)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pad", default="black", choices=("black", "image-mean", "imagenet-mean"),
+                        help="the bar colour whose flipped and test maps the cache holds (the choice on val fills in "
+                             "the val maps of another colour it picks; rerun with it to fill the test maps)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images of each split (a smoke test)")
     args = parser.parse_args(argv)
     if not args.no_cache:
-        build_cache(args.data, args.cache, threads=args.threads)
+        pads = (args.pad,) + tuple(p for p in ("black", "image-mean", "imagenet-mean") if p != args.pad)
+        build_cache(args.data, args.cache, pads=pads, threads=args.threads)
     if args.cache_only:
         return 0
-    result = choose(args.data, args.cache)
+    result = choose(args.data, args.cache, limit=args.limit)
     os.makedirs(args.out, exist_ok=True)
     with atomic_write(os.path.join(args.out, "teacher_choice.json"), "w") as f:
         json.dump(result, f, indent=2)
