@@ -19,9 +19,10 @@ A model spec combines built-ins (`parse_spec`):
 
 `attention-center:flip` averages the map of the image and the mirrored map of its mirror image;
 `fastgaze-centre+attention-center` is the ensemble with the weights chosen on the val splits
-(`DEFAULT_WEIGHTS`, equal weights for other combinations); `0.6*fastgaze-centre+0.4*attention-center` sets
-them. The members' maps are combined as densities (each divided by its sum) by a weighted geometric mean
-(`combine`, `ENSEMBLE_MODE`). Every spec runs under the saliency-model contract (`teacher.loading.CONTRACT`):
+(`DEFAULT_WEIGHTS`: 0.7 / 0.3, and 0.6 / 0.4 for `fastgaze-centre:flip+attention-center:flip`, the best teacher
+on val; equal weights for other combinations); `0.6*fastgaze-centre+0.4*attention-center` sets
+them. The members' maps are combined as densities (each divided by its sum) by a weighted arithmetic mean
+(`combine`, `ENSEMBLE_MODE`, chosen on val). Every spec runs under the saliency-model contract (`teacher.loading.CONTRACT`):
 `load_builtin(spec)` returns a function from float32 RGB 0..255 (B, H, W, 3) to a non-negative (B, H, W, 1).
 
 Higher floors add their own built-ins (e.g. `inference.predictors` for a shipped student) with `Builtin(kind=
@@ -89,11 +90,16 @@ BUILTINS = {entry.name: entry for entry in (
             settings="teacher.attention_center:SETTINGS"),
 )}
 FLIP_SUFFIX = ":flip"
-# The ensemble the menus offer (its weights: `DEFAULT_WEIGHTS`).
-ENSEMBLE = "fastgaze-centre+attention-center"
-ENSEMBLE_MODE = "geometric"
-# Weights of the ensemble chosen on the val splits (experiments/teacher_choice.py), by member name.
-DEFAULT_WEIGHTS = {("attention-center", "fastgaze-centre"): {"fastgaze-centre": 0.5, "attention-center": 0.5}}
+# The ensemble the menus offer (its weights: `DEFAULT_WEIGHTS`): the best candidate on val.
+ENSEMBLE = "fastgaze-centre:flip+attention-center:flip"
+# How an ensemble combines its members' densities, and its default weights (keyed by the sorted members, with
+# their :flip): chosen on the val splits of MIT1003 and OSIE by mean NSS + CC (experiments/teacher_choice.py;
+# attention-center's weight 0-1 by 0.1, arithmetic or geometric mean). Other combinations weigh members equally.
+ENSEMBLE_MODE = "arithmetic"
+DEFAULT_WEIGHTS = {
+    ("attention-center", "fastgaze-centre"): {"fastgaze-centre": 0.7, "attention-center": 0.3},
+    ("attention-center:flip", "fastgaze-centre:flip"): {"fastgaze-centre": 0.6, "attention-center": 0.4},
+}
 
 
 def names(kind=None):
@@ -177,7 +183,7 @@ def parse_spec(spec, registry=None):
             raise SpecError(f"{text!r}: a member appears twice; give each built-in once (use :flip for flip "
                             "averaging)")
         if not any(given):
-            defaults = DEFAULT_WEIGHTS.get(tuple(sorted(members)), {})
+            defaults = DEFAULT_WEIGHTS.get(tuple(sorted(str(t) for t in terms)), {})
             terms = [Term(t.name, defaults.get(t.name, 1.0), t.flip) for t in terms]
         total = sum(t.weight for t in terms)
         terms = [Term(t.name, t.weight / total, t.flip) for t in terms]

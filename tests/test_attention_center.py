@@ -104,7 +104,9 @@ def test_postprocess_is_a_power_times_a_centred_gaussian():
 @pytest.mark.parametrize("spec, terms", [
     ("attention-center", [("attention-center", None, False)]),
     ("Attention-Center:FLIP", [("attention-center", None, True)]),
-    ("fastgaze-centre+attention-center", [("fastgaze-centre", 0.5, False), ("attention-center", 0.5, False)]),
+    ("fastgaze-centre+attention-center", [("fastgaze-centre", 0.7, False), ("attention-center", 0.3, False)]),
+    ("attention-center:flip+fastgaze-centre:flip", [("attention-center", 0.4, True), ("fastgaze-centre", 0.6, True)]),
+    ("fastgaze-centre+attention-center:flip", [("fastgaze-centre", 0.5, False), ("attention-center", 0.5, True)]),
     ("3*fastgaze + 1*attention-center:flip", [("fastgaze", 0.75, False), ("attention-center", 0.25, True)]),
     ("fastgaze+fastgaze-centre+attention-center", [("fastgaze", 1 / 3, False), ("fastgaze-centre", 1 / 3, False),
                                                    ("attention-center", 1 / 3, False)]),
@@ -142,7 +144,7 @@ def test_a_bad_spec_is_reported_by_the_loaders():
 
 def test_combine():
     a, b = np.array([[1.0, 3.0]]), np.array([[2.0, 2.0]])
-    geometric = builtin.combine([a, b], [0.5, 0.5])
+    geometric = builtin.combine([a, b], [0.5, 0.5], "geometric")
     expected = np.sqrt([0.25 * 0.5, 0.75 * 0.5])
     np.testing.assert_allclose(geometric[0], expected / expected.sum())
     np.testing.assert_allclose(builtin.combine([a, b], [0.25, 0.75], "arithmetic")[0],
@@ -163,7 +165,8 @@ def test_an_ensemble_teacher_combines_its_members(model, monkeypatch):
     fg = np.asarray(fastgaze.load_fastgaze("fastgaze-centre")(image[None].astype(np.float32)))[0, ..., 0]
     plain = ac.postprocess(model.raw_map(image))
     mirrored = ac.postprocess(model.raw_map(np.ascontiguousarray(image[:, ::-1])))[:, ::-1]
-    expected = builtin.combine([fg, builtin.combine([plain, mirrored], [0.5, 0.5], "arithmetic")], [0.3, 0.7])
+    expected = builtin.combine([fg, builtin.combine([plain, mirrored], [0.5, 0.5], "arithmetic")], [0.3, 0.7],
+                               builtin.ENSEMBLE_MODE)
     np.testing.assert_allclose(density, expected, rtol=1e-4, atol=1e-9)
 
 
