@@ -59,7 +59,8 @@ def build_parser():
                         "the image, in (0, 1]; 0.5 gives a box half as wide and half as high (default: %(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="saliency model (default: the built-in fastgaze-centre, the best model for crops in "
-                        "benchmarks/results_crop.md; fastgaze is the other built-in): a run folder from train.py, a "
+                        "benchmarks/results_crop.md; the other built-ins: fastgaze, attention-center, or a spec such as "
+                        "fastgaze-centre+attention-center): a run folder from train.py, a "
                         "student SavedModel or export (.onnx, OpenVINO .xml, .tflite), an MSI-Net teacher or any "
                         "model following the saliency-model contract (e.g. FastGaze's SavedModel)")
     parser.add_argument("--out", default="crops", help="output folder (default: %(default)s)")

@@ -28,7 +28,8 @@ def build_parser():
     p.add_argument("--split", default="val", help="split of the records to score")
     p.add_argument("--models", nargs="*", default=[],
                    help="run folders, exported SavedModels, student exports (.onnx, .xml, .tflite), teacher files "
-                        "(.pb / MSI-Net SavedModel) or contract models (SavedModel / .keras, e.g. FastGaze) to score")
+                        "(.pb / MSI-Net SavedModel), contract models (SavedModel / .keras) or built-in models and specs "
+                        "(fastgaze-centre, attention-center, fastgaze-centre+attention-center) to score")
     p.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
                    help="force how teacher files in --models load: MSI-Net or the saliency-model contract")
     p.add_argument("--no-teacher", action="store_true", help="do not score the teacher maps stored in the records")

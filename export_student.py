@@ -48,9 +48,10 @@ def build_parser():
 
 
 def _default_name(model):
-    from inference.predictors import BUILTIN_MODELS  # no TensorFlow import
+    from teacher import builtin  # no TensorFlow import
 
-    return model.replace("-", "_") if model in BUILTIN_MODELS else "student"
+    entry = builtin.lookup(model)
+    return entry.name.replace("-", "_") if entry is not None else "student"
 
 
 def _error(message):

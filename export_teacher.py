@@ -53,8 +53,9 @@ def build_parser():
     parser.add_argument("--teacher", default=DEFAULT_TEACHER,
                         help="MSI-Net weights (frozen .pb, SavedModel folder, .keras), any saliency model following "
                         "the contract (SavedModel folder or .keras/.h5: float32 RGB 0..255 (B, H, W, 3) in, non-negative "
-                        "(B, H, W, 1) out), a built-in model shipped with the package (fastgaze, fastgaze-centre: no download), "
-                        "or 'oracle' for synthetic data")
+                        "(B, H, W, 1) out), a built-in model shipped with the package (fastgaze, fastgaze-centre, attention-center: no "
+                        "download) or a spec of them (fastgaze-centre+attention-center, 0.6*fastgaze-centre+"
+                        "0.4*attention-center, attention-center:flip), or 'oracle' for synthetic data")
     parser.add_argument("--teacher-format", default="auto", choices=("auto", "msinet", "contract"),
                         help="force how --teacher loads; auto: MSI-Net when the file has MSI-Net's published "
                         "signature or weight names, else the contract")

@@ -38,8 +38,9 @@ def build_parser():
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="the built-in fastgaze-centre (default; FastGaze with a centre prior, shipped with the package) or "
-        "fastgaze (without the prior), a run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
+        help="the built-in fastgaze-centre (default; FastGaze with a centre prior, shipped with the package), "
+        "fastgaze (without the prior), attention-center, or a spec of them (fastgaze-centre+attention-center, "
+        "0.6*fastgaze-centre+0.4*attention-center, attention-center:flip); a run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
         "export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the extension), an "
         "MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the "
         "contract (SavedModel folder or .keras/.h5, e.g. FastGaze)",

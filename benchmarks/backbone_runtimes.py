@@ -93,10 +93,10 @@ def calibration_records(work):
 
 
 def _keras_model(model):
-    from inference.builtin_export import fastgaze_student, is_builtin
+    from inference.builtin_export import exportable_name, fastgaze_student
     from student.model import build_student
 
-    if is_builtin(model):
+    if exportable_name(model):
         return fastgaze_student(model, SIZE)
     import keras
 
@@ -115,9 +115,9 @@ def export_model(model, work, records_dir):
         paths[fmt] = os.path.join(out, name + deploy.EXTENSIONS[fmt])
         paths[f"{fmt}_int8"] = os.path.join(out, f"{name}_int8{deploy.EXTENSIONS[fmt]}")
     if not all(os.path.exists(p) for p in paths.values()):
-        from inference.builtin_export import is_builtin
+        from inference.builtin_export import exportable_name
 
-        source = model if is_builtin(model) else _keras_model(model)
+        source = model if exportable_name(model) else _keras_model(model)
         _status(f"[bench] exporting {model} at {SIZE[0]}x{SIZE[1]} (float and int8)")
         paths = deploy.export_student(source, out, input_size=SIZE, int8=True, records_dir=records_dir,
                                       calibration_count=CALIBRATION_COUNT, name=name)
@@ -126,15 +126,15 @@ def export_model(model, work, records_dir):
 
 def model_info(model):
     """GMAC of one image and parameters of the exported graph (BN folded, saliency head only)."""
-    from inference.builtin_export import is_builtin
+    from inference.builtin_export import exportable_name
     from student.model import forward_gmac
     from student.serving import inference_student
 
     graph = _keras_model(model)
-    if not is_builtin(model):
+    if not exportable_name(model):
         graph = inference_student(graph)
     info = {"gmac": forward_gmac(graph, SIZE), "params": int(graph.count_params())}
-    if is_builtin(model):
+    if exportable_name(model):
         from teacher.fastgaze import load_fastgaze, weights_path
 
         keras_model = load_fastgaze(model)
@@ -147,7 +147,7 @@ def runners(model, paths, threads):
     """{(runtime, weights): (fn(uint8 batch at SIZE), bytes on disk)} for every file of `model`."""
     import tensorflow as tf
 
-    from inference.builtin_export import is_builtin
+    from inference.builtin_export import exportable_name
     from inference.predictors import RuntimeStudentPredictor
 
     served = tf.saved_model.load(paths["saved_model"])
@@ -161,7 +161,7 @@ def runners(model, paths, threads):
         for suffix, weights in (("", "float32"), ("_int8", "int8")):
             predictor = RuntimeStudentPredictor(paths[fmt + suffix], threads=threads)
             out[(runtime, weights)] = (predictor.run_at_input_size, _size_on_disk(paths[fmt + suffix]), predictor)
-    if is_builtin(model):
+    if exportable_name(model):
         from teacher.fastgaze import load_fastgaze, weights_path
 
         keras_model = load_fastgaze(model)
@@ -201,12 +201,12 @@ def measure_backbones(args, work, out):
         with atomic_write(out + ".md", "w") as f:
             f.write(to_markdown(results))
 
-    from inference.builtin_export import is_builtin
+    from inference.builtin_export import exportable_name
 
     keys = {}
     for model in models:
         configs = [("tf saved_model", "float32")] + [(r, w) for _, r in RUNTIMES for w in ("float32", "int8")]
-        if is_builtin(model):
+        if exportable_name(model):
             configs.insert(0, ("tf keras", "float32"))
         keys[model] = [row_key(model, r, w, b) for r, w in configs for b in BATCHES]
     if not any(pending(k) for ks in keys.values() for k in ks):

@@ -33,16 +33,35 @@ import keras
 import numpy as np
 from keras import ops
 
-from teacher.fastgaze import BUILTIN_MODELS, load_fastgaze
+from teacher import builtin
+from teacher.fastgaze import load_fastgaze
 from teacher.fastgaze.model import MAX_SIDE, LogCentrePrior, aspect_fit_size, resample_matrix
 
 # The layers of `teacher.fastgaze.build_fastgaze` that `fastgaze_student` replaces by fixed-size equivalents.
 _RESIZE, _TO_IMAGE, _PRIOR = f"aspect_fit_{MAX_SIDE}", "to_image", "centre_prior"
 
 
-def is_builtin(source):
-    """True when `source` names a built-in model ("fastgaze", "fastgaze-centre"), not a path."""
-    return isinstance(source, str) and source in BUILTIN_MODELS
+def exportable_name(source):
+    """The registry name when `source` names a built-in that exports like a student (`Builtin.exportable`:
+    "fastgaze", "fastgaze-centre", in any letter case), else None.
+
+    Raises:
+        ValueError: `source` is a built-in model or spec that cannot be exported (naming the ones that can).
+    """
+    if not isinstance(source, str) or not builtin.is_builtin(source):
+        return None
+    entry = builtin.lookup(source)
+    if entry is None or not entry.exportable:
+        can = [name for name, e in builtin.BUILTINS.items() if e.exportable]
+        raise ValueError(f"{source}: this built-in model cannot be exported to fixed-size runtime files (only "
+                         f"{', '.join(can)} can; attention-center is already a LiteRT file, and ensembles or :flip "
+                         "run only through predict.py, evaluate.py and export_teacher.py)")
+    return entry.name
+
+
+def build_exportable(source, input_size):
+    """The student-like Keras model of an exportable built-in (`exportable_name`) at `input_size`."""
+    return fastgaze_student(exportable_name(source), input_size)  # FastGaze's variants are the exportable ones
 
 
 def _matrix(out_size, in_size, scale, kernel, antialias):
@@ -157,7 +176,7 @@ def fastgaze_student(name, input_size):
     """The built-in model `name` at the fixed size `input_size` as a student-like Keras model.
 
     Args:
-        name: "fastgaze" or "fastgaze-centre" (`teacher.fastgaze.BUILTIN_MODELS`).
+        name: "fastgaze" or "fastgaze-centre" (`teacher.fastgaze.VARIANTS`).
         input_size: (H, W) the exported files run at.
 
     Returns:

@@ -474,10 +474,10 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
             and not _is_saved_model(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
                               "replace it. Choose another --out or --name, or remove this folder")
-    from inference.builtin_export import fastgaze_student, is_builtin
+    from inference.builtin_export import build_exportable, exportable_name
 
-    if is_builtin(source):  # "fastgaze", "fastgaze-centre": the built-in model at the fixed input_size
-        student, run_size = fastgaze_student(source, input_size), input_size
+    if exportable_name(source):  # "fastgaze", "fastgaze-centre": the built-in model at the fixed input_size
+        student, run_size = build_exportable(source, input_size), input_size
     elif isinstance(source, (str, os.PathLike)):
         student, run_size = load_student(source, variant, backbone)
         resize = resize or run_resize(source)

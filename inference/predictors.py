@@ -21,13 +21,50 @@ import os
 
 import numpy as np
 
+from teacher import builtin
 
 RUN_SAVED_MODEL = "saved_model"
 # The model used when none is named: the built-in FastGaze with its centre prior (`teacher.fastgaze`). It beat
 # FastGaze alone on both test splits (evaluate.py: NSS 2.25 vs 2.21 on OSIE, 1.78 vs 1.51 on MIT1003) and in
 # every crop setting of benchmarks/results_crop.md, where FastGaze alone lost to the centre crop on MIT1003.
 DEFAULT_MODEL = "fastgaze-centre"
-BUILTIN_MODELS = ("fastgaze", "fastgaze-centre")  # `teacher.fastgaze.BUILTIN_MODELS`, without importing Keras
+# Built-in students shipped with this package, beside `teacher.builtin`'s teachers: name ->
+# `teacher.builtin.Builtin(kind="student", loader="inference.<module>:<function>")`, where
+# `function(name, batch_size=, threads=)` returns a `Predictor` (e.g. a `RuntimeStudentPredictor` over package
+# data). `load_predictor` loads them by name (any letter case) and the CLIs and the web page list them. None yet.
+STUDENT_BUILTINS = {}
+
+
+def builtin_names():
+    """Every built-in model name: the teachers of `teacher.builtin` and the students above (no Keras import)."""
+    return builtin.names() + tuple(STUDENT_BUILTINS)
+
+
+def builtin_menu():
+    """The built-in models to offer in a menu: `DEFAULT_MODEL` first, then the others whose packages are installed,
+    then the ensemble of the teachers (`teacher.builtin.ENSEMBLE`) when all its members are."""
+    names = [DEFAULT_MODEL] + [n for n in builtin.names() if n != DEFAULT_MODEL and builtin.available(n)]
+    names += list(STUDENT_BUILTINS)
+    if all(term.name in names for term in builtin.parse_spec(builtin.ENSEMBLE)):
+        names.append(builtin.ENSEMBLE)
+    return tuple(names)
+
+
+def resolve_builtin(path):
+    """The built-in student (its `Builtin`) or teacher spec (its canonical text) that `path` names, or None.
+
+    A built-in wins over a file or folder of the same name, and stderr says so (`teacher.builtin.note_if_shadowing`:
+    the teacher loader says it for teachers).
+    """
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        return None
+    student = builtin.lookup(text, STUDENT_BUILTINS)
+    if student is not None:
+        builtin.note_if_shadowing(text, student.name)
+        return student
+    return builtin.canonical(text) if builtin.is_builtin(text) else None
 STUDENT_OUTPUTS = ("saliency_map", "density")
 
 
@@ -476,7 +513,8 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
     following the saliency-model contract (`teacher.loading.teacher_kind` decides, or `teacher_format`).
 
     Args:
-        path: a built-in model name ("fastgaze", "fastgaze-centre": shipped with the package, no download), a
+        path: a built-in model name or spec (`builtin_names()`, `teacher.builtin`: shipped with the package, no
+            download; any letter case; it wins over a path of that name, with a note on stderr), a
             run folder (containing `saved_model/`), a SavedModel folder, or a teacher file (`.pb` frozen graph,
             `.keras` or `.weights.h5` Keras MSI-Net).
         teacher_input_size: (height, width) a teacher runs at. Defaults to None: the size its weights were
@@ -494,13 +532,25 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
         ValueError: `path` is a folder that is neither a run folder nor a SavedModel.
     """
     path = os.fspath(path)
-    if path in BUILTIN_MODELS:
+    found = resolve_builtin(path)
+    if isinstance(found, builtin.Builtin):  # a built-in student
+        return builtin.resolve(found.loader)(found.name, batch_size=batch_size, threads=threads)
+    if found is not None:
         if teacher_input_size is not None:
             raise ValueError(f"{path}: a built-in model runs at each image's own size; drop the teacher input size")
         return ContractPredictor(path, batch_size=batch_size)
     if not os.path.exists(path):
+        if builtin.looks_like_spec(path):
+            try:
+                builtin.parse_spec(path)
+            except builtin.SpecError as e:
+                raise FileNotFoundError(f"{path}: no such model file or folder, and not a built-in model spec: "
+                                        f"{e}") from None
+        close = builtin.suggest(path, builtin_names())
+        hint = f" Did you mean the built-in {close!r}?" if close else ""
         raise FileNotFoundError(
-            f"{path}: no such model file or folder. Expected a built-in model ({', '.join(BUILTIN_MODELS)}), a run "
+            f"{path}: no such model file or folder.{hint} Expected a built-in model ({', '.join(builtin_names())}, or "
+            "a spec such as fastgaze-centre+attention-center), a run "
             "folder from train.py (with saved_model/), "
             "a SavedModel folder, a student export (.onnx, OpenVINO .xml, .tflite) or an MSI-Net teacher file "
             "(e.g. weights/model_salicon_cpu.pb)."

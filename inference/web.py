@@ -41,9 +41,11 @@ import numpy as np
 from datasets.io import composite_over_white, encode_png, write_bytes_atomic
 from inference.crop import crop_box, crop_image, parse_aspect
 from inference.files import map_to_uint8, overlay_heatmap
+from inference.predictors import builtin_menu
 
-# The models offered when none is given (app.py without --model): built-in names load_predictor knows.
-DEFAULT_MODELS = ("fastgaze-centre", "fastgaze")
+# The models offered when none is given (app.py without --model): the default first, then every other built-in
+# whose packages are installed (`teacher.builtin`; attention-center needs LiteRT), then the teachers' ensemble.
+DEFAULT_MODELS = builtin_menu()
 RATIO_CHOICES = ("1:1", "16:9", "4:5", "2:1")
 DEFAULT_RATIOS = ("16:9",)
 # Photos with more pixels are downscaled to this many before anything else (the map, the overlay and the

@@ -28,9 +28,10 @@ constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope
 a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
 contract. `teacher_format="msinet"` or `"contract"` (`--teacher-format`) forces a route.
 
-Built-in models (`teacher.fastgaze.BUILTIN_MODELS`: "fastgaze", "fastgaze-centre") load by name, before any
-path of that name: a `ContractTeacher` running the Keras FastGaze built from the `.vxm` shipped in the package
-(format "builtin"; pass "./fastgaze" for a file or folder called so).
+Built-in models (`teacher.builtin`: "fastgaze", "fastgaze-centre", "attention-center", and specs combining
+them such as "fastgaze-centre+attention-center") load by name, in any letter case, before any path of that name:
+a `ContractTeacher` running the models shipped in the package (format "builtin"; pass "./fastgaze" for a file or
+folder called so).
 """
 
 import json
@@ -45,7 +46,7 @@ import tensorflow as tf
 
 from datasets.geometry import capped_size
 from datasets.io import file_sha256
-from teacher import convert, fastgaze, msinet
+from teacher import builtin, convert, msinet
 from teacher.preprocessing import INPUT_SIZES
 
 TEACHER_FORMATS = ("auto", "msinet", "contract")
@@ -284,7 +285,8 @@ class ContractTeacher:
 
     Attributes:
         name, sha256, path: the file or folder, its hash (every file of a folder) and where it was loaded from.
-        format: "saved_model", "keras" or "builtin" (`teacher.fastgaze`); backend: "graph" (signature) or "keras".
+        format: "saved_model", "keras" or "builtin" (`teacher.builtin`); backend: "graph" (signature), "keras" or
+            a built-in's ("keras", "litert", "keras+litert").
         contract: `CONTRACT`.
         input_size: None (there is no fixed input size: each image runs at its own size).
         max_input_side: images with a longer side are shrunk (area, aspect kept) before the model; None: never.
@@ -478,7 +480,7 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
 
     Args:
         path: a SavedModel folder (signature `serving_default`, one image input), a `.keras` / `.h5` file, or
-            a built-in model name (`teacher.fastgaze.BUILTIN_MODELS`).
+            a built-in model name or spec (`teacher.builtin`).
         max_input_side: shrink images with a longer side before the model (aspect kept); None: never.
         map_max_side: longest side of the teacher maps the export stores. Defaults to 320.
 
@@ -492,9 +494,10 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
     """
     path = os.fspath(path)
     name = os.path.basename(os.path.normpath(path))
-    if fastgaze.is_builtin(path):
-        fmt, backend, name, sha256 = "builtin", "keras", path, fastgaze.builtin_sha256(path)
-        function, num_params, keep_alive = _keras_model_function(fastgaze.load_fastgaze(path))
+    if builtin.is_builtin(path):
+        fmt, name, sha256 = "builtin", builtin.canonical(path), builtin.sha256(path)
+        backend = builtin.backend(path)
+        function, num_params, keep_alive = builtin.load_builtin(path)
     elif os.path.isdir(path):
         fmt, backend, sha256 = "saved_model", "graph", file_sha256(path)
         function, num_params, keep_alive = _contract_saved_model(path)
@@ -503,7 +506,7 @@ def load_contract_teacher(path, max_input_side=None, map_max_side=DEFAULT_MAP_MA
         function, num_params, keep_alive = _contract_keras(path)
     else:
         raise ValueError(f"{path}: a contract teacher is a SavedModel folder, a Keras file (.keras, .h5) or a "
-                         f"built-in model name {list(fastgaze.BUILTIN_MODELS)}")
+                         f"built-in model name {list(builtin.names())}")
     teacher = ContractTeacher(function, name=name, sha256=sha256,
                               path=path, format=fmt, backend=backend, num_params=num_params,
                               max_input_side=max_input_side, map_max_side=map_max_side, keep_alive=keep_alive)
@@ -569,14 +572,14 @@ def teacher_kind(path, teacher_format="auto"):
 
     `teacher_format="auto"` decides from the file without running it (module docstring); "msinet" or
     "contract" forces the route. A frozen `.pb` and a `.weights.h5` can only be MSI-Net; a built-in model name
-    (`teacher.fastgaze.BUILTIN_MODELS`) is a contract model.
+    or spec (`teacher.builtin`) is a contract model.
     """
     if teacher_format not in TEACHER_FORMATS:
         raise ValueError(f"teacher_format must be one of {TEACHER_FORMATS}. Received: {teacher_format!r}")
     path = os.fspath(path)
-    if fastgaze.is_builtin(path):
+    if builtin.is_builtin(path):
         if teacher_format == "msinet":
-            raise ValueError(f"{path}: a built-in contract model ({list(fastgaze.BUILTIN_MODELS)}), not MSI-Net; "
+            raise ValueError(f"{path}: a built-in contract model ({list(builtin.names())}), not MSI-Net; "
                              "use teacher_format 'auto' or 'contract'")
         return "contract"
     if not os.path.isdir(path) and path.endswith((".pb", ".weights.h5")):
@@ -593,6 +596,20 @@ def teacher_kind(path, teacher_format="auto"):
     return "msinet"  # the MSI-Net loader names the unsupported extension
 
 
+def _not_found_message(path):
+    """A missing teacher: a misspelt built-in name or spec gets the closest name; anything else MSI-Net's hint."""
+    if builtin.looks_like_spec(path):
+        try:
+            builtin.parse_spec(path)
+        except builtin.SpecError as e:
+            return f"{path}: no such file or folder, and not a built-in model spec: {e}"
+    close = builtin.suggest(path)
+    if close is not None:
+        return (f"{path}: no such file or folder, and not a built-in model name; did you mean {close!r}? Built-in "
+                f"models: {', '.join(builtin.names())}")
+    return f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}"
+
+
 def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", jit_compile=False,
                  teacher_format="auto", max_input_side=None, map_max_side=DEFAULT_MAP_MAX_SIDE):
     """Load MSI-Net from a published frozen `.pb`, the published SavedModel folder, or a Keras file, or any
@@ -600,7 +617,8 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
 
     Args:
         path: `model_<dataset>_{cpu,gpu}.pb`, a SavedModel folder, `.keras` or `.weights.h5`, or a built-in
-            model name ("fastgaze", "fastgaze-centre": a `ContractTeacher`). Defaults to
+            model name or spec (`teacher.builtin`: "fastgaze-centre", "attention-center:flip", ...; a
+            `ContractTeacher`). Defaults to
             `weights/model_salicon_cpu.pb`.
         dataset: the dataset the weights were trained on (sets `input_size`); defaults to the one in the file
             name `model_<dataset>_...`, else "salicon".
@@ -624,11 +642,12 @@ def load_teacher(path=DEFAULT_WEIGHTS, dataset=None, nchw_fallback="convert", ji
         raise ValueError(f"load_teacher: nchw_fallback must be 'convert' or 'error'. Received: {nchw_fallback!r}")
     if dataset is not None and dataset not in INPUT_SIZES:
         raise ValueError(f"load_teacher: unknown dataset {dataset!r}; choose one of {sorted(INPUT_SIZES)}")
-    if fastgaze.is_builtin(path):
+    if builtin.is_builtin(path):
         teacher_kind(path, teacher_format)  # refuses teacher_format="msinet"
+        builtin.note_if_shadowing(path)
         return load_contract_teacher(path, max_input_side, map_max_side)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: MSI-Net weights not found. {_DOWNLOAD_HINT}")
+        raise FileNotFoundError(_not_found_message(path))
     check_keras_file(path)
     if teacher_kind(path, teacher_format) == "contract":
         return load_contract_teacher(path, max_input_side, map_max_side)

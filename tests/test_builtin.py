@@ -2,6 +2,9 @@
 FastGaze shipped in the package (no model file, no download)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,8 +13,11 @@ import pytest
 import crop
 import predict
 from inference import web
-from inference.predictors import DEFAULT_MODEL, BUILTIN_MODELS, ContractPredictor, load_predictor
-from teacher import fastgaze
+from inference.predictors import DEFAULT_MODEL, ContractPredictor, builtin_names, load_predictor
+from teacher import builtin, fastgaze
+from teacher.loading import load_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _photo(path, shape=(60, 90)):
@@ -23,8 +29,22 @@ def _photo(path, shape=(60, 90)):
     return image
 
 
-def test_the_names_match_the_built_in_package():
-    assert BUILTIN_MODELS == fastgaze.BUILTIN_MODELS and DEFAULT_MODEL in BUILTIN_MODELS
+def test_one_registry_of_built_in_names():
+    assert builtin_names()[:3] == ("fastgaze", "fastgaze-centre", "attention-center") and DEFAULT_MODEL in builtin_names()
+    assert set(fastgaze.VARIANTS) <= set(builtin.names())
+    for name in builtin.names():
+        entry = builtin.BUILTINS[name]
+        assert entry.licence == "Apache-2.0" and entry.description and entry.input_convention
+        assert all((Path(builtin.__file__).parent / f).is_file() for f in entry.files)
+
+
+def test_the_registry_imports_no_tensorflow():
+    code = ("import sys; import inference.predictors, teacher.builtin; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')], 'imported'; "
+            "print(inference.predictors.builtin_names())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "attention-center" in out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +98,32 @@ def test_crop_without_a_model_uses_the_built_in_one_and_follows_the_object(tmp_p
 
 
 def test_the_web_page_defaults_to_the_built_in_models():
-    assert web.DEFAULT_MODELS[0] == DEFAULT_MODEL and set(web.DEFAULT_MODELS) <= set(BUILTIN_MODELS)
+    assert web.DEFAULT_MODELS[0] == DEFAULT_MODEL and all(builtin.is_builtin(m) for m in web.DEFAULT_MODELS)
+    assert {"fastgaze", "fastgaze-centre"} <= set(web.DEFAULT_MODELS)
+
+
+def test_a_built_in_name_that_is_also_a_local_folder_is_named_on_stderr(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fastgaze").mkdir()
+    _photo(tmp_path / "photo.jpg")
+    assert predict.main(["photo.jpg", "--model", "fastgaze", "--out", "out", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "'fastgaze' is the built-in model 'fastgaze'" in err and "./fastgaze" in err, err
+    assert (tmp_path / "out" / "photo.png").is_file()
+
+
+def test_built_in_names_ignore_case_and_near_misses_are_suggested(tmp_path, capsys):
+    import export_teacher
+
+    teacher = load_teacher("FastGaze-Centre")
+    assert teacher.name == "fastgaze-centre" and teacher.sha256 == builtin.sha256("fastgaze-centre")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "a.jpg")
+    assert export_teacher.main(["--images", str(folder), "--teacher", "fastgaze-center", "--out",
+                                str(tmp_path / "records"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean 'fastgaze-centre'" in err and "MSI-Net" not in err, err
 
 
 def test_export_teacher_takes_a_built_in_teacher(tmp_path):
@@ -97,3 +142,14 @@ def test_export_teacher_takes_a_built_in_teacher(tmp_path):
     example = next(iter(records.read_records(sorted(str(p) for p in out.glob("train-*.tfrecord")))))
     teacher_map = example["teacher"].numpy()
     assert teacher_map.max() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_export_student_names_the_built_ins_it_cannot_export(tmp_path, capsys):
+    import export_student
+
+    assert export_student._default_name("FastGaze-Centre") == "fastgaze_centre"
+    assert export_student._default_name("runs/b") == "student"
+    for spec in ("attention-center", "fastgaze-centre+attention-center", "fastgaze:flip"):
+        assert export_student.main([spec, "--out", str(tmp_path / "out"), "--input-size", "32", "32"]) == 1
+        err = capsys.readouterr().err
+        assert "cannot be exported" in err and "fastgaze, fastgaze-centre can" in err, err

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from teacher import fastgaze
-from teacher.fastgaze import (BUILTIN_MODELS, AspectFitResize, GridToImage, build_fastgaze, is_builtin,
-                              load_fastgaze, read_vxm, weights_path)
+from teacher import builtin, fastgaze
+from teacher.fastgaze import (VARIANTS, AspectFitResize, GridToImage, build_fastgaze, load_fastgaze, read_vxm,
+                              weights_path)
 from teacher.loading import ContractTeacher, load_contract_teacher, load_teacher, teacher_kind
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -323,7 +323,8 @@ def test_shipped_weights_match_the_shared_readme():
 
 
 def test_builtin_names():
-    assert BUILTIN_MODELS == ("fastgaze", "fastgaze-centre")
+    assert VARIANTS == ("fastgaze", "fastgaze-centre") and set(VARIANTS) <= set(builtin.names())
+    is_builtin = builtin.is_builtin
     assert is_builtin("fastgaze") and is_builtin(Path("fastgaze-centre")) and not is_builtin("fastgaze.vxm")
     assert not is_builtin(None) and not is_builtin(3)
     with pytest.raises(ValueError, match=r"choose one of \['fastgaze', 'fastgaze-centre'\]"):
@@ -331,7 +332,10 @@ def test_builtin_names():
     assert teacher_kind("fastgaze") == "contract" and teacher_kind("fastgaze-centre", "contract") == "contract"
     with pytest.raises(ValueError, match="not MSI-Net"):
         load_teacher("fastgaze", teacher_format="msinet")
-    assert fastgaze.builtin_sha256("fastgaze") != fastgaze.builtin_sha256("fastgaze-centre")
+    assert builtin.sha256("fastgaze") != builtin.sha256("fastgaze-centre")
+    # The digest manifests already hold: the .vxm's bytes, a NUL and the name.
+    vxm = Path(weights_path()).read_bytes()
+    assert builtin.sha256("fastgaze") == hashlib.sha256(vxm + b"\0fastgaze").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -368,7 +372,7 @@ def normalised_difference(ours, reference):
     return float(np.abs(ours / ours.max() - reference / reference.max()).max())
 
 
-@pytest.mark.parametrize("name", BUILTIN_MODELS)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_parity_with_the_reference_savedmodels(references, real_images, name):
     model = load_fastgaze(name)
     run = tf.function(lambda images: model(images, training=False),
@@ -387,7 +391,7 @@ def test_load_teacher_gives_a_working_fastgaze(references, real_images):
     teacher = load_teacher("fastgaze")
     assert isinstance(teacher, ContractTeacher)
     assert (teacher.name, teacher.path, teacher.format, teacher.backend) == ("fastgaze", "fastgaze", "builtin", "keras")
-    assert teacher.sha256 == fastgaze.builtin_sha256("fastgaze") and teacher.num_params == 121_064
+    assert teacher.sha256 == builtin.sha256("fastgaze") and teacher.num_params == 121_064
     assert teacher.manifest()["sha256"] == teacher.sha256 and teacher.manifest()["contract"] == "saliency-model/v1"
     images = [real_images["ina_n01494475_hammerhead"], real_images["tiny"]]
     for image, density in zip(images, teacher.run_images(images)):

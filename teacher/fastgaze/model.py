@@ -32,8 +32,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from teacher.fastgaze import vxm
+from teacher.fastgaze.vxm import read_vxm
 
+WEIGHTS_FILE = "fastgaze.vxm"
 MAX_SIDE = 320
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 CENTRE_SIGMA = 0.25
@@ -193,6 +194,11 @@ class LogCentrePrior(keras.layers.Layer):
         return {**super().get_config(), "sigma": self.sigma}
 
 
+def weights_path():
+    """The path of the `fastgaze.vxm` shipped in this package (package data)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)
+
+
 def _network(parsed):
     """The Keras layers for the parsed `.vxm` layers (blur skipped) and their weights, in order."""
     layers, weights = [], {}
@@ -234,12 +240,8 @@ def build_fastgaze(centre_prior=False, vxm_path=None, max_side=MAX_SIDE):
         ValueError: the file is not a valid `.vxm` (naming it and the problem), or its last convolution does not
             give one channel.
     """
-    if vxm_path is None:
-        from teacher.fastgaze import weights_path
-
-        vxm_path = weights_path()
-    vxm_path = os.fspath(vxm_path)
-    parsed = vxm.read_vxm(vxm_path)
+    vxm_path = weights_path() if vxm_path is None else os.fspath(vxm_path)
+    parsed = read_vxm(vxm_path)
     last_conv = [layer for layer in parsed.layers if layer.kind == "conv"][-1]
     if last_conv.filters != 1:
         raise ValueError(f"{vxm_path}: the last convolution (layer {last_conv.index}) gives {last_conv.filters} "
