@@ -13,32 +13,10 @@ import tensorflow as tf
 
 import train as train_cli
 from datasets import records
-from datasets.salicon import list_salicon, load_sample
 from datasets.io import encode_png
 from student import training
 from student.training import TrainConfig, TrainingDivergedError
-
-TINY = dict(image_size=(32, 48), batch_size=2, epochs=2, steps_per_epoch=2, validation_steps=1, verbose=0)
-
-
-@pytest.fixture(scope="module")
-def records_dir(synthetic_salicon_dir, tmp_path_factory):
-    """Records of the tiny synthetic folder; the teacher map is the true density at half resolution."""
-    out = tmp_path_factory.mktemp("distill")
-    for split in ("train", "val"):
-        path = out / records.shard_name(split, 0, 1)
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for sample in list_salicon(synthetic_salicon_dir, split):
-                ex = load_sample(sample)
-                density = np.load(synthetic_salicon_dir / "densities" / split / f"{sample.stem}.npy")
-                teacher = density[::2, ::2] / density.max()
-                with open(sample.image_path, "rb") as f:
-                    image_bytes = f.read()
-                h, w = ex["image"].shape[:2]
-                writer.write(records.serialize_example(
-                    sample.stem, image_bytes, h, w, encode_png(ex["saliency"]), teacher, ex["fixations"]))
-    return out
-
+from tests.helpers import TINY, TINY_CLI
 
 def _weights(path):
     with open(path, "rb") as f:
@@ -238,10 +216,6 @@ def test_the_config_checks_what_the_flags_check(field, value, message):
 
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
-
-TINY_CLI = ["--image-size", "32", "48", "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "1",
-            "--validation-steps", "1", "--quiet"]
-
 
 def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(records_dir, tmp_path, monkeypatch):
     settings = dict(TINY, steps_per_epoch=1, export=False)
