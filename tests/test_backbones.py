@@ -95,7 +95,7 @@ def test_imagenet_weights_reach_the_student(name, module, tmp_path, monkeypatch)
     else:
         efficientnet_lite.load_state_dict(reference, state, variant=name)
     encoder = student.get_layer(get_backbone(name).layer_name)
-    for got, want in zip(encoder.weights, reference.weights):
+    for got, want in zip(encoder.weights, reference.weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))
 
 
@@ -232,7 +232,7 @@ def mobilenetv2_encoders():
 def _assert_holds(encoder, path, expected):
     encoder.load_weights(path)
     assert len(encoder.weights) == len(expected)
-    for got, want in zip(encoder.weights, expected):
+    for got, want in zip(encoder.weights, expected, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
