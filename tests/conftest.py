@@ -1,5 +1,6 @@
-"""Fixtures shared by several test modules: a tiny synthetic SALICON folder, records made from it, and the shared
-MIT1003 sample. TensorFlow is imported inside the fixtures that need it, so collecting a test stays cheap."""
+"""Fixtures shared by several test modules: a tiny synthetic SALICON folder, records made from it, a random-weight
+MSI-Net graph and the shared MIT1003 sample. TensorFlow is imported inside the fixtures that need it, so that
+collecting the tests stays cheap."""
 
 import glob
 from pathlib import Path
@@ -77,3 +78,13 @@ def calibration_records(synthetic_salicon_dir, tmp_path_factory):
             with open(path, "rb") as f:
                 writer.write(records.serialize_example(path.rsplit("/", 1)[-1], f.read(), *image.shape[:2]))
     return out
+
+
+@pytest.fixture(scope="module")
+def msinet_pb(tmp_path_factory):
+    """The author's MSI-Net graph frozen with random weights (tests/msinet_reference.py)."""
+    from tests.msinet_reference import build_reference_pb
+
+    path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
+    build_reference_pb(str(path), seed=0, device="cpu")
+    return path
