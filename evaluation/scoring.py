@@ -273,13 +273,34 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         ValueError: a folder given twice, or one whose records have no human data (no human map, no fixation)
             and no `densities_dir`: there would be nothing to score against.
     """
-    from inference.files import Progress
-    from inference.predictors import load_predictor
-
     records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
     records.check_distinct_folders(records_dirs)
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be None or >= 1 (--max-images). Received: max_images={max_images}")
+    examples = _load_scorable_examples(records_dirs, split, max_images, densities_dir)
+    others = _other_maps(examples, sauc_other, seed)
+    truths = [None] * len(examples)
+    if densities_dir:
+        truths = [load_density(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
+    groups = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex["dataset"], []).append(i)
+
+    results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dirs[0]),
+               "records_dirs": [os.fspath(d) for d in records_dirs], "models": {},
+               "datasets": {name: {"num_images": len(idx), "models": {}, "notes": []} for name, idx in groups.items()}}
+    for name, predictor in _map_sources(examples, models, include_teacher, teacher_format).items():
+        per_image, seconds = _score_source(name, predictor, examples, others, truths, seed, progress)
+        _add_model_rows(results, groups, name, predictor, per_image, seconds)
+    if references:
+        for dataset, indices in groups.items():
+            _add_references(results["datasets"][dataset], [examples[i] for i in indices],
+                            [others[i] for i in indices], split, centre_bias_split, observer_sigma, seed)
+    return results
+
+
+def _load_scorable_examples(records_dirs, split, max_images, densities_dir):
+    """The examples of `split` in every folder; a folder without human data (and no densities) is an error."""
     examples = []
     for directory in records_dirs:
         loaded = load_examples(directory, split, max_images)
@@ -290,13 +311,12 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
                 "teach variant B but not be evaluated. Evaluate records of a data set with eye-tracking data"
             )
         examples += loaded
-    others = _other_maps(examples, sauc_other, seed)
-    truths = [None] * len(examples)
-    if densities_dir:
-        truths = [load_density(os.path.join(densities_dir, ex["stem"] + ".npy")) for ex in examples]
-    groups = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(ex["dataset"], []).append(i)
+    return examples
+
+
+def _map_sources(examples, models, include_teacher, teacher_format):
+    """{name: Predictor, or None for the teacher maps stored in the records}, in scoring order."""
+    from inference.predictors import load_predictor
 
     sources = {}
     if include_teacher and any(ex["teacher"] is not None for ex in examples):
@@ -304,43 +324,45 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
     for name, model in (models or {}).items():
         sources[name] = (load_predictor(model, teacher_format=teacher_format)
                          if isinstance(model, (str, os.PathLike)) else model)
+    return sources
 
-    results = {"split": split, "num_images": len(examples), "records_dir": os.fspath(records_dirs[0]),
-               "records_dirs": [os.fspath(d) for d in records_dirs], "models": {},
-               "datasets": {name: {"num_images": len(idx), "models": {}, "notes": []} for name, idx in groups.items()}}
-    for name, predictor in sources.items():
-        per_image = [None] * len(examples)
-        seconds = 0.0
-        bar = Progress(len(examples), name, enabled=progress)  # on stderr: stdout carries the table only
-        for i, ex in enumerate(examples):
-            if predictor is None:
-                if ex["teacher"] is None:
-                    bar.update()
-                    continue
-                prediction = resize_map(ex["teacher"], ex["saliency"].shape)
-            else:
-                start = time.perf_counter()
-                prediction = predictor.predict(ex["image"])
-                seconds += time.perf_counter() - start
-            true_density = None if truths[i] is None else resize_map(truths[i], ex["saliency"].shape)
-            per_image[i] = score_map(np.asarray(prediction, np.float64), ex, others[i], true_density, seed)
-            bar.update()
-        bar.close()
-        scored = [s for s in per_image if s is not None]
-        entry = {
-            "num_params": getattr(predictor, "num_params", None) if predictor is not None else None,
-            "images_per_s": (len(scored) / seconds) if seconds > 0 else None,
-        }
-        results["models"][name] = dict(metrics=_means(scored), **entry)
-        for dataset, indices in groups.items():
-            group = [per_image[i] for i in indices if per_image[i] is not None]
-            if group:
-                results["datasets"][dataset]["models"][name] = dict(metrics=_means(group), **entry)
-    if references:
-        for dataset, indices in groups.items():
-            _add_references(results["datasets"][dataset], [examples[i] for i in indices],
-                            [others[i] for i in indices], split, centre_bias_split, observer_sigma, seed)
-    return results
+
+def _score_source(name, predictor, examples, others, truths, seed, progress):
+    """Per-image scores of one source (None where it has no map) and the seconds its predictor took."""
+    from inference.files import Progress
+
+    per_image = [None] * len(examples)
+    seconds = 0.0
+    bar = Progress(len(examples), name, enabled=progress)  # on stderr: stdout carries the table only
+    for i, ex in enumerate(examples):
+        if predictor is None:
+            if ex["teacher"] is None:
+                bar.update()
+                continue
+            prediction = resize_map(ex["teacher"], ex["saliency"].shape)
+        else:
+            start = time.perf_counter()
+            prediction = predictor.predict(ex["image"])
+            seconds += time.perf_counter() - start
+        true_density = None if truths[i] is None else resize_map(truths[i], ex["saliency"].shape)
+        per_image[i] = score_map(np.asarray(prediction, np.float64), ex, others[i], true_density, seed)
+        bar.update()
+    bar.close()
+    return per_image, seconds
+
+
+def _add_model_rows(results, groups, name, predictor, per_image, seconds):
+    """One source's row in the overall table and in each data set's table where it scored an image."""
+    scored = [s for s in per_image if s is not None]
+    entry = {
+        "num_params": getattr(predictor, "num_params", None) if predictor is not None else None,
+        "images_per_s": (len(scored) / seconds) if seconds > 0 else None,
+    }
+    results["models"][name] = dict(metrics=_means(scored), **entry)
+    for dataset, indices in groups.items():
+        group = [per_image[i] for i in indices if per_image[i] is not None]
+        if group:
+            results["datasets"][dataset]["models"][name] = dict(metrics=_means(group), **entry)
 
 
 def _add_references(table, examples, others, split, centre_bias_split, observer_sigma, seed):

@@ -148,8 +148,30 @@ def inference_student(student_model, fuse_head=True):
     # Cut to the saliency head first, so that no other consumer of the last upsampling is cloned.
     student_model = keras.Model(student_model.input, {"saliency": student_model.output["saliency"]},
                                 name=student_model.name)
+    folds = _batchnorm_folds(student_model)
+    head = _fusable_head(student_model) if fuse_head else None
+    fused = {}
+    if head:
+        fused["taps"] = keras.layers.Conv2D(9, 1, use_bias=False, dtype=head[1].dtype_policy, name="saliency_taps")
+        fused["shift"] = keras.layers.Conv2D(1, 3, padding="same", dtype=head[1].dtype_policy, name="saliency_shift")
+    saliency = _clone_without_batchnorm(student_model, folds, head, fused)
+    if head:
+        kernel, bias = head[1].get_weights()  # (3, 3, C, 1), (1,)
+        fused["taps"].set_weights([kernel[:, :, :, 0].reshape(9, -1).T[None, None]])
+        fused["shift"].set_weights([np.eye(9, dtype="float32").reshape(3, 3, 9, 1), bias])
+    _copy_folded_weights(student_model, saliency, folds, fused)
+    return saliency
+
+
+def _with_nested(model):
+    """`model` and the models nested in it (the backbone), whose layers are listed separately."""
+    return [model] + [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def _batchnorm_folds(student_model):
+    """{conv name: (conv, its BatchNormalization)} for every BatchNormalization, which must follow its conv."""
     folds = {}
-    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+    for model in _with_nested(student_model):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 conv = model.get_layer(layer.name[: -len("_bn")] + "_conv") if layer.name.endswith("_bn") else None
@@ -161,18 +183,17 @@ def inference_student(student_model, fuse_head=True):
                         "student.backbones, named <x>_conv / <x>_bn"
                     )
                 folds[conv.name] = (conv, layer)
+    return folds
 
+
+def _clone_without_batchnorm(student_model, folds, head, fused):
+    """A fresh copy of the saliency graph: the folded convs get a bias, BatchNormalization is skipped, and with
+    a fusable `head` the last upsampling runs on `fused["taps"]` and `fused["shift"]` replaces the head conv."""
     def clone_layer(layer):
         config = layer.get_config()
         if layer.name in folds:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
-
-    head = _fusable_head(student_model) if fuse_head else None
-    fused = {}
-    if head:
-        fused["taps"] = keras.layers.Conv2D(9, 1, use_bias=False, dtype=head[1].dtype_policy, name="saliency_taps")
-        fused["shift"] = keras.layers.Conv2D(1, 3, padding="same", dtype=head[1].dtype_policy, name="saliency_shift")
 
     def call_layer(layer, *args, **kwargs):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -186,37 +207,40 @@ def inference_student(student_model, fuse_head=True):
     clone = keras.models.clone_model(
         student_model, clone_function=clone_layer, call_function=call_layer, recursive=True
     )
-    saliency = keras.Model(clone.input, {"saliency": clone.output["saliency"]}, name=f"{student_model.name}_infer")
-    if head:
-        kernel, bias = head[1].get_weights()  # (3, 3, C, 1), (1,)
-        fused["taps"].set_weights([kernel[:, :, :, 0].reshape(9, -1).T[None, None]])
-        fused["shift"].set_weights([np.eye(9, dtype="float32").reshape(3, 3, 9, 1), bias])
+    return keras.Model(clone.input, {"saliency": clone.output["saliency"]}, name=f"{student_model.name}_infer")
+
+
+def _copy_folded_weights(student_model, saliency, folds, fused):
+    """Give each layer of the clone its original's weights, the folded convs theirs with the BN folded in."""
     originals = {}
-    for model in [student_model] + [l for l in student_model.layers if isinstance(l, keras.Model)]:
+    for model in _with_nested(student_model):
         originals.update({layer.name: layer for layer in model.layers})
-    for model in [saliency] + [l for l in saliency.layers if isinstance(l, keras.Model)]:
+    for model in _with_nested(saliency):
         for layer in model.layers:
             if not layer.weights or isinstance(layer, keras.Model) or any(layer is f for f in fused.values()):
                 continue
             if layer.name in folds:
-                conv, bn = folds[layer.name]
-                kernel = keras.ops.convert_to_numpy(conv.kernel).astype("float64")
-                gamma = keras.ops.convert_to_numpy(bn.gamma).astype("float64") if bn.scale else 1.0
-                beta = keras.ops.convert_to_numpy(bn.beta).astype("float64") if bn.center else 0.0
-                mean = keras.ops.convert_to_numpy(bn.moving_mean).astype("float64")
-                var = keras.ops.convert_to_numpy(bn.moving_variance).astype("float64")
-                scale = gamma / (var + bn.epsilon) ** 0.5
-                bias = beta - mean * scale
-                if conv.use_bias:
-                    bias = bias + keras.ops.convert_to_numpy(conv.bias).astype("float64") * scale
-                if isinstance(conv, keras.layers.DepthwiseConv2D):  # kernel (kh, kw, C, multiplier): out = c * m + j
-                    kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
-                else:
-                    kernel = kernel * scale
-                layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
+                layer.set_weights(_folded_conv_weights(*folds[layer.name]))
             else:
                 layer.set_weights(originals[layer.name].get_weights())
-    return saliency
+
+
+def _folded_conv_weights(conv, bn):
+    """[kernel, bias] (float32) of `conv` followed by `bn` with inference statistics, computed in float64."""
+    kernel = keras.ops.convert_to_numpy(conv.kernel).astype("float64")
+    gamma = keras.ops.convert_to_numpy(bn.gamma).astype("float64") if bn.scale else 1.0
+    beta = keras.ops.convert_to_numpy(bn.beta).astype("float64") if bn.center else 0.0
+    mean = keras.ops.convert_to_numpy(bn.moving_mean).astype("float64")
+    var = keras.ops.convert_to_numpy(bn.moving_variance).astype("float64")
+    scale = gamma / (var + bn.epsilon) ** 0.5
+    bias = beta - mean * scale
+    if conv.use_bias:
+        bias = bias + keras.ops.convert_to_numpy(conv.bias).astype("float64") * scale
+    if isinstance(conv, keras.layers.DepthwiseConv2D):  # kernel (kh, kw, C, multiplier): out = c * m + j
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * scale
+    return [kernel.astype("float32"), bias.astype("float32")]
 
 
 def _check_student(student_model):
@@ -262,6 +286,30 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
     _check_student(student_model)
     if fold_batchnorm:
         student_model = inference_student(student_model)
+    directory = _check_export_directory(directory)
+    archive = _serving_archive(student_model, input_size, resize)
+    metadata = {
+        "format": "saliency-kd student",
+        "signature": SIGNATURE_KEY,
+        "input": {INPUT_KEY: "uint8 (N, H, W, 3) RGB"},
+        "outputs": list(OUTPUT_KEYS),
+        "input_size": list(input_size),
+        "resize": resize,
+        "model_name": student_model.name,
+    }
+
+    def write(folder):
+        archive.write_out(folder, verbose=False)
+        os.makedirs(os.path.join(folder, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        with open(os.path.join(folder, METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2)
+
+    _replace_folder_atomically(directory, write)
+    return directory
+
+
+def _check_export_directory(directory):
+    """`directory` as an absolute path, refused when it is a file or a non-empty folder that is not a SavedModel."""
     directory = os.path.abspath(os.fspath(directory))
     if os.path.isdir(directory) and os.listdir(directory) and not _is_saved_model(directory):
         raise FileExistsError(
@@ -270,7 +318,11 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
         )
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise FileExistsError(f"{directory}: exists and is a file, not a folder; choose another `directory`")
+    return directory
 
+
+def _serving_archive(student_model, input_size, resize):
+    """A Keras ExportArchive of `student_model` with the uint8-in `serving_default` endpoint."""
     # The name `images` becomes the signature's input key.
     def serve(images):
         return predict_saliency(student_model, images, input_size, resize)
@@ -282,7 +334,12 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
         fn=serve,
         input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name=INPUT_KEY)],
     )
+    return archive
 
+
+def _replace_folder_atomically(directory, write):
+    """Call `write(folder)` on a temporary folder beside `directory`, then rename it into place: `directory`
+    holds either its previous content or the complete new one, whatever fails."""
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(directory)
@@ -292,19 +349,7 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; give it normal permissions
     old = None
     try:
-        archive.write_out(tmp, verbose=False)
-        metadata = {
-            "format": "saliency-kd student",
-            "signature": SIGNATURE_KEY,
-            "input": {INPUT_KEY: "uint8 (N, H, W, 3) RGB"},
-            "outputs": list(OUTPUT_KEYS),
-            "input_size": list(input_size),
-            "resize": resize,
-            "model_name": student_model.name,
-        }
-        os.makedirs(os.path.join(tmp, os.path.dirname(METADATA_FILE)), exist_ok=True)
-        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2)
+        write(tmp)
         if os.path.isdir(directory):
             # Directories cannot be renamed over a non-empty one: move the old export aside first.
             old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
@@ -321,7 +366,6 @@ def export_saved_model(student_model, directory, input_size=(240, 320), resize="
         if old is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(old)
-    return directory
 
 
 def read_metadata(directory):

@@ -664,7 +664,8 @@ def _recorded_seed(path, seed, backbone="resnet18", backbone_weights=None, decod
         stored.load_weights(path)
     except Exception:  # noqa: BLE001 - an unreadable or foreign file is simply not seed's weights
         return None
-    if all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(expected.weights, stored.weights)):
+    if len(expected.weights) == len(stored.weights) and all(
+            np.array_equal(a.numpy(), b.numpy()) for a, b in zip(expected.weights, stored.weights)):
         _write_seed_record(path, seed, backbone, backbone_weights, decoder)
         return seed
     return None

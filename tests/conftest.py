@@ -1,5 +1,8 @@
-"""Session-wide fixtures: a tiny synthetic SALICON folder and the shared MIT1003 sample."""
+"""Fixtures shared by several test modules: a tiny synthetic SALICON folder, records made from it, a random-weight
+MSI-Net graph and the shared MIT1003 sample. TensorFlow is imported inside the fixtures that need it, so that
+collecting the tests stays cheap."""
 
+import glob
 from pathlib import Path
 
 import pytest
@@ -32,3 +35,56 @@ def mit1003_sample_dir():
     if not (MIT1003_SAMPLE / "stimuli").is_dir():
         pytest.skip(f"MIT1003 sample not found at {MIT1003_SAMPLE} (only present in the project workspace)")
     return MIT1003_SAMPLE
+
+
+@pytest.fixture(scope="module")
+def records_dir(synthetic_salicon_dir, tmp_path_factory):
+    """Records of the tiny synthetic folder; the teacher map is the true density at half resolution."""
+    import numpy as np
+    import tensorflow as tf
+
+    from datasets import records
+    from datasets.io import encode_png
+    from datasets.salicon import list_salicon, load_sample
+
+    out = tmp_path_factory.mktemp("distill")
+    for split in ("train", "val"):
+        path = out / records.shard_name(split, 0, 1)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for sample in list_salicon(synthetic_salicon_dir, split):
+                ex = load_sample(sample)
+                density = np.load(synthetic_salicon_dir / "densities" / split / f"{sample.stem}.npy")
+                teacher = density[::2, ::2] / density.max()
+                with open(sample.image_path, "rb") as f:
+                    image_bytes = f.read()
+                h, w = ex["image"].shape[:2]
+                writer.write(records.serialize_example(
+                    sample.stem, image_bytes, h, w, encode_png(ex["saliency"]), teacher, ex["fixations"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def calibration_records(synthetic_salicon_dir, tmp_path_factory):
+    """Train records holding the synthetic images only (int8 calibration of the exports reads nothing else)."""
+    import tensorflow as tf
+
+    from datasets import records
+    from datasets.io import read_image
+
+    out = tmp_path_factory.mktemp("calibration_records")
+    with tf.io.TFRecordWriter(str(out / records.shard_name("train", 0, 1))) as writer:
+        for path in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "train" / "*.jpg"))):
+            image = read_image(path)
+            with open(path, "rb") as f:
+                writer.write(records.serialize_example(path.rsplit("/", 1)[-1], f.read(), *image.shape[:2]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def msinet_pb(tmp_path_factory):
+    """The author's MSI-Net graph frozen with random weights (tests/msinet_reference.py)."""
+    from tests.msinet_reference import build_reference_pb
+
+    path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
+    build_reference_pb(str(path), seed=0, device="cpu")
+    return path

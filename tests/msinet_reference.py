@@ -1,10 +1,10 @@
 """The ORIGINAL MSI-Net graph rebuilt TF1-style with random weights, frozen and saved as the author publishes it.
 
 An independent reference for the Keras MSI-Net, the converter and the loaders, written from the author's
-`model.py` (msinet.md section 2): `tf.compat.v1` graph mode, variables made with `get_variable` under the
-author's scopes (`conv1/conv1_1/kernel` ...), `conv2d + bias_add + relu`, `max_pool`, TF1 `resize_bilinear`
-(legacy mapping) with the author's NHWC<->NCHW transposes in the "gpu" variant, a `reduce_mean` global
-branch and the min-max normalisation whose division is named `output`. It shares no code with `teacher/`.
+`model.py` (class `MSINET`, github.com/alexanderkroner/saliency): `tf.compat.v1` graph mode, variables made with
+`get_variable` under the author's scopes (`conv1/conv1_1/kernel` ...), `conv2d + bias_add + relu`, `max_pool`, TF1
+`resize_bilinear` (legacy mapping) with the author's NHWC<->NCHW transposes in the "gpu" variant, a `reduce_mean`
+global branch and the min-max normalisation whose division is named `output`. It shares no code with `teacher/`.
 
 `build_reference_pb` freezes the graph like the author's `optimize()` (variables -> Const, Identity nodes
 removed, unused nodes stripped) into `model_salicon_{cpu,gpu}.pb`; `build_reference_savedmodel` converts

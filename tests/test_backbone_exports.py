@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_deploy import _cc, _weights_file, calibration_records  # noqa: F401 (a session fixture, reused)
+from tests.helpers import cc as _cc, weights_file as _weights_file
 
 from datasets.io import read_image
 from inference import export as deploy

@@ -17,8 +17,8 @@ from student.backbones import BACKBONES, get_backbone
 from student.backbones import efficientnet_lite, mobilenetv2, pretrained
 from student.model import build_student, count_params
 from student.training import TrainConfig
+from tests.helpers import TINY, TINY_CLI
 from tests.torch_files import Tensor, save_legacy, save_zip
-from tests.test_training import TINY, TINY_CLI, records_dir  # noqa: F401 (the module's record fixture)
 import train as train_cli
 
 
@@ -95,7 +95,7 @@ def test_imagenet_weights_reach_the_student(name, module, tmp_path, monkeypatch)
     else:
         efficientnet_lite.load_state_dict(reference, state, variant=name)
     encoder = student.get_layer(get_backbone(name).layer_name)
-    for got, want in zip(encoder.weights, reference.weights):
+    for got, want in zip(encoder.weights, reference.weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))
 
 
@@ -105,7 +105,7 @@ def _encoder_bn_statistics(student, name):
             if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
 
 
-def test_a_pretrained_backbone_trains_with_frozen_encoder_bn_and_is_recorded(records_dir, tmp_path):  # noqa: F811
+def test_a_pretrained_backbone_trains_with_frozen_encoder_bn_and_is_recorded(records_dir, tmp_path):
     initial = tmp_path / "initial.weights.h5"
     training.save_initial_weights(str(initial), 3, "mobilenetv2")
     start = build_student("B", backbone="mobilenetv2")
@@ -124,7 +124,7 @@ def test_a_pretrained_backbone_trains_with_frozen_encoder_bn_and_is_recorded(rec
     assert not np.allclose(conv_before, trained.get_layer("decoder_block1_conv").get_weights()[0])
 
 
-def test_no_human_map_at_all_is_pure_distillation(records_dir, tmp_path):  # noqa: F811
+def test_no_human_map_at_all_is_pure_distillation(records_dir, tmp_path):
     run_dir = tmp_path / "kd"
     result = training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(run_dir), seed=0,
                                         label_fraction=0.0, kd_into_saliency=1.0, export=False, **TINY))
@@ -180,7 +180,7 @@ def test_the_backbone_modules_import_no_sibling():
     ("efficientnet-lite0", "lukemelas-style EfficientNet-Lite0", "resnet18"),
     ("resnet18", "torchvision's or timm's resnet18", "MobileNetV2"),
 ])
-def test_a_bad_weights_file_gets_its_own_backbones_hint(records_dir, tmp_path, capsys, name, own, others):  # noqa: F811
+def test_a_bad_weights_file_gets_its_own_backbones_hint(records_dir, tmp_path, capsys, name, own, others):
     """Issue 22: "torchvision's or timm's resnet18" was the hint for every backbone."""
     garbage = tmp_path / f"{name}.pth"
     garbage.write_bytes(b"this is not a weights file" * 10)
@@ -232,7 +232,7 @@ def mobilenetv2_encoders():
 def _assert_holds(encoder, path, expected):
     encoder.load_weights(path)
     assert len(encoder.weights) == len(expected)
-    for got, want in zip(encoder.weights, expected):
+    for got, want in zip(encoder.weights, expected, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
@@ -283,7 +283,7 @@ def test_a_truncated_cached_file_is_converted_again_with_a_note(mobilenetv2_sour
 
 
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
-def test_an_unusable_cache_folder_is_named_with_its_variable(mobilenetv2_source, records_dir,  # noqa: F811
+def test_an_unusable_cache_folder_is_named_with_its_variable(mobilenetv2_source, records_dir,
                                                              tmp_path, monkeypatch, capsys, where):
     """Issue 24 item 9: SALIENCY_KD_CACHE under a regular file or /proc gave an error that named neither the cache
     nor the variable, with the ResNet18 hint for every backbone."""

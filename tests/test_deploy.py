@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 
 import export_student as export_cli
-from datasets import records
 from datasets.io import read_image
 from inference import export as deploy
 from inference.predictors import RuntimeStudentPredictor, load_predictor
 from student.model import build_student, spatial_softmax
 from student.serving import export_saved_model, inference_student
+from tests.helpers import cc as _cc, weights_file as _weights_file
 
 SIZE = (64, 96)  # the export's fixed size: small keeps the test fast
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
@@ -37,29 +37,11 @@ def _reference_maps(student, images):
     return density, density / density.max(axis=(1, 2), keepdims=True)
 
 
-def _cc(a, b):
-    a = (a - a.mean()) / a.std()
-    b = (b - b.mean()) / b.std()
-    return float((a * b).mean())
-
-
 @pytest.fixture(scope="session")
 def trained_like_student():
     student = build_student("B", seed=3)
     _randomize_batchnorm(student)
     return student
-
-
-@pytest.fixture(scope="session")
-def calibration_records(synthetic_salicon_dir, tmp_path_factory):
-    """Train records holding the synthetic images only (calibration reads nothing else)."""
-    out = tmp_path_factory.mktemp("calibration_records")
-    with tf.io.TFRecordWriter(str(out / records.shard_name("train", 0, 1))) as writer:
-        for path in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "train" / "*.jpg"))):
-            image = read_image(path)
-            with open(path, "rb") as f:
-                writer.write(records.serialize_example(path.rsplit("/", 1)[-1], f.read(), *image.shape[:2]))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -132,11 +114,6 @@ def test_saved_model_export_and_other_sizes_keep_the_contract(exports, trained_l
             assert saliency_map.max() == pytest.approx(1.0) and density.sum() == pytest.approx(1.0)
             # OpenCV resizes in and out instead of TensorFlow's antialiased bilinear: close, not equal.
             assert _cc(saliency_map, ref) > 0.99
-
-
-def _weights_file(path):
-    """The file holding an export's weights: OpenVINO's .bin beside its .xml, else the file itself."""
-    return path[: -len(".xml")] + ".bin" if path.endswith(".xml") else path
 
 
 @pytest.mark.slow

@@ -246,7 +246,7 @@ def test_jit_compile_is_passed_to_compile_and_trains(batch):
     before = student.get_weights()
     history = distiller.fit(images, {"saliency": maps["saliency"]}, batch_size=4, epochs=1, verbose=0).history
     assert math.isfinite(history["loss"][0])
-    assert any(np.abs(a - b).max() > 1e-5 for a, b in zip(student.get_weights(), before))
+    assert any(np.abs(a - b).max() > 1e-5 for a, b in zip(student.get_weights(), before, strict=True))
     # The compiled test_step reports the reference definitions too.
     logits = distiller.predict(images, verbose=0)["saliency"]
     logs = distiller.evaluate(images, {"saliency": maps["saliency"]}, batch_size=4, verbose=0, return_dict=True)
@@ -391,7 +391,7 @@ def test_mirrored_on_two_cpus_matches_one_device(parity, case, step, metrics):
     global batch: dividing by per-replica batch x replicas would weight replica 1's example twice."""
     assert int(parity[f"{case}_single_replicas"]) == 1 and int(parity[f"{case}_mirrored_replicas"]) == 2
     initial = _weight_list(parity, f"{case}_single_initial")
-    for a, b in zip(initial, _weight_list(parity, f"{case}_mirrored_initial")):
+    for a, b in zip(initial, _weight_list(parity, f"{case}_mirrored_initial"), strict=True):
         np.testing.assert_array_equal(a, b)
     one_device = ["single"] + [f"reordered{j}" for j in range(int(parity[f"{case}_reorderings"]))]
     runs = {tag: _weight_list(parity, f"{case}_{tag}_step{step}") for tag in one_device + ["mirrored"]}

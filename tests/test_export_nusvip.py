@@ -20,15 +20,6 @@ TINY = ["--input-size", "48", "64", "--batch-size", "2", "--no-progress", "--ver
 
 
 @pytest.fixture(scope="module")
-def msinet_pb(tmp_path_factory):
-    from tests.msinet_reference import build_reference_pb
-
-    path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
-    build_reference_pb(str(path), seed=0, device="cpu")
-    return path
-
-
-@pytest.fixture(scope="module")
 def msinet(msinet_pb):
     """The graph loaded once, for the library calls (each CLI call loads it again)."""
     from teacher.loading import load_teacher

@@ -32,16 +32,6 @@ def shard_names(split, n):
     return [f"{split}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
 
 
-@pytest.fixture(scope="module")
-def msinet_pb(tmp_path_factory):
-    """The author's MSI-Net graph frozen with random weights (tests/msinet_reference.py)."""
-    from tests.msinet_reference import build_reference_pb
-
-    path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
-    build_reference_pb(str(path), seed=0, device="cpu")
-    return path
-
-
 @pytest.fixture
 def data_copy(synthetic_salicon_dir, tmp_path):
     """A writable copy of the tiny synthetic SALICON folder."""

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from test_deploy import _cc, calibration_records  # noqa: F401 (a session fixture, reused)
+from tests.helpers import cc as _cc
 
 import export_student as export_cli
 from datasets.io import read_image

@@ -197,3 +197,41 @@ def test_a_planted_cycle_is_caught(tmp_path, files, expected):
         (tmp_path / relative).write_text(source)
     found = cycles(root=tmp_path)
     assert len(found) == 1 and found[0].startswith(expected + ":"), found
+
+
+# --- Test modules import no test module: what several share lives in conftest.py (fixtures) or a helper module
+# (tests/helpers.py, tests/torch_files.py, ...), so running one test file never collects or runs another's code.
+
+def imports_of_test_modules(tests_dir=ROOT / "tests"):
+    """'tests/test_x.py:LINE imports test_y' for each import of one test module by another."""
+    test_modules = {p.stem for p in Path(tests_dir).glob("test_*.py")}
+    found = []
+    for path in sorted(Path(tests_dir).glob("test_*.py")):
+        for module, names, line in _imports(path, Path(tests_dir).parent):
+            parts = module.split(".")
+            targets = [parts[-1]] if parts[-1] in test_modules and parts[:-1] in ([], ["tests"]) else []
+            if module == "tests":
+                targets = [name for name in names if name in test_modules]
+            found += [f"{Path(tests_dir).name}/{path.name}:{line} imports {target}" for target in targets]
+    return found
+
+
+def test_no_test_module_imports_another():
+    assert imports_of_test_modules() == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from test_b import helper\n", "imports test_b"),
+    ("def f():\n    from tests.test_b import FIXTURE\n", "imports test_b"),
+    ("import tests.test_b as b\n", "imports test_b"),
+    ("from tests import helpers, test_b\n", "imports test_b"),
+])
+def test_a_planted_test_module_import_is_caught(tmp_path, source, expected):
+    tests_dir = tmp_path / "tests"
+    tests_dir.mkdir()
+    (tests_dir / "test_b.py").write_text("def helper():\n    pass\n")
+    (tests_dir / "helpers.py").write_text("import numpy\n")
+    (tests_dir / "test_c.py").write_text("from tests.helpers import x\nfrom tests import helpers\nimport test_bx\n")
+    (tests_dir / "test_a.py").write_text(source)
+    found = imports_of_test_modules(tests_dir)
+    assert len(found) == 1 and found[0].startswith("tests/test_a.py:") and found[0].endswith(expected), found

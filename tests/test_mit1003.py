@@ -5,6 +5,7 @@ import pytest
 
 from datasets.io import encode_jpeg, encode_png, write_bytes_atomic
 from datasets.mit1003 import list_mit1003, load_sample
+from tests.helpers import mit1003_original_layout as _original_layout
 
 
 def test_shared_sample_pairs_every_stimulus_with_its_map(mit1003_sample_dir):
@@ -18,19 +19,6 @@ def test_shared_sample_pairs_every_stimulus_with_its_map(mit1003_sample_dir):
         assert loaded["saliency"].shape == loaded["image"].shape[:2]
         assert max(loaded["image"].shape[:2]) == 1024  # README: longest side 1024 px
         assert loaded["saliency"].max() > 200 and loaded["fixations"] is None
-
-
-def _original_layout(root, points_rows_cols):
-    """ALLSTIMULI + ALLFIXATIONMAPS with two 12x16 stimuli; fixation points stored lossless (PNG)."""
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        image = rng.integers(0, 256, (12, 16, 3), np.uint8)
-        write_bytes_atomic(root / "ALLSTIMULI" / f"{name}.jpeg", encode_jpeg(image))
-        fix_map = np.full((12, 16), 90, np.uint8)
-        write_bytes_atomic(root / "ALLFIXATIONMAPS" / f"{name}_fixMap.jpg", encode_jpeg(fix_map))
-        points = np.zeros((12, 16), np.uint8)
-        points[tuple(np.array(points_rows_cols).T)] = 255
-        write_bytes_atomic(root / "ALLFIXATIONMAPS" / f"{name}_fixPts.png", encode_png(points))
 
 
 def test_original_layout_reads_fixation_points(tmp_path):

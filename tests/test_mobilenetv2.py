@@ -277,7 +277,7 @@ def test_conversion_layouts_and_running_stats(loaded, state_dict):
 def test_torchvision_layout_and_module_prefix_load_the_same(loaded, state_dict, input_and_reference):
     torchvision = {f"module.{k}": v for k, v in _to_torchvision(state_dict).items()}
     other = load_state_dict(build_encoder(), torchvision, source="tv.pth")
-    for a, b in zip(loaded.weights, other.weights):
+    for a, b in zip(loaded.weights, other.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -291,7 +291,7 @@ def test_another_architecture_names_missing_and_unexpected_keys(encoder):
     message = str(info.value)
     assert "resnet18.pth" in message and "255 missing key(s): features.0.0.weight" in message
     assert "4 unexpected key(s)" in message and "conv1.weight" in message and "layer1.0.conv1.weight" in message
-    for old, new in zip(before, encoder.weights):
+    for old, new in zip(before, encoder.weights, strict=True):
         np.testing.assert_array_equal(old, np.asarray(new))
 
 
@@ -305,7 +305,7 @@ def test_missing_key_and_wrong_shape_are_named_and_leave_encoder_unchanged(encod
     state = dict(state_dict, **{"features.0.0.weight": np.zeros((16, 3, 3, 3), "float32")})
     with pytest.raises(ValueError, match=r"shape mismatch.*features\.0\.0\.weight \(16, 3, 3, 3\) \(expected \(32, 3, 3, 3\)"):
         load_state_dict(encoder, state, source="random.pt")
-    for old, new in zip(before, encoder.weights):
+    for old, new in zip(before, encoder.weights, strict=True):
         np.testing.assert_array_equal(old, np.asarray(new))
 
 

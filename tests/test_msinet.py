@@ -46,7 +46,7 @@ def _legacy_bilinear_reference(x, factor):
 
 
 def test_parameter_count_layer_names_and_shapes(model):
-    # 14,714,688 (VGG16 convs) + 9,831,936 (ASPP) + 387,585 (decoder), from msinet.md 2.8.
+    # 14,714,688 (VGG16 convs) + 9,831,936 (ASPP) + 387,585 (decoder), counted from the author's model.py.
     assert model.count_params() == 24_934_209
     assert len(SCOPE_TO_LAYER) == 23 and all("/" not in name for name in SCOPE_TO_LAYER.values())
     shapes = {scope: tuple(model.get_layer(name).kernel.shape) for scope, name in SCOPE_TO_LAYER.items()}

@@ -16,6 +16,7 @@ import scipy.io
 import scipy.ndimage
 
 from datasets import nusvip, sources, splits
+from tests.helpers import mit1003_original_layout
 from tests.nusvip_fixtures import (
     A_EXPECTED, QUIRKS, SIZES, make_nusvip, subjects_array, write_fixations_v5, write_fixations_v73, write_images,
 )
@@ -290,9 +291,7 @@ def test_real_exports_list_the_stored_splits(real):
 
 def test_mit1003_maps_only_layouts_still_list_by_split(tmp_path):
     """The original release layout (ALLSTIMULI/, no fixations.mat) goes through datasets.mit1003 with the split."""
-    from tests.test_mit1003 import _original_layout
-
-    _original_layout(tmp_path / "mit", [[1, 1]])
+    mit1003_original_layout(tmp_path / "mit", [[1, 1]])
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["b"], "val": ["a"], "test": []}))
     (b,) = sources.list_samples("mit1003", tmp_path / "mit", "train", split_file=split)

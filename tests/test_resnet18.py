@@ -264,7 +264,7 @@ def test_wrong_shape_is_named_and_leaves_encoder_unchanged(tmp_path, state_dict)
     with pytest.raises(ValueError, match=r"layer4\.1\.conv2\.weight.*\(512, 256, 3, 3\)") as info:
         load_resnet18_weights(encoder, path)
     assert path in str(info.value)
-    for old, new in zip(before, encoder.weights):
+    for old, new in zip(before, encoder.weights, strict=True):
         np.testing.assert_array_equal(old, np.asarray(new))
 
 
@@ -283,7 +283,7 @@ def test_weights_h5_round_trip(tmp_path, safetensors_path, input_and_reference):
     path = str(tmp_path / "encoder.weights.h5")
     source.save_weights(path)
     target = load_resnet18_weights(build_resnet18_encoder(), path)
-    for a, b in zip(source.weights, target.weights):
+    for a, b in zip(source.weights, target.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

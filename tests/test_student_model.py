@@ -96,7 +96,7 @@ def test_same_seed_gives_same_initial_weights_for_common_layers(students):
     common = [layer.name for layer in a.layers if layer.weights]
     assert {"resnet18", "decoder_block1_conv", "decoder_block4_conv", "saliency_conv"} <= set(common)
     for name in common:
-        for wa, wb in zip(a.get_layer(name).weights, b.get_layer(name).weights):
+        for wa, wb in zip(a.get_layer(name).weights, b.get_layer(name).weights, strict=True):
             np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb), err_msg=name)
     x = _images(64, 64)
     np.testing.assert_allclose(
@@ -125,7 +125,7 @@ def test_backbone_weights_are_loaded(tmp_path):
     path = str(tmp_path / "r18.safetensors")
     save_file(state, path)
     student = build_student("A", backbone_weights=path)
-    for w_src, w_dst in zip(source.weights, student.get_layer("resnet18").weights):
+    for w_src, w_dst in zip(source.weights, student.get_layer("resnet18").weights, strict=True):
         np.testing.assert_array_equal(np.asarray(w_src), np.asarray(w_dst))
 
 

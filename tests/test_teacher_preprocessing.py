@@ -162,7 +162,7 @@ def test_real_mit1003_images_round_trip():
 
 
 def _author_postprocess(saliency_map, target_size):
-    """MSI-Net's data.py `postprocess_saliency_map`, written from its description (msinet.md 4.2) in TF1 ops.
+    """MSI-Net's data.py `postprocess_saliency_map`, written from the author's code in TF1 ops.
 
     map * 255 -> `_resize_image(overfull=True)`: scale = max(target / current) (Python division), new size
     rounded, `resize_area` if any side shrinks else `resize_bicubic` (align_corners=True), clip [0, 255] ->

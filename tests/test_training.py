@@ -13,32 +13,10 @@ import tensorflow as tf
 
 import train as train_cli
 from datasets import records
-from datasets.salicon import list_salicon, load_sample
 from datasets.io import encode_png
 from student import training
 from student.training import TrainConfig, TrainingDivergedError
-
-TINY = dict(image_size=(32, 48), batch_size=2, epochs=2, steps_per_epoch=2, validation_steps=1, verbose=0)
-
-
-@pytest.fixture(scope="module")
-def records_dir(synthetic_salicon_dir, tmp_path_factory):
-    """Records of the tiny synthetic folder; the teacher map is the true density at half resolution."""
-    out = tmp_path_factory.mktemp("distill")
-    for split in ("train", "val"):
-        path = out / records.shard_name(split, 0, 1)
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for sample in list_salicon(synthetic_salicon_dir, split):
-                ex = load_sample(sample)
-                density = np.load(synthetic_salicon_dir / "densities" / split / f"{sample.stem}.npy")
-                teacher = density[::2, ::2] / density.max()
-                with open(sample.image_path, "rb") as f:
-                    image_bytes = f.read()
-                h, w = ex["image"].shape[:2]
-                writer.write(records.serialize_example(
-                    sample.stem, image_bytes, h, w, encode_png(ex["saliency"]), teacher, ex["fixations"]))
-    return out
-
+from tests.helpers import TINY, TINY_CLI
 
 def _weights(path):
     with open(path, "rb") as f:
@@ -146,7 +124,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(records_dir, t
                                         resume=True, **settings))
 
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
-    for a, b in zip(_student_weights(straight, "B"), _student_weights(resumed, "B")):
+    for a, b in zip(_student_weights(straight, "B"), _student_weights(resumed, "B"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     straight_hist = training.read_history(straight / "history.csv")
     np.testing.assert_allclose([h["val_kld"] for h in result.history], [h["val_kld"] for h in straight_hist],
@@ -239,10 +217,6 @@ def test_the_config_checks_what_the_flags_check(field, value, message):
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
 
-TINY_CLI = ["--image-size", "32", "48", "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "1",
-            "--validation-steps", "1", "--quiet"]
-
-
 def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(records_dir, tmp_path, monkeypatch):
     settings = dict(TINY, steps_per_epoch=1, export=False)
 
@@ -271,7 +245,7 @@ def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(
     assert code == 0
     assert (resumed / "A" / "checkpoints" / "last.weights.h5").stat().st_mtime_ns == a_last, "A was trained again"
     assert (resumed / "B" / "saved_model" / "saved_model.pb").exists()
-    for a, b in zip(_student_weights(straight / "B", "B"), _student_weights(resumed / "B", "B")):
+    for a, b in zip(_student_weights(straight / "B", "B"), _student_weights(resumed / "B", "B"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose([h["val_kld"] for h in training.read_history(resumed / "B" / "history.csv")],
                                [h["val_kld"] for h in training.read_history(straight / "B" / "history.csv")],
@@ -414,7 +388,7 @@ def test_leftover_initial_weights_of_another_seed_are_not_reused(tmp_path, capsy
     training.save_initial_weights(path, seed=1)
     training.save_initial_weights(path, seed=2)  # a leftover of seed 1 that no run started from: made again
     assert "seed 1, not --seed 2" in capsys.readouterr().err
-    for a, b in zip(_file_weights(path), _seeded_b_weights(2)):
+    for a, b in zip(_file_weights(path), _seeded_b_weights(2), strict=True):
         np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "initial.seed.json").read_text())["seed"] == 2
     (tmp_path / "initial.seed.json").unlink()  # weights written before the seed was recorded: told by their values
@@ -439,6 +413,25 @@ def test_the_same_records_folder_twice_is_refused(records_dir, tmp_path, capsys)
     code = train_cli.main(["--variant", "A", "--records-dir", *twice, "--run-dir", str(tmp_path / "run"), *TINY_CLI])
     assert code == 1 and "is given twice" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_weights_matching_only_the_start_of_the_seeded_ones_are_not_that_seed(tmp_path, monkeypatch):
+    """The seed check of an unrecorded file compares every weight and the count: a stored model whose weights are
+    a prefix of the seeded model's (zip stopping at the shorter list) is not that seed's."""
+    import student.model
+
+    def dense_model(units):
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((2,)), *(keras.layers.Dense(n) for n in units)])
+
+    path = str(tmp_path / "initial.weights.h5")
+    dense_model([2]).save_weights(path)
+    monkeypatch.setattr(student.model, "build_student", lambda *args, **kwargs: dense_model([2]))
+    monkeypatch.setattr(training, "_seeded_initial_model", lambda *args: dense_model([2, 1]))  # one more layer
+    assert training._recorded_seed(path, 7) is None
+    assert not (tmp_path / "initial.seed.json").exists()
+    monkeypatch.setattr(training, "_seeded_initial_model", lambda *args: dense_model([2]))  # the same: recognised
+    assert training._recorded_seed(path, 7) == 7
 
 
 _FULL_DISK_CHILD = """

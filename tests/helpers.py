@@ -1,0 +1,39 @@
+"""Helpers shared by several test modules (not a test module: pytest collects nothing here).
+
+Fixtures shared by several modules live in conftest.py; this module holds plain constants and functions.
+"""
+
+import numpy as np
+
+from datasets.io import encode_jpeg, encode_png, write_bytes_atomic
+
+# The smallest training run that still exercises every step: TrainConfig keywords and the matching train.py flags.
+TINY = dict(image_size=(32, 48), batch_size=2, epochs=2, steps_per_epoch=2, validation_steps=1, verbose=0)
+TINY_CLI = ["--image-size", "32", "48", "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "1",
+            "--validation-steps", "1", "--quiet"]
+
+
+def cc(a, b):
+    """Pearson correlation of two maps, computed here in numpy (independent of metrics/)."""
+    a = (a - a.mean()) / a.std()
+    b = (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+def weights_file(path):
+    """The file holding an export's weights: OpenVINO's .bin beside its .xml, else the file itself."""
+    return path[: -len(".xml")] + ".bin" if path.endswith(".xml") else path
+
+
+def mit1003_original_layout(root, points_rows_cols):
+    """MIT1003's original release layout under `root`: ALLSTIMULI + ALLFIXATIONMAPS with two 12x16 stimuli,
+    "a" and "b", whose fixation points (row, col) are stored lossless (PNG)."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        image = rng.integers(0, 256, (12, 16, 3), np.uint8)
+        write_bytes_atomic(root / "ALLSTIMULI" / f"{name}.jpeg", encode_jpeg(image))
+        fix_map = np.full((12, 16), 90, np.uint8)
+        write_bytes_atomic(root / "ALLFIXATIONMAPS" / f"{name}_fixMap.jpg", encode_jpeg(fix_map))
+        points = np.zeros((12, 16), np.uint8)
+        points[tuple(np.array(points_rows_cols).T)] = 255
+        write_bytes_atomic(root / "ALLFIXATIONMAPS" / f"{name}_fixPts.png", encode_png(points))
