@@ -24,7 +24,7 @@ an error names the part that fails.
 Which route (`teacher_kind`, `teacher_format="auto"`): a frozen `.pb` and a `.weights.h5` are MSI-Net; a
 SavedModel is MSI-Net when its `serving_default` signature has the author's published names (input
 `input_1`, output `output` or `layer_from_saved_model`) or its graph holds MSI-Net's published weight
-constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names; msinet.md 2.9, 3.2);
+constants (`conv1/conv1_1/kernel` and `decoder/conv4/kernel`, the author's scope names);
 a `.keras`/`.h5` file is MSI-Net when its layers carry `teacher.msinet`'s names; anything else follows the
 contract. `teacher_format="msinet"` or `"contract"` (`--teacher-format`) forces a route.
 
@@ -60,7 +60,7 @@ DEFAULT_MAP_MAX_SIDE = 320
 # The probe image: small, odd-sized and not square, so a model that only works at one size fails at load.
 PROBE_SHAPE = (2, 37, 53, 3)
 _MSINET_CONSTANTS = ("conv1/conv1_1/kernel", "decoder/conv4/kernel")
-# (inputs, outputs) of the author's TF2 SavedModel revisions (msinet.md 3.2).
+# (inputs, outputs) of the author's TF2 SavedModel revisions (the Hugging Face model alexanderkroner/MSI-Net).
 _MSINET_SIGNATURES = [({"input_1"}, {"output"}), ({"input_1"}, {"layer_from_saved_model"})]
 _KERAS_SUFFIXES = (".keras", ".h5")
 

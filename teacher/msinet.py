@@ -1,6 +1,6 @@
 """MSI-Net (Kroner et al. 2020) as a Keras 3 functional model with exact parity to the published graphs.
 
-The architecture follows the author's TF1 `model.py` (see docs msinet.md section 2): a VGG16 encoder whose
+The architecture follows the author's TF1 `model.py` (class `MSINET` of the author's repository, alexanderkroner/saliency): a VGG16 encoder whose
 pool4/pool5 keep the resolution (2x2, stride 1, SAME) with dilated conv5, an ASPP context module (rates 4/8/12
 plus a global-average branch), a decoder of three TF1-legacy bilinear x2 upsamplings with 3x3 convs, a linear
 1-channel head and a per-image min-max normalisation. Input is float RGB 0..255; the VGG means, given in BGR

@@ -1,6 +1,6 @@
 """The author's MSI-Net input pipeline and its inverse, in TF ops (usable eagerly and inside `tf.data`).
 
-Two pipelines (msinet.md 4.2 and 4.3):
+Two pipelines (the author's `data.py`, and the TF2 / Hugging Face model card):
 
 * "repo" (default; what the published `.pb` results were made with): aspect-preserving resize with
   `scale = min(target_h / h, target_w / w)`, new size rounded, TF1 `resize_area` when shrinking and

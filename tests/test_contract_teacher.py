@@ -157,7 +157,7 @@ def test_contract_violations_name_the_part(case, message, tmp_path):
 
 def test_msinet_or_contract_is_recognised_and_can_be_forced(blob_model, tmp_path):
     @tf.autograph.experimental.do_not_convert
-    def msinet_like(images):  # MSI-Net's published constant names (msinet.md 2.9), a [0, 1] map
+    def msinet_like(images):  # MSI-Net's published constant names, a [0, 1] map
         kernel = tf.constant(np.full((1, 1, 3, 1), 1 / 765, np.float32), name="conv1/conv1_1/kernel")
         bias = tf.constant(np.zeros(1, np.float32), name="decoder/conv4/kernel")
         return {"saliency": tf.nn.conv2d(images, kernel, 1, "SAME") + bias}

@@ -31,7 +31,7 @@ TINY_SIZE = (9, 13)  # (H, W): a real photo shrunk to this, upsampled to 221x320
 BGR_MEAN = np.array([103.939, 116.779, 123.68])
 
 # ---------------------------------------------------------------------------------------------------------
-# A synthetic .vxm, written here byte by byte (FORMAT.md), not with the code under test.
+# A synthetic .vxm, written here byte by byte (the layout in teacher/fastgaze/vxm.py's docstring), not with the code under test.
 
 
 def _entry(key, value):
@@ -219,7 +219,7 @@ def np_max_pool(x):
 
 
 def np_forward(image, layers, max_side, centre_prior=False):
-    """The decode of FORMAT.md in float64 numpy: resize, BGR means, net, cells at stride r + (stride - 1) / 2,
+    """The FastGaze decode in float64 numpy: resize, BGR means, net, cells at stride r + (stride - 1) / 2,
     bilinear to (H, W), optional centre prior, exp."""
     height, width = image.shape[:2]
     h, w = np_aspect_size(height, width, max_side)

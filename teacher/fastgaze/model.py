@@ -21,7 +21,7 @@ what stands for each part here:
    `LogCentrePrior`.
 6. `exp` (a Keras `Activation("exponential")`): a non-negative, unnormalised density (B, H, W, 1).
 
-The Gaussian blur layer stored in the file (layer 18) is not applied, as in the references (FORMAT.md).
+The Gaussian blur layer stored in the file (layer 18) is not applied, as in Twitter's reference SavedModels.
 One guard differs from the references: the resized side is at least 1 pixel (they fail on images more than 640
 times wider than tall, or the reverse).
 """
@@ -219,7 +219,7 @@ def _network(parsed):
                 prelu = keras.layers.PReLU(shared_axes=[1, 2, 3], dtype="float32", name=f"prelu{i}")
                 layers.append(prelu)
                 weights[prelu.name] = [layer.weights["alpha"].reshape(1, 1, 1)]
-        # "blur": stored but never applied (FORMAT.md)
+        # "blur": stored but never applied (as in the reference SavedModels)
     return layers, weights
 
 

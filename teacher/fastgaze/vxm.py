@@ -1,6 +1,6 @@
 """A reader of FastGaze's `.vxm` container (Twitter's image-crop-analysis, `bin/fastgaze.vxm`).
 
-Layout (little-endian; ../shared/models/fastgaze/FORMAT.md): bytes 0-3 the magic `\\x01tPM`, bytes 4-7 a
+Layout (little-endian): bytes 0-3 the magic `\\x01tPM`, bytes 4-7 a
 uint32 entry count, then per entry a uint32 key length, the key (NUL-terminated, the length counts the NUL), a
 uint32 value length and the value. The entries must consume the file exactly. Scalars are int32. Layer `i`
 has `<i>Type` (0 conv, 2 pool, 3 blur) and, by type, `<i>Act` (1 ReLU, 4 PReLU), `<i>Pool`, `<i>KernelSize`,
@@ -22,7 +22,7 @@ import numpy as np
 MAGIC = b"\x01tPM"
 LAYER_TYPES = {0: "conv", 2: "pool", 3: "blur"}
 ACTIVATIONS = {1: "relu", 4: "prelu"}
-POOLS = {2: "max"}  # the only pooling code the file uses (2x2, stride 2; FORMAT.md)
+POOLS = {2: "max"}  # the only pooling code the file uses (2x2, stride 2)
 _DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
 _LAYER_KEY = re.compile(r"^(\d+)(.+)$")
 
