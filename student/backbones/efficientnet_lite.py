@@ -6,8 +6,9 @@ the first and last stage not scaled. Blocks are ``[1x1 expand conv, BN, ReLU6] (
 1), kxk depthwise conv (stride), BN, ReLU6, 1x1 project conv, BN`` with no activation after the projection, plus
 the identity when stride is 1 and the width is unchanged. BN epsilon is 1e-3 and convs use TensorFlow ``'SAME'``
 padding, which Keras' ``padding="same"`` reproduces (the extra row/column of a stride-2 conv goes at the
-bottom/right); the stem writes it out as :class:`SamePadding2D` + ``"valid"`` (see there why). Base stages (kernel, repeats, in, out, expansion, stride), scaled by ``round_filters`` (width,
-multiple of 8) and ``ceil(depth * repeats)``:
+bottom/right; the stem writes it out as :class:`SamePadding2D` + ``"valid"``, see there why). Base stages
+(kernel, repeats, in, out, expansion, stride), scaled by ``round_filters`` (width, multiple of 8) and
+``ceil(depth * repeats)``:
 
 =====  ======  =======  ===  ===  ======  =====================================
 stage  kernel  repeats  in   out  expand  stride (output stride)
