@@ -17,7 +17,8 @@ trained; `<file>.json` beside it repeats them for people and older readers.
 
 All exports run the inference graph of `student.serving.inference_student` (BatchNormalization folded
 into the convolutions, the saliency head only). int8 variants are calibrated on images from the records:
-LiteRT full-integer (int8 weights and activations, float/uint8 interface), ONNX static QDQ int8 and OpenVINO
+LiteRT full-integer (int8 weights and activations, float/uint8 interface), ONNX static QDQ int8 (7-bit weights,
+which no CPU saturates; see `quantize_onnx`) and OpenVINO
 IR quantized by NNCF's post-training quantization (FakeQuantize on activations, int8 weights); all three keep
 the float files' uint8 input and float32 outputs.
 """
