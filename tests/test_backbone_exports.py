@@ -30,6 +30,11 @@ SIZES = {"resnet18": (144, 192), "efficientnet-lite0": (240, 320), "efficientnet
 RUNTIMES = ("onnx", "openvino", "litert")
 # One backbone of each family but ResNet18, whose int8 files tests/test_deploy.py checks.
 INT8 = ("efficientnet-lite0", "mobilenetv2")
+# Float32 maps ([0, 1]) of two graphs of the same student differ by rounding: within 1e-5 for ResNet18 and
+# MobileNetV2, up to 3.7e-5 for the deeper EfficientNet-Lites at these sizes (measured: SavedModel against the Keras
+# student and every runtime against the SavedModel). OpenVINO's dropped padding gave 0.17-0.32.
+MAP_ATOL = {"resnet18": 1e-5, "mobilenetv2": 1e-5}
+LITE_MAP_ATOL = 6e-5
 
 
 def _randomize_batchnorm(model, seed=0):
@@ -133,15 +138,16 @@ def test_saved_model_matches_the_keras_student(exported):
     logits = exported["student"](tf.cast(exported["images"], tf.float32), training=False)["saliency"]
     density = spatial_softmax(logits).numpy()[..., 0]
     np.testing.assert_allclose(exported["results"]["saved_model"]["maps"],
-                               density / density.max(axis=(1, 2), keepdims=True), atol=1e-5)
+                               density / density.max(axis=(1, 2), keepdims=True),
+                               atol=MAP_ATOL.get(exported["backbone"], LITE_MAP_ATOL))
 
 
 @pytest.mark.parametrize("fmt", RUNTIMES)
 def test_runtime_files_match_the_saved_model(exported, fmt):
     got, reference = exported["results"][fmt], exported["results"]["saved_model"]
     assert isinstance(got["predictor"], RuntimeStudentPredictor) and got["predictor"].input_size == exported["size"]
-    np.testing.assert_allclose(got["maps"], reference["maps"], atol=1e-5)
     assert min(_cc(a, b) for a, b in zip(got["maps"], reference["maps"])) > 0.99999
+    np.testing.assert_allclose(got["maps"], reference["maps"], atol=MAP_ATOL.get(exported["backbone"], LITE_MAP_ATOL))
     np.testing.assert_allclose(got["densities"], reference["densities"], rtol=1e-4, atol=1e-9)
 
 
@@ -165,7 +171,7 @@ def test_int8_files_are_int8_and_close_to_float(exported, fmt):
         softmax_inputs = {t.get_node().get_type_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
                           for out in op.outputs() for t in out.get_target_inputs()}
         assert not softmax_inputs & {"Exp", "Log", "ReduceSum", "ReduceMax", "Divide"}
-    if fmt == "onnx_int8":
+    if fmt in ("onnx_int8", "openvino_int8"):
         _assert_weights_cannot_saturate(paths[fmt])
     for a, b in zip(results[fmt]["maps"], results[float_fmt]["maps"]):
         assert a.max() == pytest.approx(1.0)
