@@ -40,7 +40,8 @@ def build_parser():
                         help="encoder of a bare .weights.h5 (default: the run's config, or resnet18)")
     parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .onnx, .xml and .tflite files")
     parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
-    parser.add_argument("--calibration-split", default="train", help="records split used for calibration")
+    parser.add_argument("--calibration-split", default="train",
+                        help="records split used for calibration (export_teacher.py writes train, val and test)")
     parser.add_argument("--calibration-count", type=positive_int, default=32, help="calibration images")
     parser.add_argument("--name", default=None,
                         help="base name of the files (default: student; a built-in model's name, e.g. fastgaze_centre)")

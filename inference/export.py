@@ -17,14 +17,20 @@ trained; `<file>.json` beside it repeats them for people and older readers.
 
 All exports run the inference graph of `student.serving.inference_student` (BatchNormalization folded
 into the convolutions, the saliency head only). int8 variants are calibrated on images from the records:
-LiteRT full-integer (int8 weights and activations, float/uint8 interface), ONNX static QDQ int8 and OpenVINO
+LiteRT full-integer (int8 weights and activations, float/uint8 interface), ONNX static QDQ int8 (7-bit weights,
+which no CPU saturates; see `quantize_onnx`) and OpenVINO
 IR quantized by NNCF's post-training quantization (FakeQuantize on activations, int8 weights); all three keep
 the float files' uint8 input and float32 outputs.
 """
 
+import contextlib
+import glob
 import json
+import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
 
@@ -141,7 +147,7 @@ def load_student(path, variant=None, backbone=None):
     from student.model import build_student
 
     path = os.fspath(path)
-    input_size = None
+    input_size = decoder = None
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):
@@ -151,6 +157,7 @@ def load_student(path, variant=None, backbone=None):
             config = json.load(f)
         variant = variant or config.get("variant")
         backbone = backbone or config.get("backbone")
+        decoder = config.get("decoder", "card")  # runs from before the light decoder have none: the card's
         input_size = tuple(config["image_size"]) if "image_size" in config else None
         for name in ("best.weights.h5", "last.weights.h5"):
             weights = os.path.join(path, "checkpoints", name)
@@ -163,10 +170,11 @@ def load_student(path, variant=None, backbone=None):
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
     _check_hdf5(path)
-    if variant is None:
-        variant = _weights_variant(path)
+    if variant is None or decoder is None:
+        guessed_variant, guessed_decoder = _weights_variant(path)
+        variant, decoder = variant or guessed_variant, decoder or guessed_decoder
     backbone = backbone or "resnet18"
-    student = build_student(variant, backbone=backbone)
+    student = build_student(variant, backbone=backbone, decoder=decoder)
     with warnings.catch_warnings():
         # Keras only warns when a file lacks some of the model's layers; a student half-loaded is an error.
         warnings.simplefilter("error", UserWarning)
@@ -193,19 +201,21 @@ def _check_hdf5(path):
                          "run's checkpoints/ (best.weights.h5 or last.weights.h5), or the run folder itself") from None
 
 
-def _weights_variant(path):
-    """"A" or "B" from a student `.weights.h5`: B's file has two more Conv2D layers (its teacher branch)."""
-    import h5py
+# Top-level Conv2D layers of a student's `.weights.h5` (decoder and heads; the encoder is nested) -> (variant,
+# decoder): the card's decoder has 4 convs, the light one 5 (3 laterals, 2 smoothing); B adds a 2-conv branch.
+_CONV_COUNTS = {5: ("A", "card"), 7: ("B", "card"), 6: ("A", "light"), 8: ("B", "light")}
 
-    from student.model import DECODER_FILTERS
+
+def _weights_variant(path):
+    """("A" or "B", decoder) of a student `.weights.h5`, from its number of top-level Conv2D layers."""
+    import h5py
 
     with h5py.File(path, "r") as f:
         convs = sum(1 for name in f.get("layers", {}) if name.startswith("conv2d"))
-    counts = {len(DECODER_FILTERS) + 1: "A", len(DECODER_FILTERS) + 3: "B"}
-    if convs not in counts:
+    if convs not in _CONV_COUNTS:
         raise ValueError(f"{path}: not a student .weights.h5 (found {convs} decoder/head convs, expected "
-                         f"{sorted(counts)}); pass a file from a run's checkpoints/")
-    return counts[convs]
+                         f"{sorted(_CONV_COUNTS)}); pass a file from a run's checkpoints/")
+    return _CONV_COUNTS[convs]
 
 
 def build_runtime_model(student, input_size, calibration_images=None):
@@ -343,7 +353,14 @@ def export_litert(runtime_model, path, representative_images=None, resize="lette
 
 
 def quantize_onnx(float_path, path, representative_images, resize="letterbox"):
-    """Static int8 quantization (QDQ, per-channel weights) of an ONNX export with onnxruntime.quantization."""
+    """Static int8 quantization (QDQ, per-channel weights) of an ONNX export with onnxruntime.quantization.
+
+    The weights are quantized to 7 bits (`reduce_range`: -64..64), as ONNX Runtime's documentation advises for
+    CPUs without VNNI: there its x86 kernels multiply uint8 activations by int8 weights in pairs summed into
+    int16 (VPMADDUBSW), which saturates once 2 x 255 x |w| exceeds 32767, i.e. for |w| > 64. With 8-bit weights
+    EfficientNet-Lite0's int8 maps fell to CC 0.89-0.94 against the float file on an AVX2-only AMD EPYC; with 7
+    bits no CPU can saturate (0.994 there), at the cost of one bit of weight precision on every CPU.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -361,7 +378,7 @@ def quantize_onnx(float_path, path, representative_images, resize="letterbox"):
         prepared = tmp + ".pre.onnx"
         quant_pre_process(os.fspath(float_path), prepared, skip_symbolic_shape=True)
         quantize_static(prepared, tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=True)
         os.remove(prepared)
 
     return _atomic_target(path, write, export_description(images.shape[1:3], resize))
@@ -381,6 +398,7 @@ def quantize_openvino(float_xml_path, path, representative_images, resize="lette
     """
     nncf = _import_nncf()
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     images = np.asarray(representative_images, np.uint8)
     model = ov.Core().read_model(os.fspath(float_xml_path))
@@ -392,10 +410,40 @@ def quantize_openvino(float_xml_path, path, representative_images, resize="lette
     last_conv = max(i for i, op in enumerate(ordered) if op.get_type_name() == "Convolution")
     tail = [op.get_friendly_name() for op in ordered[last_conv + 1:]
             if op.get_type_name() not in ("Constant", "Parameter", "Result")]
-    quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(names=tail, validate=False))
+    # Every convolution's weights in half the int8 range (NNCF's overflow fix): CPUs without VNNI (AVX2, AVX-512
+    # before VNNI) sum pairs of u8 x s8 products in int16 and saturate otherwise. With the default (first layer
+    # only) FastGaze-centre's int8 maps fell to mean CC 0.88 (one photo 0.03) against the float file on an
+    # AVX2-only AMD EPYC, NSS -15% on OSIE.
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+    with _nncf_quietly():
+        quantized = nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
+                                  ignored_scope=nncf.IgnoredScope(names=tail, validate=False),
+                                  advanced_parameters=advanced)
     return _atomic_target(path, lambda tmp: ov.save_model(quantized, tmp, compress_to_fp16=False),
                           export_description(images.shape[1:3], resize))
+
+
+@contextlib.contextmanager
+def _nncf_quietly():
+    """NNCF's INFO lines (which ops it leaves in float) silenced and its progress bars sent to stderr.
+
+    NNCF logs to a handler on sys.stdout and draws its bars (rich) on sys.stdout: `export_student.py > file`
+    got 19 lines and two bars in the file. Its warnings still show, on stderr.
+    """
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    streams = [(h, h.stream) for h in logger.handlers
+               if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    logger.setLevel(logging.WARNING)
+    for handler, _ in streams:
+        handler.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logger.setLevel(level)
+        for handler, stream in streams:
+            handler.setStream(stream)
 
 
 def _import_nncf():
@@ -412,17 +460,51 @@ def calibration_images(records_dir, input_size, split="train", count=32, seed=0,
 
     The images are spread over the split (every k-th record, k from the record count and `seed`'s offset),
     so calibration sees the variety of the data rather than the first shard's.
+
+    Raises:
+        FileNotFoundError: no records of `split` (the advice names a split export_teacher.py can write).
+        ValueError: a shard that is truncated or corrupt (named, with how to rewrite or check it), or no records.
     """
-    from datasets import records
     from inference.predictors import fit_to_input
 
-    files = records.list_shards(records_dir, split)
-    images = [example["image"].numpy() for example in records.read_records(files)]
+    images = [example["image"].numpy() for example in _read_calibration_records(records_dir, split)]
     if not images:
         raise ValueError(f"{records_dir}: split '{split}' has no records to calibrate int8 with")
     step = max(1, len(images) // count)
     picked = images[(seed % step)::step][:count]
     return np.stack([fit_to_input(image, input_size, resize)[0] for image in picked])
+
+
+def _read_calibration_records(records_dir, split):
+    """The decoded records of `split`, shard by shard, so that a damaged shard is named."""
+    import tensorflow as tf
+
+    from datasets import records
+    from datasets.splits import SPLIT_NAMES
+
+    try:
+        files = records.list_shards(records_dir, split)
+    except FileNotFoundError:
+        if split in SPLIT_NAMES:
+            raise  # its advice (export_teacher.py --split <split>) is one export_teacher.py takes
+        present = sorted({os.path.basename(f).rsplit("-", 3)[0]
+                          for f in glob.glob(os.path.join(os.fspath(records_dir), "*-*-of-*.tfrecord"))})
+        there = f"the splits there: {', '.join(present)}" if present else "it holds no records"
+        raise FileNotFoundError(
+            f"{records_dir}: no records of split '{split}' to calibrate int8 with ({there}): pass one of them as "
+            f"--calibration-split (calibration_split), or write one with `python export_teacher.py --split train "
+            f"--out {records_dir}` (it writes the splits {', '.join(SPLIT_NAMES)})") from None
+    check = (f"; `python export_teacher.py --verify-only --split {split} --out {records_dir}` lists every damaged "
+             "shard" if split in SPLIT_NAMES else "")
+    for path in files:
+        try:
+            yield from records.read_records([path])
+        except tf.errors.DataLossError as e:
+            reason = re.sub(r"\{\{[^}]*\}\}", "", e.message).split("[Op:")[0].strip()
+            raise ValueError(
+                f"{path}: truncated or corrupt record shard ({reason}): rewrite it by running "
+                f"the export_teacher.py command that wrote these records again (it redoes every shard that no "
+                f"longer matches its recorded sha256){check}") from None
 
 
 def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=None, int8=False,
@@ -453,28 +535,49 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     Raises:
         ImportError: int8 with "openvino" and NNCF is not installed (raised before anything is written).
     """
-    from student.serving import _check_input_size, _is_saved_model, export_saved_model
+    _check_options(formats, int8, records_dir, calibration_count)
+    _refuse_to_replace_a_foreign_folder(os.path.join(os.fspath(out_dir), f"{name}_saved_model"), formats)
+    student, input_size, resize = _resolve_source(source, input_size, variant, backbone, resize)
+    # Read before anything is converted: a damaged shard or a wrong split fails in seconds, not after the exports.
+    images = calibration_images(records_dir, input_size, calibration_split, calibration_count,
+                                resize=resize) if int8 else None
+    return _write_staged(out_dir, name, lambda staging: _export_into(staging, student, formats, input_size, images,
+                                                                     name, resize))
 
+
+def _check_options(formats, int8, records_dir, calibration_count):
+    """`export_student`'s argument checks, before any work (NNCF imported when OpenVINO int8 is asked for)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: {list(formats)}")
-    if int8 and records_dir is None:
+    if not int8:
+        return
+    if records_dir is None:
         raise ValueError("int8 export needs `records_dir` (--records-dir): distillation records to calibrate on, "
                          "e.g. data/distill")
-    if int8 and not {"onnx", "openvino", "litert"} & set(formats):
+    if not {"onnx", "openvino", "litert"} & set(formats):
         raise ValueError("int8 applies to the onnx, openvino and litert formats; add one of them to `formats`")
-    if int8 and (not isinstance(calibration_count, (int, np.integer)) or isinstance(calibration_count, bool)
-                 or calibration_count < 1):
+    if not isinstance(calibration_count, (int, np.integer)) or isinstance(calibration_count, bool) \
+            or calibration_count < 1:
         raise ValueError(f"`calibration_count` (--calibration-count) must be a positive int: the number of images "
                          f"that calibrate int8. Received: {calibration_count!r}")
-    if int8 and "openvino" in formats:
+    if "openvino" in formats:
         _import_nncf()
-    saved_model_dir = os.path.join(os.fspath(out_dir), f"{name}_saved_model")
+
+
+def _refuse_to_replace_a_foreign_folder(saved_model_dir, formats):
+    from student.serving import _is_saved_model
+
     if "saved_model" in formats and os.path.isdir(saved_model_dir) and os.listdir(saved_model_dir) \
             and not _is_saved_model(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir}: exists and is not a SavedModel (no saved_model.pb); refusing to "
                               "replace it. Choose another --out or --name, or remove this folder")
+
+
+def _resolve_source(source, input_size, variant, backbone, resize):
+    """(Keras student, checked input size, resize mode) of `export_student`'s `source` and options."""
     from inference.builtin_export import build_exportable, exportable_name
+    from student.serving import _check_input_size
 
     if exportable_name(source):  # "fastgaze", "fastgaze-centre": the built-in model at the fixed input_size
         student, run_size = build_exportable(source, input_size), input_size
@@ -483,21 +586,25 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
         resize = resize or run_resize(source)
     else:
         student, run_size = source, None
-    resize = resize or "letterbox"
     input_size = input_size or run_size
     if input_size is None:
         raise ValueError(f"{source}: a bare weights file does not say its training size; pass input_size "
                          "(--input-size HEIGHT WIDTH), e.g. 240 320")
-    input_size = _check_input_size(input_size)
+    return student, _check_input_size(input_size), resize or "letterbox"
+
+
+def _write_staged(out_dir, name, write):
+    """Run `write(staging)` (-> {format: path in staging}) in a hidden folder inside `out_dir`, then move it all in.
+
+    An error, a full disk or Ctrl-C leaves `out_dir` as it was (no file of half an export set); an OSError names
+    the file where it was going. Returns {format: final path}.
+    """
     out_dir = os.path.abspath(os.fspath(out_dir))
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    # Everything is written into a hidden folder inside `out_dir` and moved into place at the end: an error,
-    # a full disk or Ctrl-C leaves `out_dir` as it was (no file of half an export set).
     staging = tempfile.mkdtemp(prefix=f".{name}.export-tmp-", dir=out_dir)
     try:
-        paths = _export_into(staging, student, formats, input_size, int8, records_dir, calibration_split,
-                             calibration_count, name, resize, export_saved_model)
+        paths = write(staging)
         _move_into_place(staging, out_dir)
     except OSError as e:
         if e.filename and os.fspath(e.filename).startswith(staging + os.sep):  # name where it was going
@@ -511,9 +618,12 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     return {fmt: os.path.join(out_dir, os.path.relpath(path, staging)) for fmt, path in paths.items()}
 
 
-def _export_into(out_dir, student, formats, input_size, int8, records_dir, calibration_split, calibration_count,
-                 name, resize, export_saved_model):
-    """`export_student`'s writing, into `out_dir` (its staging folder); returns the paths written."""
+def _export_into(out_dir, student, formats, input_size, images, name, resize):
+    """`export_student`'s writing, into `out_dir` (its staging folder); `images` calibrate int8 (None: no int8).
+
+    Returns the paths written."""
+    from student.serving import export_saved_model
+
     paths = {}
     if "saved_model" in formats:
         paths["saved_model"] = export_saved_model(student, os.path.join(out_dir, f"{name}_saved_model"),
@@ -529,8 +639,7 @@ def _export_into(out_dir, student, formats, input_size, int8, records_dir, calib
         paths["openvino"] = export_openvino(runtime_model, target("openvino"), resize=resize)
     if "litert" in portable:
         paths["litert"] = export_litert(runtime_model, target("litert"), resize=resize)
-    if int8:
-        images = calibration_images(records_dir, input_size, calibration_split, calibration_count, resize=resize)
+    if images is not None:
         if "litert" in portable:
             paths["litert_int8"] = export_litert(build_runtime_model(student, input_size, images),
                                                  target("litert", "_int8"), images, resize=resize)

@@ -37,3 +37,24 @@ def mit1003_original_layout(root, points_rows_cols):
         points = np.zeros((12, 16), np.uint8)
         points[tuple(np.array(points_rows_cols).T)] = 255
         write_bytes_atomic(root / "ALLFIXATIONMAPS" / f"{name}_fixPts.png", encode_png(points))
+
+def assert_int8_weights_cannot_saturate(path):
+    """Every int8 convolution weight of an ONNX or OpenVINO int8 file within -64..64 (ONNX Runtime's
+    `reduce_range`, NNCF's overflow fix).
+
+    x86 int8 kernels without VNNI (AVX2, AVX-512 before VNNI) sum pairs of uint8 activation x int8 weight
+    products in int16 (VPMADDUBSW): 2 x 255 x 64 fits, 2 x 255 x 65 saturates. With full-range weights
+    EfficientNet-Lite0's ONNX int8 maps fell to CC 0.89 on an AVX2-only CPU while passing on AVX-512 VNNI, and
+    FastGaze-centre's OpenVINO int8 ones to 0.88. This holds whatever CPU runs it."""
+    if path.endswith(".xml"):
+        import openvino as ov
+
+        weights = [op.get_data() for op in ov.Core().read_model(path).get_ops()
+                   if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    else:
+        import onnx
+        from onnx import numpy_helper
+
+        weights = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64

@@ -1,8 +1,11 @@
 """Every backbone through every export: BN folding, SavedModel, ONNX, OpenVINO, LiteRT, and int8 per family.
 
 Each backbone's student (seeded, BatchNormalization statistics randomised so that folding matters) is exported
-once, at a tiny size, by `inference.export.export_student`; the tests compare what the module-scoped fixture
-computed with the tolerances of tests/test_deploy.py.
+once by `inference.export.export_student`, at a size that is not a multiple of the student's stride 32 (so its
+`PadToMultiple` pads inside every converted graph: OpenVINO's Pad fusion once dropped EfficientNet-Lite's SAME
+padding there, CC 0.91-0.97); the sizes include the README's 144x192 and the benchmarks' 240x320, and
+tests/test_deploy.py exports ResNet18 at a third. The tests compare what the module-scoped fixture computed with
+the tolerances of tests/test_deploy.py.
 """
 
 import glob
@@ -12,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tests.helpers import assert_int8_weights_cannot_saturate as _assert_weights_cannot_saturate
 from tests.helpers import cc as _cc, weights_file as _weights_file
 
 from datasets.io import read_image
@@ -21,9 +25,17 @@ from student.backbones import BACKBONES
 from student.model import build_student, spatial_softmax
 from student.serving import inference_student
 
-SIZE = (32, 64)  # the export's fixed size: one stride-32 cell high, two wide
+# Each backbone's export size: none a multiple of 32 (the padding inside differs from one runtime to another).
+SIZES = {"resnet18": (144, 192), "efficientnet-lite0": (240, 320), "efficientnet-lite1": (144, 192),
+         "efficientnet-lite2": (240, 320), "mobilenetv2": (144, 192)}
 RUNTIMES = ("onnx", "openvino", "litert")
-INT8 = ("resnet18", "efficientnet-lite0", "mobilenetv2")  # one backbone of each family
+# One backbone of each family but ResNet18, whose int8 files tests/test_deploy.py checks.
+INT8 = ("efficientnet-lite0", "mobilenetv2")
+# Float32 maps ([0, 1]) of two graphs of the same student differ by rounding: within 1e-5 for ResNet18 and
+# MobileNetV2, up to 3.7e-5 for the deeper EfficientNet-Lites at these sizes (measured: SavedModel against the Keras
+# student and every runtime against the SavedModel). OpenVINO's dropped padding gave 0.17-0.32.
+MAP_ATOL = {"resnet18": 1e-5, "mobilenetv2": 1e-5}
+LITE_MAP_ATOL = 6e-5
 
 
 def _randomize_batchnorm(model, seed=0):
@@ -44,22 +56,30 @@ def _randomize_batchnorm(model, seed=0):
 
 
 @pytest.fixture(scope="module")
-def images(synthetic_salicon_dir):
-    """The synthetic val scenes at the export size, uint8 (4, 32, 64, 3)."""
-    paths = sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))
-    return np.stack([resize_to(read_image(p), SIZE) for p in paths])
+def scenes(synthetic_salicon_dir):
+    """The synthetic val scenes (48x64)."""
+    return [read_image(p) for p in sorted(glob.glob(str(synthetic_salicon_dir / "images" / "val" / "*.jpg")))]
+
+
+def test_every_backbone_has_a_size_that_pads():
+    assert set(SIZES) == set(BACKBONES)
+    assert all(h % 32 or w % 32 for h, w in SIZES.values())
+    assert {(144, 192), (240, 320)} <= set(SIZES.values())
 
 
 @pytest.fixture(scope="module", params=list(BACKBONES))
-def exported(request, images, calibration_records, tmp_path_factory):  # noqa: F811
-    """One backbone's student, its files (int8 too for `INT8`), and every file's maps of `images`."""
+def exported(request, scenes, calibration_records, tmp_path_factory):  # noqa: F811
+    """One backbone's student, its files at `SIZES` (int8 too for `INT8`), and every file's maps of the scenes
+    resized to that size (`images`)."""
     for module in ("onnxruntime", "openvino", "ai_edge_litert", "tf2onnx", "nncf"):
         pytest.importorskip(module)
     backbone = request.param
+    size = SIZES[backbone]
+    images = np.stack([resize_to(scene, size) for scene in scenes])
     student = _randomize_batchnorm(build_student("B", backbone=backbone, seed=3))
     int8 = backbone in INT8
     out = tmp_path_factory.mktemp(f"exports_{backbone}")
-    paths = deploy.export_student(student, out, input_size=SIZE, int8=int8, records_dir=calibration_records,
+    paths = deploy.export_student(student, out, input_size=size, int8=int8, records_dir=calibration_records,
                                   calibration_count=8)
     results = {}
     for fmt, path in paths.items():
@@ -67,7 +87,8 @@ def exported(request, images, calibration_records, tmp_path_factory):  # noqa: F
         results[fmt] = {"maps": np.stack(predictor.predict_batch(images)),
                         "densities": np.stack([predictor.predict_density(im) for im in images]),
                         "predictor": predictor}
-    return {"backbone": backbone, "student": student, "paths": paths, "results": results}
+    return {"backbone": backbone, "student": student, "paths": paths, "results": results, "size": size,
+            "images": images}
 
 
 def test_every_backbone_is_exported(exported):
@@ -114,18 +135,20 @@ def test_folded_graph_matches_the_keras_student(exported):
     np.testing.assert_allclose(_maps(got), _maps(exact), atol=1e-5)
 
 
-def test_saved_model_matches_the_keras_student(exported, images):
-    logits = exported["student"](tf.cast(images, tf.float32), training=False)["saliency"]
+def test_saved_model_matches_the_keras_student(exported):
+    logits = exported["student"](tf.cast(exported["images"], tf.float32), training=False)["saliency"]
     density = spatial_softmax(logits).numpy()[..., 0]
     np.testing.assert_allclose(exported["results"]["saved_model"]["maps"],
-                               density / density.max(axis=(1, 2), keepdims=True), atol=1e-5)
+                               density / density.max(axis=(1, 2), keepdims=True),
+                               atol=MAP_ATOL.get(exported["backbone"], LITE_MAP_ATOL))
 
 
 @pytest.mark.parametrize("fmt", RUNTIMES)
 def test_runtime_files_match_the_saved_model(exported, fmt):
     got, reference = exported["results"][fmt], exported["results"]["saved_model"]
-    assert isinstance(got["predictor"], RuntimeStudentPredictor) and got["predictor"].input_size == SIZE
-    np.testing.assert_allclose(got["maps"], reference["maps"], atol=1e-5)
+    assert isinstance(got["predictor"], RuntimeStudentPredictor) and got["predictor"].input_size == exported["size"]
+    assert min(_cc(a, b) for a, b in zip(got["maps"], reference["maps"])) > 0.99999
+    np.testing.assert_allclose(got["maps"], reference["maps"], atol=MAP_ATOL.get(exported["backbone"], LITE_MAP_ATOL))
     np.testing.assert_allclose(got["densities"], reference["densities"], rtol=1e-4, atol=1e-9)
 
 
@@ -149,7 +172,10 @@ def test_int8_files_are_int8_and_close_to_float(exported, fmt):
         softmax_inputs = {t.get_node().get_type_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
                           for out in op.outputs() for t in out.get_target_inputs()}
         assert not softmax_inputs & {"Exp", "Log", "ReduceSum", "ReduceMax", "Divide"}
+    if fmt in ("onnx_int8", "openvino_int8"):
+        _assert_weights_cannot_saturate(paths[fmt])
     for a, b in zip(results[fmt]["maps"], results[float_fmt]["maps"]):
         assert a.max() == pytest.approx(1.0)
         assert not np.allclose(a, b, atol=1e-4)  # really quantized
         assert _cc(a, b) > 0.9
+

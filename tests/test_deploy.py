@@ -16,7 +16,7 @@ from student.model import build_student, spatial_softmax
 from student.serving import export_saved_model, inference_student
 from tests.helpers import cc as _cc, weights_file as _weights_file
 
-SIZE = (64, 96)  # the export's fixed size: small keeps the test fast
+SIZE = (45, 70)  # the export's fixed size: small keeps the test fast; odd, so the student pads unevenly
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
 
 
@@ -143,12 +143,16 @@ def test_int8_exports_are_int8_and_close_to_float(exports, fmt, test_images):
         precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
                       if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
         assert precisions <= {"u8", "i8"}
+    if fmt in ("onnx_int8", "openvino_int8"):
+        _assert_weights_cannot_saturate(exports[fmt])
     int8_maps = load_predictor(exports[fmt]).predict_batch(images)
     float_maps = load_predictor(exports[float_fmt]).predict_batch(images)
     for a, b in zip(int8_maps, float_maps):
         assert a.shape == b.shape and a.max() == pytest.approx(1.0)
         assert not np.allclose(a, b, atol=1e-4)  # really quantized
         assert _cc(a, b) > 0.9
+
+
 
 
 @pytest.mark.slow
@@ -447,3 +451,63 @@ def test_cli_error_prints_no_tensorflow_lines(tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [f"export_student.py: error: {tmp_path / 'missing'}: no such run folder or "
                                           ".weights.h5 file"]
+
+
+# --- issue 24, items 8c, 9 and 10a: calibration records and NNCF's output --------------------------------------
+
+
+def test_cli_truncated_calibration_shard_names_the_file_and_the_fix(small_weights, calibration_records, tmp_path,
+                                                                    capsys):
+    import shutil
+
+    records_dir = tmp_path / "records"
+    shutil.copytree(calibration_records, records_dir)
+    (shard,) = records_dir.glob("train-*.tfrecord")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert export_cli.main([str(small_weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32",
+                            "--formats", "litert", "--int8", "--records-dir", str(records_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"export_student.py: error: {shard}: truncated or corrupt record shard")
+    assert "export_teacher.py" in err and "--verify-only" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not any((tmp_path / "out").iterdir())  # refused before anything was converted
+
+
+def test_cli_unknown_calibration_split_advises_what_export_teacher_takes(small_weights, calibration_records,
+                                                                         tmp_path, capsys):
+    import re
+    import shlex
+
+    import export_teacher
+
+    assert export_cli.main([str(small_weights), "--out", str(tmp_path / "out"), "--input-size", "32", "32",
+                            "--formats", "litert", "--int8", "--records-dir", str(calibration_records),
+                            "--calibration-split", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert "'nosuch'" in err and "the splits there: train" in err and "--calibration-split" in err
+    commands = re.findall(r"`python export_teacher\.py ([^`]*)`", err)
+    assert commands and err.count("\n") == 1
+    for command in commands:  # every command it advises, export_teacher.py accepts
+        export_teacher.build_parser().parse_args(shlex.split(command))
+
+
+@pytest.mark.slow
+def test_openvino_int8_keeps_stdout_clean(exports, test_images, tmp_path):
+    """NNCF logs INFO lines and draws progress bars on stdout; `export_student.py --int8 > file` must not get them.
+
+    Run in a fresh interpreter: NNCF's log handler keeps the sys.stdout of the moment it was imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    images, _ = test_images
+    np.save(tmp_path / "images.npy", images[:2])
+    code = ("import sys, numpy as np; from inference.export import quantize_openvino; "
+            "quantize_openvino(sys.argv[1], sys.argv[2], np.load(sys.argv[3]))")
+    result = subprocess.run([sys.executable, "-c", code, exports["openvino"], str(tmp_path / "q.xml"),
+                             str(tmp_path / "images.npy")], capture_output=True, text=True, timeout=300, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and (tmp_path / "q.xml").is_file()
+    assert "INFO:nncf" not in result.stderr and "Statistics collection" in result.stderr

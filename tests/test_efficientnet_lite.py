@@ -198,7 +198,11 @@ def test_conv_bn_naming_and_padding(encoders):
         assert bn.name.endswith("_bn") and bn.epsilon == pytest.approx(1e-3)
         conv = encoder.get_layer(bn.name[: -len("_bn")] + "_conv")
         assert isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-        assert conv.padding == "same" and not conv.use_bias
+        # The stem's SAME padding is its own layer (OpenVINO's Pad fusion drops a conv's own SAME padding).
+        stem = conv.name == "stem_conv"
+        assert conv.padding == ("valid" if stem else "same") and not conv.use_bias
+    pad = encoder.get_layer("stem_pad")
+    assert isinstance(pad, E.SamePadding2D) and (pad.kernel, pad.stride) == (3, 2)
     relus = [layer for layer in encoder.layers if isinstance(layer, keras.layers.ReLU)]
     assert relus and all(float(layer.max_value) == 6.0 for layer in relus)
 

@@ -79,3 +79,34 @@ def test_inference_graph_matches_the_student(light):
 def test_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="decoder"):
         build_student("A", backbone="efficientnet-lite0", decoder="fpn")
+
+
+def test_a_bare_weights_file_or_a_run_folder_loads_with_its_decoder(light, tmp_path):
+    from inference.export import load_student
+
+    path = tmp_path / "light_b.weights.h5"
+    light["B"].save_weights(str(path))
+    student, size = load_student(path, backbone="efficientnet-lite0")
+    assert size is None and sorted(student.output) == ["saliency", "teacher"]
+    assert student.get_layer("decoder_lateral3") is not None
+    x = _images(40, 56)
+    np.testing.assert_allclose(student(x)["saliency"].numpy(), light["B"](x, training=False)["saliency"].numpy(),
+                               atol=1e-5)
+
+
+@pytest.mark.slow
+def test_exports_match_the_savedmodel_with_the_light_decoder(light, tmp_path):
+    """The x8 bilinear upsampling of the logits converts to each runtime as TensorFlow computes it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("openvino")
+    from inference.export import export_student
+    from inference.predictors import load_predictor
+
+    paths = export_student(light["A"], tmp_path, formats=("saved_model", "onnx", "openvino", "litert"), input_size=(72, 104))
+    # At the input size already, so that no resize differs between the paths: only the converted graphs.
+    image = np.random.default_rng(1).integers(0, 256, (72, 104, 3), dtype=np.uint8)
+    reference = load_predictor(paths["saved_model"]).predict(image)
+    for fmt in ("onnx", "openvino", "litert"):
+        got = load_predictor(paths[fmt]).predict(image)
+        np.testing.assert_allclose(got, reference, atol=1e-4, err_msg=fmt)

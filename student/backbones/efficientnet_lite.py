@@ -6,8 +6,9 @@ the first and last stage not scaled. Blocks are ``[1x1 expand conv, BN, ReLU6] (
 1), kxk depthwise conv (stride), BN, ReLU6, 1x1 project conv, BN`` with no activation after the projection, plus
 the identity when stride is 1 and the width is unchanged. BN epsilon is 1e-3 and convs use TensorFlow ``'SAME'``
 padding, which Keras' ``padding="same"`` reproduces (the extra row/column of a stride-2 conv goes at the
-bottom/right). Base stages (kernel, repeats, in, out, expansion, stride), scaled by ``round_filters`` (width,
-multiple of 8) and ``ceil(depth * repeats)``:
+bottom/right; the stem writes it out as :class:`SamePadding2D` + ``"valid"``, see there why). Base stages
+(kernel, repeats, in, out, expansion, stride), scaled by ``round_filters`` (width, multiple of 8) and
+``ceil(depth * repeats)``:
 
 =====  ======  =======  ===  ===  ======  =====================================
 stage  kernel  repeats  in   out  expand  stride (output stride)
@@ -112,6 +113,42 @@ class EfficientNetLiteNormalization(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="saliency_kd")
+class SamePadding2D(keras.layers.Layer):
+    """Zero-pads height and width as TensorFlow's ``'SAME'`` does for a ``kernel`` x ``kernel`` conv at ``stride``.
+
+    ``SamePadding2D(k, s)`` + a ``"valid"`` conv equals the ``"same"`` conv at every input size. The stem is written
+    so because it follows the student's ``PadToMultiple``: OpenVINO's converter fuses a Pad into the convolution
+    after it and drops that convolution's own SAME padding (its ``PadFusionConvolution`` adds the Pad to the
+    conv's explicit pads, which are 0 under ``auto_pad``), so every OpenVINO export at a size that is not a
+    multiple of 32 shifted the whole encoder by a pixel (map CC 0.91-0.97 against the SavedModel).
+    """
+
+    def __init__(self, kernel: int, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel, self.stride = int(kernel), int(stride)
+
+    def _total(self, size):
+        """The rows (or columns) SAME adds around `size` (an int or a tensor): (ceil(size / s) - 1) * s + k - size."""
+        return (-(-size // self.stride) - 1) * self.stride + self.kernel - size
+
+    def call(self, inputs):
+        shape = keras.ops.shape(inputs)
+        pads = [[0, 0]]
+        for size in (shape[1], shape[2]):
+            total = keras.ops.maximum(self._total(size), 0)
+            pads.append([total // 2, total - total // 2])
+        return keras.ops.pad(inputs, pads + [[0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = lambda n: None if n is None else n + max(self._total(n), 0)  # noqa: E731
+        return (b, grow(h), grow(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "kernel": self.kernel, "stride": self.stride}
+
+
 def round_filters(filters: int, width: float, divisor: int = DEPTH_DIVISOR) -> int:
     """The reference's channel rounding: ``filters * width`` to a multiple of ``divisor``, never 10% below."""
     scaled = filters * width
@@ -176,12 +213,12 @@ EVAL_SIZES = {variant: params[2] for variant, params in VARIANTS.items()}
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _conv(x, filters, kernel, stride, name, seed):
+def _conv(x, filters, kernel, stride, name, seed, padding="same"):
     return keras.layers.Conv2D(
         filters,
         kernel,
         strides=stride,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer=conv_initializer(seed, name),
         name=name,
@@ -232,7 +269,8 @@ def apply_mbconv_block(x, spec: dict, seed: int | None = None):
 
 
 def _trunk(x, variant, seed):
-    x = _conv(x, STEM_FILTERS, 3, 2, "stem_conv", seed)
+    x = SamePadding2D(3, 2, name="stem_pad")(x)
+    x = _conv(x, STEM_FILTERS, 3, 2, "stem_conv", seed, padding="valid")
     x = _bn(x, "stem_bn")
     x = _relu6(x, "stem_relu")
     specs = block_specs(variant)
