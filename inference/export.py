@@ -36,11 +36,12 @@ import warnings
 
 import numpy as np
 
+from datasets.geometry import RESIZE_MODES
+
 FORMATS = ("saved_model", "onnx", "openvino", "litert")
 EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("density", "saliency_map")
-RESIZE_MODES = ("letterbox", "stretch")
 # The key of the JSON every runtime file carries inside it (`export_description`); read by inference.predictors.
 METADATA_KEY = "saliency_kd"
 

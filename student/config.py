@@ -10,11 +10,11 @@ import math
 import os
 from typing import Optional, Sequence, Union
 
+from datasets.geometry import RESIZE_MODES  # the one list, without TensorFlow
 from student.backbones import BACKBONES  # the registry, without TensorFlow
 
-RESIZE_MODES = ("letterbox", "stretch")
 # The student's decoders (`student.model`): the design card's full-resolution one, and a light one for small encoders.
-DECODERS = ("card", "light")  # `datasets.records.RESIZE_MODES` (tests check that they agree)
+DECODERS = ("card", "light")
 
 
 # --- value checks: each converts a value (or the text of a flag) and raises ValueError saying what it expected ---
