@@ -14,12 +14,12 @@ Quick start (the built-in models ship with the package: no model file, no downlo
     crop, box = saliency_kd.crop("photo.jpg", "1:1", model=model)
     scores = saliency_kd.fixation_scores(saliency_map, np.array([[120, 200], [140, 260]]))  # (row, col)
 
-Models (`load`, the `model=` argument): the built-in names in `BUILTIN_MODELS` (`DEFAULT_MODEL` when none is
+Models (`load`, the `model=` argument): the built-in names, `builtin_names()` (`DEFAULT_MODEL` when none is
 given), a run folder from train.py, a SavedModel folder, a student export (`.onnx`, OpenVINO `.xml`,
 `.tflite`), an MSI-Net file or any model that follows the saliency-model contract; see `load_predictor`.
 
 Names:
-    load, load_predictor, Predictor, BUILTIN_MODELS, DEFAULT_MODEL: models.
+    load, load_predictor, Predictor, builtin_names, DEFAULT_MODEL: models.
     predict, read_image, predict_files, overlay_heatmap: maps of arrays, files and folders.
     crop, crop_box, crop_image, centre_box, crop_files, Box, CROP_METHODS, fixations_in_box: cropping.
     predict_video, VIDEO_EXTENSIONS: videos.
@@ -34,13 +34,13 @@ import os
 
 from inference.crop import CROP_METHODS, Box, centre_box, crop_box, crop_files, crop_image, fixations_in_box
 from inference.files import overlay_heatmap, predict_files
-from inference.predictors import BUILTIN_MODELS, DEFAULT_MODEL, Predictor, check_image, load_predictor
+from inference.predictors import DEFAULT_MODEL, Predictor, builtin_names, check_image, load_predictor
 from inference.video import VIDEO_EXTENSIONS, is_video, predict_video
 from datasets.io import read_image
 from metrics import saliency as metrics
 
 __all__ = [
-    "BUILTIN_MODELS", "DEFAULT_MODEL", "Predictor", "load", "load_predictor",
+    "builtin_names", "DEFAULT_MODEL", "Predictor", "load", "load_predictor",
     "predict", "read_image", "predict_files", "overlay_heatmap",
     "crop", "crop_box", "crop_image", "centre_box", "crop_files", "Box", "CROP_METHODS", "fixations_in_box",
     "predict_video", "VIDEO_EXTENSIONS",
@@ -75,7 +75,7 @@ def load(model=DEFAULT_MODEL, **options):
     `crop`, or call its `predict(image)` / `predict_batch(images)` directly.
 
     Args:
-        model: one of `BUILTIN_MODELS` (default `DEFAULT_MODEL`), a run folder from train.py, a SavedModel
+        model: a name of `builtin_names()` or a spec combining them (default `DEFAULT_MODEL`), a run folder from train.py, a SavedModel
             folder, a `.onnx` / `.xml` / `.tflite` student export or a teacher file; or a loaded `Predictor`.
         **options: passed to `load_predictor` (`batch_size`, `threads`, `teacher_input_size`, `teacher_format`);
             not allowed with a `Predictor`.

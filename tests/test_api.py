@@ -47,8 +47,9 @@ def test_every_public_name_resolves_to_the_library_object():
     for name in saliency_kd.__all__:
         assert getattr(saliency_kd, name) is not None, name
     assert saliency_kd.load_predictor is inference.predictors.load_predictor
-    assert saliency_kd.BUILTIN_MODELS is inference.predictors.BUILTIN_MODELS  # the registry's names, not a copy
-    assert saliency_kd.DEFAULT_MODEL in saliency_kd.BUILTIN_MODELS
+    assert saliency_kd.builtin_names is inference.predictors.builtin_names  # the registry's names, not a copy
+    assert saliency_kd.DEFAULT_MODEL in saliency_kd.builtin_names()
+    assert {"fastgaze", "fastgaze-centre", "attention-center"} <= set(saliency_kd.builtin_names())
     assert saliency_kd.predict_files is inference.files.predict_files
     assert saliency_kd.predict_video is inference.video.predict_video
     assert saliency_kd.crop_box is inference.crop.crop_box and saliency_kd.crop_files is inference.crop.crop_files
