@@ -542,16 +542,6 @@ def test_teacher_only_records_with_no_saliency_term_are_refused(teacher_only_dir
 
 # --- issue 24, item 6: a backup damaged by kill -9 mid-write --------------------------------------------------
 
-class _KillAfterBackup(keras.callbacks.Callback):
-    """Stops the run at the start of `epoch` (after the previous epoch's backup), as a kill would."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt()
 
 
 def test_the_backup_is_replaced_whole(tmp_path, monkeypatch):
@@ -583,7 +573,7 @@ def test_a_damaged_backup_falls_back_to_the_last_checkpoint(records_dir, tmp_pat
     settings = dict(TINY, epochs=2, steps_per_epoch=1, export=False)
     config = TrainConfig(variant="A", records_dir=str(records_dir), run_dir=str(killed), **settings)
     with pytest.raises(_Interrupt):
-        training.train(config, extra_callbacks=[_KillAfterBackup(1)])
+        training.train(config, extra_callbacks=[_InterruptAt(1)])
     for damage in ("truncated", "empty"):
         run_dir = shutil.copytree(killed, tmp_path / damage)
         backup = run_dir / "backup" / "latest.weights.h5"
