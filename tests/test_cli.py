@@ -195,16 +195,20 @@ def _stub_benchmark(monkeypatch, tmp_path, fail=False):
     monkeypatch.setattr(teacher.export, "export_split", lambda *args, **kwargs: None)
     monkeypatch.setattr(teacher.convert, "convert", lambda path: "keras teacher")
     monkeypatch.setattr(teacher.loading, "load_teacher", lambda path: "graph teacher")
-    monkeypatch.setattr(run_benchmarks, "machine_description", lambda: {"cpu": "test"})
-    monkeypatch.setattr(run_benchmarks, "bench_inference", lambda teacher, repeats: {"ratio": 10.0})
+    monkeypatch.setattr(run_benchmarks, "machine_description", lambda: dict(MACHINE))
+    monkeypatch.setattr(run_benchmarks, "bench_inference", lambda teacher, repeats: dict(INFERENCE_ROW))
     return run_benchmarks
+
+
+INFERENCE_ROW = {"ratio": 10.0, "student_images_per_s": 20.0, "teacher_images_per_s": 2.0}
+MACHINE = {"cpu": "test", "cpu_cores": 2, "gpus": ["none"], "tensorflow": "2.21", "keras": "3"}
 
 
 def test_benchmark_work_folder_is_removed_after_a_run(tmp_path, monkeypatch, capsys):
     run_benchmarks = _stub_benchmark(monkeypatch, tmp_path)
     out = tmp_path / "results" / "bench"
     assert run_benchmarks.main(["--out", str(out), "--only", "inference"]) == 0
-    assert json.loads(out.with_suffix(".json").read_text())["inference"] == {"ratio": 10.0}
+    assert json.loads(out.with_suffix(".json").read_text())["inference"] == INFERENCE_ROW
     assert list((tmp_path / "tmp").iterdir()) == []  # no saliency-kd-bench-* left
     assert "[bench]" not in capsys.readouterr().out  # status on stderr
 
