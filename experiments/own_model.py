@@ -313,7 +313,8 @@ def run_final(settings, out_dir, seeds=(0, 1, 2), variants=tuple(FINAL_VARIANTS)
     from experiments import real_study
     from student.model import build_student, count_params, forward_gmac
 
-    check_records(settings) if not report_only else None
+    if not report_only:
+        check_records(settings)
     os.makedirs(out_dir, exist_ok=True)
 
     def cost():
