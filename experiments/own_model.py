@@ -338,6 +338,73 @@ def run_final(settings, out_dir, seeds=(0, 1, 2), variants=tuple(FINAL_VARIANTS)
                                 title="The project's own model (MIT1003 + OSIE val)", addendum=addendum)
 
 
+SHIP_NAME = "saliency-kd"
+TRAINING_DATA = (
+    "MIT1003 (Judd et al. 2009; public for research), train split: photos, human fixation maps, teacher maps",
+    "OSIE (Xu et al. 2014; MIT licence), train split: photos, human fixation maps, teacher maps",
+    "2,000 ImageNet photos (ImageNet's terms: non-commercial research and education) and 500 BSDS500 photos "
+    "(non-commercial research and education): teacher maps only",
+)
+SHIP_LICENCE = ("research only: the weights were trained on ImageNet and BSDS500 photos, whose terms allow "
+                "non-commercial research and education only")
+
+
+def best_seed_run(final_dir, variant="S"):
+    """(seed, run folder) of the finished `variant` run with the best val score (NSS and CC relative to the first
+    seed's, at each run's best-KLD checkpoint: the test splits play no part in the choice)."""
+    readings = {}
+    for entry in sorted(os.listdir(final_dir)) if os.path.isdir(final_dir) else ():
+        run_dir = os.path.join(final_dir, entry, variant)
+        if entry.startswith("seed") and os.path.isfile(os.path.join(run_dir, "saved_model", "saved_model.pb")):
+            reading = read_run(run_dir)
+            if reading is not None:
+                readings[int(entry[len("seed"):])] = (run_dir, reading)
+    if not readings:
+        raise FileNotFoundError(f"{final_dir}: no finished {variant} run; run the final stage first")
+    first = readings[min(readings)][1]
+    seed = max(readings, key=lambda k: (relative_score(readings[k][1], first), -k))
+    return seed, readings[seed][0]
+
+
+def records_teacher(records_dir):
+    """The name of the teacher whose maps fill `records_dir` (its train split's manifest), or "unknown"."""
+    for name in ("train.json", "train.plan.json"):
+        path = os.path.join(records_dir, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return (json.load(f).get("teacher") or {}).get("name", "unknown")
+    return "unknown"
+
+
+def ship(out_dir, name=SHIP_NAME, root=None):
+    """Package the final study's best-on-val `S` seed as the built-in student `name` (`inference.shipped`), with
+    its model card's facts: the recipe, the teacher, the training data and their terms, and the test scores over
+    seeds from `final/study.json`."""
+    from inference.export import package_student
+
+    final_dir = os.path.join(out_dir, "final")
+    seed, run_dir = best_seed_run(final_dir)
+    with open(os.path.join(final_dir, "study.json")) as f:
+        study = json.load(f)
+    variant, settings = study["variants"]["S"], study["settings"]
+    teacher = records_teacher(settings["records_dirs"][0])
+    card = {
+        "description": f"the project's own student: {settings['backbone']} encoder, {settings['decoder']} decoder, "
+                       f"distilled from {teacher}",
+        "licence": SHIP_LICENCE,
+        "training_data": list(TRAINING_DATA),
+        "teacher": teacher,
+        "recipe": study["settings"],
+        "seed_chosen_on_val": seed,
+        "test": {"seeds": variant["seeds"], "scores": variant["test"]},
+        "targets": study.get("targets"),
+        "cost": study.get("cost"),
+        "reproduce": "python -m experiments.own_model final ... (docs/own-model.md), then "
+                     f"python -m experiments.own_model ship --out {out_dir}",
+    }
+    return package_student(run_dir, name, card, root=root)
+
+
 def settings_from_args(args):
     """`OwnSettings` from the command line (and, for `final`, the search's chosen recipe)."""
     settings = OwnSettings(records_dirs=tuple(args.records_dir), photos_dirs=tuple(args.photos_dir))
@@ -356,7 +423,9 @@ def settings_from_args(args):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.own_model", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("stage", choices=("search", "final"), help="search the recipe on val, or run the final seeds")
+    p.add_argument("stage", choices=("search", "final", "ship"),
+                   help="search the recipe on val, run the final seeds, or ship the best-on-val seed of the recipe "
+                        "as the built-in student (inference/shipped/)")
     p.add_argument("--records-dir", nargs="+", default=list(OwnSettings.records_dirs),
                    help="eye-tracking record folders (train, val, test) labelled by the stronger teacher")
     p.add_argument("--photos-dir", nargs="+", default=list(OwnSettings.photos_dirs),
@@ -368,6 +437,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="final: at least 3 for a spread")
     p.add_argument("--variants", nargs="+", choices=list(FINAL_VARIANTS), default=list(FINAL_VARIANTS))
     p.add_argument("--out", default="runs/own_model", help="output folder (rerun to resume)")
+    p.add_argument("--name", default=SHIP_NAME, help="ship: the built-in name")
     p.add_argument("--report", action="store_true", help="train nothing; summarise what has finished")
     args = p.parse_args(argv)
     alt = (args.alt_records_dir, args.alt_photos_dir) if args.alt_records_dir and args.alt_photos_dir else None
@@ -376,6 +446,8 @@ def main(argv=None):
             names = [n for n in args.runs if alt is not None or SEARCH[n].get("teacher") != "alt"]
             run_search(settings_from_args(args), os.path.join(args.out, "search"), alt, tuple(names),
                        report_only=args.report)
+        elif args.stage == "ship":
+            print(ship(args.out, args.name))
         else:
             args.recipe = args.recipe or os.path.join(args.out, "search", "choice.json")
             run_final(settings_from_args(args), os.path.join(args.out, "final"), tuple(args.seeds),

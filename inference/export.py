@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 
 from datasets.geometry import RESIZE_MODES
+from inference import shipped
 
 FORMATS = ("saved_model", "onnx", "openvino", "litert")
 EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
@@ -672,3 +673,99 @@ def _move_into_place(staging, out_dir):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(source, target)
+
+
+def write_float16_weights(source, target):
+    """Copy the Keras `.weights.h5` `source` to `target` with every float32 dataset stored as float16."""
+    import h5py
+
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        dst.attrs.update(dict(src.attrs))
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                if getattr(data, "dtype", None) == np.float32:
+                    data = data.astype(np.float16)
+                dst.create_dataset(name, data=data).attrs.update(dict(obj.attrs))
+            else:
+                dst.require_group(name).attrs.update(dict(obj.attrs))
+
+        src.visititems(copy)
+
+
+def _run_checkpoint(run_dir):
+    for name in ("best.weights.h5", "last.weights.h5"):
+        path = os.path.join(run_dir, "checkpoints", name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{run_dir}: no checkpoints/best.weights.h5 or last.weights.h5; pass a finished run "
+                            "folder from train.py")
+
+
+def package_student(run_dir, name, card, root=None):
+    """Write the shipped student `name` from the finished run `run_dir`; returns its folder.
+
+    Args:
+        run_dir: a run folder from train.py (its `config.json`, `checkpoints/` and `saved_model/`).
+        name: the built-in name (lower case, e.g. "saliency-kd").
+        card: the model card's facts for `model.json` (must include "description" and "licence").
+        root: where to write (default: this package's folder).
+
+    Raises:
+        FileNotFoundError: `run_dir` is not a finished run.
+        ValueError: the files exceed `shipped.MAX_BYTES`, or `card` lacks a description or licence.
+    """
+    from datasets.io import file_sha256
+    from inference.predictors import StudentPredictor
+
+    missing = [k for k in ("description", "licence") if not card.get(k)]
+    if missing:
+        raise ValueError(f"the model card needs {' and '.join(missing)}")
+    if name != name.lower() or not name or os.sep in name:
+        raise ValueError(f"{name!r}: a shipped student's name is one lower-case word (e.g. 'saliency-kd')")
+    run_dir = os.fspath(run_dir)
+    checkpoint = _run_checkpoint(run_dir)
+    saved_model = os.path.join(run_dir, "saved_model")
+    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        raise FileNotFoundError(f"{run_dir}: no saved_model/ (the run has not finished); run train.py again with the "
+                                "same settings to finish it")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    student, input_size = load_student(run_dir)
+
+    target = shipped.folder(name, root)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=os.path.dirname(target))
+    try:
+        write_float16_weights(checkpoint, os.path.join(staging, shipped.WEIGHTS))
+        _check_size(staging, run_dir)
+        images = shipped.reference_images()
+        maps = StudentPredictor(saved_model).predict_batch(images)
+        np.savez_compressed(os.path.join(staging, shipped.REFERENCE),
+                            **{f"image{i}": im for i, im in enumerate(images)},
+                            **{f"map{i}": m.astype(np.float32) for i, m in enumerate(maps)})
+        full = {**card, "name": name, "variant": config["variant"], "backbone": config.get("backbone", "resnet18"),
+                "decoder": config.get("decoder", "card"), "input_size": list(input_size),
+                "resize": config.get("resize", "letterbox"), "params": int(student.count_params()),
+                "weights_dtype": "float16",
+                "source": {"run_dir": os.path.abspath(run_dir), "checkpoint": os.path.basename(checkpoint),
+                           "checkpoint_sha256": file_sha256(checkpoint), "seed": config.get("seed")}}
+        with open(os.path.join(staging, shipped.CARD), "w") as f:
+            json.dump(full, f, indent=2)
+            f.write("\n")
+        _check_size(staging, run_dir)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_size(staging, run_dir):
+    size = sum(os.path.getsize(os.path.join(staging, f)) for f in os.listdir(staging))
+    if size > shipped.MAX_BYTES:
+        raise ValueError(f"{run_dir}: the shipped files would take {size / 2 ** 20:.1f} MB, over the "
+                         f"{shipped.MAX_BYTES / 2 ** 20:.0f} MB limit on package data; ship a smaller student")

@@ -18,9 +18,11 @@ Writing maps for files (predict.py) is `inference.files`.
 """
 
 import os
+import warnings
 
 import numpy as np
 
+from inference import shipped
 from teacher import builtin
 
 RUN_SAVED_MODEL = "saved_model"
@@ -28,11 +30,11 @@ RUN_SAVED_MODEL = "saved_model"
 # FastGaze alone on both test splits (evaluate.py: NSS 2.25 vs 2.21 on OSIE, 1.78 vs 1.51 on MIT1003) and in
 # every crop setting of benchmarks/results_crop.md, where FastGaze alone lost to the centre crop on MIT1003.
 DEFAULT_MODEL = "fastgaze-centre"
-# Built-in students shipped with this package, beside `teacher.builtin`'s teachers: name ->
-# `teacher.builtin.Builtin(kind="student", loader="inference.<module>:<function>")`, where
-# `function(name, batch_size=, threads=)` returns a `Predictor` (e.g. a `RuntimeStudentPredictor` over package
-# data). `load_predictor` loads them by name (any letter case) and the CLIs and the web page list them. None yet.
-STUDENT_BUILTINS = {}
+# Built-in students shipped with this package (`inference.shipped`: one folder each), beside `teacher.builtin`'s
+# teachers: name -> `teacher.builtin.Builtin(kind="student", loader="inference.shipped:load")`, whose
+# `load(name, batch_size=, threads=)` returns a `Predictor`. `load_predictor` loads them by name (any letter
+# case) and the CLIs and the web page list them.
+STUDENT_BUILTINS = shipped.builtins()
 
 
 def builtin_names():
@@ -172,6 +174,32 @@ class StudentPredictor(Predictor):
 
         outputs = self._serve(images=tf.constant(check_image(image)[None]))
         density = outputs["density"].numpy()[0, ..., 0].astype(np.float64)
+        return density / density.sum()
+
+
+class KerasStudentPredictor(Predictor):
+    """A Keras student in memory (e.g. a shipped one, `inference.shipped`), run as its SavedModel would run it:
+    BatchNormalization folded (`student.serving.inference_student`) and `student.serving.predict_saliency`."""
+
+    kind = "student"
+
+    def __init__(self, student_model, path, input_size, resize="letterbox", batch_size=8):
+        import tensorflow as tf
+
+        from student.serving import inference_student, predict_saliency
+
+        super().__init__(path, input_size, int(student_model.count_params()), batch_size)
+        self.model = inference_student(student_model)
+        size = self.input_size
+        self._serve = tf.function(lambda images: predict_saliency(self.model, images, size, resize),
+                                  input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)])
+
+    def _predict_group(self, images):
+        return self._serve(images)["saliency_map"].numpy()[..., 0]
+
+    def predict_density(self, image):
+        """The model's density itself (float64 (H, W), sums to 1), as `StudentPredictor.predict_density`."""
+        density = self._serve(check_image(image)[None])["density"].numpy()[0, ..., 0].astype(np.float64)
         return density / density.sum()
 
 
@@ -503,6 +531,20 @@ def _saved_model_outputs(directory):
         if signature is not None:
             keys.update(signature.outputs.keys())
     return keys
+
+
+def load_shipped(name, batch_size=8, threads=None, root=None):
+    """The shipped student `name` (`inference.shipped`) as a `KerasStudentPredictor` (`threads` is unused: it runs
+    in TensorFlow)."""
+    from student.model import build_student
+
+    card = shipped.read_card(name, root)
+    path = os.path.join(shipped.folder(name, root), shipped.WEIGHTS)
+    student = build_student(card["variant"], backbone=card["backbone"], decoder=card["decoder"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # Keras only warns when the file lacks some of the layers
+        student.load_weights(path)
+    return KerasStudentPredictor(student, path, card["input_size"], resize=card["resize"], batch_size=batch_size)
 
 
 def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="auto", threads=None):

@@ -1,0 +1,142 @@
+"""Shipping a trained student as package data (`inference.shipped`): packaged from a run, loaded by name, and
+predicting what the run's own SavedModel predicted."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from inference import export, predictors, shipped
+from student.model import build_student
+from student.serving import export_saved_model
+
+SIZE = (64, 96)
+CARD = {"description": "a test student", "licence": "research only (test)"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished run folder as train.py leaves it (config.json, checkpoints/, saved_model/), light decoder, B."""
+    run = tmp_path_factory.mktemp("run")
+    student = build_student("B", backbone="efficientnet-lite0", decoder="light", seed=3)
+    (run / "checkpoints").mkdir()
+    student.save_weights(str(run / "checkpoints" / "best.weights.h5"))
+    export_saved_model(student, run / "saved_model", input_size=SIZE)
+    config = {"variant": "B", "backbone": "efficientnet-lite0", "decoder": "light", "image_size": list(SIZE),
+              "resize": "letterbox", "seed": 3, "completed": True}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.fixture(scope="module")
+def packaged(run_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shipped")
+    export.package_student(run_dir, "tiny-kd", CARD, root=root)
+    return root
+
+
+def _cc(a, b):
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_the_packaged_student_predicts_what_its_run_predicted(run_dir, packaged):
+    run = predictors.load_predictor(run_dir)
+    images, reference_maps = shipped.reference(("tiny-kd"), root=packaged)
+    # The reference maps are the run's own maps of the fixed images.
+    for image, expected in zip(shipped.reference_images(), images):
+        np.testing.assert_array_equal(image, expected)
+    run_maps = run.predict_batch(images)
+    for ours, theirs in zip(reference_maps, run_maps):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    loaded = predictors.load_shipped("tiny-kd", root=packaged)
+    assert loaded.input_size == SIZE and loaded.kind == "student"
+    for image, expected in zip(images, reference_maps):
+        got = loaded.predict(image)
+        assert got.shape == image.shape[:2]
+        # float16 weights: equal to the run's float32 maps up to half-precision rounding.
+        assert np.abs(got - expected).max() < 1e-2 and _cc(got, expected) > 0.9999
+    density = loaded.predict_density(images[0])
+    assert density.shape == images[0].shape[:2] and abs(density.sum() - 1) < 1e-6
+
+
+def test_weights_are_stored_as_float16_and_the_card_records_the_run(run_dir, packaged):
+    folder = packaged / "tiny-kd"
+    with h5py.File(folder / shipped.WEIGHTS) as f:
+        dtypes = set()
+        f.visititems(lambda _, o: dtypes.add(o.dtype) if isinstance(o, h5py.Dataset) else None)
+    assert np.dtype(np.float16) in dtypes and np.dtype(np.float32) not in dtypes
+    checkpoint = run_dir / "checkpoints" / "best.weights.h5"
+    assert (folder / shipped.WEIGHTS).stat().st_size < 0.6 * checkpoint.stat().st_size
+    card = shipped.read_card("tiny-kd", root=packaged)
+    assert card["decoder"] == "light" and card["variant"] == "B" and card["input_size"] == list(SIZE)
+    assert card["source"]["seed"] == 3 and len(card["source"]["checkpoint_sha256"]) == 64
+    assert card["licence"] == CARD["licence"]
+
+
+def test_a_shipped_student_is_a_builtin_that_load_predictor_finds_by_name(packaged, monkeypatch):
+    entries = shipped.builtins(root=packaged)
+    assert list(entries) == ["tiny-kd"] and entries["tiny-kd"].kind == "student"
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", str(packaged))
+    monkeypatch.setattr(predictors, "STUDENT_BUILTINS", entries)
+    predictor = predictors.load_predictor("Tiny-KD", batch_size=2)
+    assert isinstance(predictor, predictors.KerasStudentPredictor)
+    assert "tiny-kd" in predictors.builtin_names() and "tiny-kd" in predictors.builtin_menu()
+
+
+def test_the_package_folder_lists_exactly_the_registered_students():
+    assert tuple(predictors.STUDENT_BUILTINS) == shipped.names()
+
+
+def test_files_over_the_limit_are_refused_and_nothing_is_left(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped, "MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="MB limit"):
+        export.package_student(run_dir, "big-kd", CARD, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unfinished_run_or_a_card_without_licence_is_refused(run_dir, tmp_path):
+    unfinished = tmp_path / "run"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "last.weights.h5").write_bytes(
+        (run_dir / "checkpoints" / "best.weights.h5").read_bytes())
+    (unfinished / "config.json").write_text((run_dir / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="saved_model"):
+        export.package_student(unfinished, "kd", CARD, root=tmp_path / "out")
+    with pytest.raises(ValueError, match="licence"):
+        export.package_student(run_dir, "kd", {"description": "x"}, root=tmp_path / "out")
+
+
+def _final_run(final_dir, seed, run_dir, val_nss, val_cc):
+    import shutil
+
+    target = final_dir / f"seed{seed}" / "S"
+    shutil.copytree(run_dir, target)
+    (target / "history.csv").write_text("epoch,loss,val_kld\n0,1.0,0.9\n1,0.9,0.8\n")
+    curves = {"0": {"nss": 0.1, "cc": 0.1, "kld": 0.9}, "1": {"nss": val_nss, "cc": val_cc, "kld": 0.8}}
+    (target / "val_curves.json").write_text(json.dumps(curves))
+
+
+def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path):
+    from experiments import own_model
+
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "train.json").write_text(json.dumps({"teacher": {"name": "0.6*a:flip+0.4*b:flip"}}))
+    final = tmp_path / "study" / "final"
+    _final_run(final, 0, run_dir, 2.0, 0.60)
+    _final_run(final, 1, run_dir, 2.1, 0.62)  # best on val
+    _final_run(final, 2, run_dir, 2.05, 0.55)
+    test = {"mit1003": {"nss": {"mean": 1.9, "sd": 0.01, "per_seed": [1.89, 1.9, 1.91]}}}
+    study = {"settings": {"records_dirs": [str(records)], "backbone": "efficientnet-lite0", "decoder": "light"},
+             "variants": {"S": {"seeds": [0, 1, 2], "test": test}}, "targets": {"b": {"met": False}}}
+    (final / "study.json").write_text(json.dumps(study))
+    assert own_model.best_seed_run(str(final)) == (1, str(final / "seed1" / "S"))
+    folder = own_model.ship(str(tmp_path / "study"), "kd-test", root=tmp_path / "pkg")
+    card = shipped.read_card("kd-test", root=tmp_path / "pkg")
+    assert folder == str(tmp_path / "pkg" / "kd-test")
+    assert card["seed_chosen_on_val"] == 1 and card["source"]["run_dir"] == str(final / "seed1" / "S")
+    assert card["teacher"] == "0.6*a:flip+0.4*b:flip" and card["test"]["scores"] == test
+    assert "research" in card["licence"] and card["targets"] == {"b": {"met": False}}
+    with pytest.raises(FileNotFoundError, match="no finished S run"):
+        own_model.best_seed_run(str(tmp_path / "nothing"))
