@@ -447,7 +447,10 @@ def main(argv=None):
             run_search(settings_from_args(args), os.path.join(args.out, "search"), alt, tuple(names),
                        report_only=args.report)
         elif args.stage == "ship":
-            print(ship(args.out, args.name))
+            from inference import shipped
+
+            print(f"[own_model] shipped {ship(args.out, args.name)}; its model card for the README:", file=sys.stderr)
+            print(shipped.card_markdown(shipped.read_card(args.name)))
         else:
             args.recipe = args.recipe or os.path.join(args.out, "search", "choice.json")
             run_final(settings_from_args(args), os.path.join(args.out, "final"), tuple(args.seeds),

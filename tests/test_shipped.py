@@ -140,3 +140,23 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path):
     assert "research" in card["licence"] and card["targets"] == {"b": {"met": False}}
     with pytest.raises(FileNotFoundError, match="no finished S run"):
         own_model.best_seed_run(str(tmp_path / "nothing"))
+
+
+def test_the_model_card_states_the_licence_data_scores_and_command():
+    card = {"name": "kd", "description": "a student", "params": 3_100_000, "input_size": [144, 192],
+            "weights_dtype": "float16", "licence": "research only", "training_data": ["MIT1003 (research)"],
+            "test": {"seeds": [0, 1, 2], "scores": {"osie": {"nss": {"mean": 2.51234, "sd": 0.0123},
+                                                             "cc": {"mean": 0.7, "sd": 0.01}}}},
+            "seed_chosen_on_val": 2, "source": {"seed": 2}, "reproduce": "python -m experiments.own_model ship"}
+    text = shipped.card_markdown(card)
+    assert "**Licence of the weights: research only.**" in text and "- MIT1003 (research)" in text
+    assert "| osie | 2.512 ± 0.012 | 0.700 ± 0.010 |" in text and "seeds 0, 1, 2" in text and "seed 2" in text
+    assert "3.10M parameters, input 144x192" in text and "`python -m experiments.own_model ship`" in text
+
+
+def test_the_default_model_is_a_shipped_student_only_if_it_met_target_b():
+    default = predictors.DEFAULT_MODEL
+    if default in shipped.names():
+        assert shipped.read_card(default)["targets"]["b"]["met"] is True
+    else:
+        assert default == "fastgaze-centre"

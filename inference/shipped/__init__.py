@@ -77,3 +77,26 @@ def reference(name, root=None):
     with np.load(os.path.join(folder(name, root), REFERENCE), allow_pickle=False) as data:
         count = len(REFERENCE_SHAPES)
         return [data[f"image{i}"] for i in range(count)], [data[f"map{i}"] for i in range(count)]
+
+
+def card_markdown(card):
+    """The model card of a shipped student (its `model.json`) as the README's Markdown section: what it is, its
+    training data and their terms, the command that reproduces it, its test scores over seeds and its cost."""
+    h, w = card["input_size"]
+    lines = [f"### `{card['name']}`", "", f"{card['description'][0].upper()}{card['description'][1:]}; "
+             f"{card['params'] / 1e6:.2f}M parameters, input {h}x{w} (letterboxed inside the model), weights stored "
+             f"as {card.get('weights_dtype', 'float32')}.", "",
+             f"**Licence of the weights: {card['licence']}.**", "", "Training data:", ""]
+    lines += [f"- {item}" for item in card.get("training_data", [])]
+    test = card.get("test")
+    if test:
+        seeds = test["seeds"]
+        lines += ["", f"Test scores, mean ± sd over seeds {', '.join(map(str, seeds))} (the shipped weights are "
+                  f"seed {card.get('seed_chosen_on_val', card['source'].get('seed'))}, the best on val):", "",
+                  "| data set | NSS | CC |", "|---|---|---|"]
+        for dataset, metrics in test["scores"].items():
+            cells = [f"{metrics[m]['mean']:.3f} ± {metrics[m]['sd']:.3f}" if m in metrics else "" for m in ("nss", "cc")]
+            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    if card.get("reproduce"):
+        lines += ["", f"Reproduce: `{card['reproduce']}`."]
+    return "\n".join(lines) + "\n"
