@@ -258,13 +258,14 @@ def measure(args, out):
     redo = args.redo or []
     if os.path.exists(out + ".json"):
         results = _read_json(out + ".json", "remove it or choose another --out")
-    if any("student@" in p for p in redo):  # e.g. another --student: its old rows go
+    old = results.get("student_source")
+    stale = [k for k, r in results["rows"].items() if r["model"] == STUDENT]
+    if old not in (None, student_label) and stale:  # another --student: its rows go, if --redo names them all
+        if not all(any(p in k for p in redo) for k in stale):
+            raise ValueError(f"{out}.json: its student rows are of {old}, not {student_label}; choose another "
+                             "--out, or measure the student again with --redo student@")
         results["rows"] = {k: r for k, r in results["rows"].items() if r["model"] != STUDENT}
         results["models"] = {k: v for k, v in results["models"].items() if not k.startswith(STUDENT + "@")}
-    old = results.get("student_source")
-    if old not in (None, student_label) and any(r["model"] == STUDENT for r in results["rows"].values()):
-        raise ValueError(f"{out}.json: its student rows are of {old}, not {student_label}; choose another --out, "
-                         "or measure the student again with --redo student@")
     quality = load_quality(args.quality) if args.quality else {}
     results.update({"machine": bench.cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads,
                     "student_source": student_label, "student_size": list(student_size),
@@ -384,6 +385,7 @@ def plot(results, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from datasets.io import atomic_write
 
@@ -400,6 +402,11 @@ def plot(results, path):
             ax.annotate(p["entry"].replace("@", " "), (p["images_per_s"], p["nss"][dataset]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if points:  # every measured model's speed, scored or not: the panels keep one range as scores arrive
+            rates = [p["images_per_s"] for p in points]
+            ax.set_xlim(min(rates) / 1.5, max(rates) * 2.0)
         ax.set_xlabel(results["figure"]["x"])
         ax.set_ylabel("NSS (test)")
         ax.set_title(f"{label} test")

@@ -187,6 +187,11 @@ def test_another_student_is_refused_until_its_rows_are_redone(tmp_path, monkeypa
                      redo=["student@"]), out)
     results = json.loads(Path(out + ".json").read_text())
     assert results["student_source"] == str(tmp_path / "run") and len(results["rows"]) == 2
+    assert all(not r["earlier"] for r in results["rows"].values())  # dropped, not kept as earlier figures
+    qs.measure(_args(tmp_path, models=["student"], student_size=[8, 8], student=str(tmp_path / "run"),
+                     redo=["student@8x8|onnxruntime|float32|1"]), out)  # the same student: one row again
+    rows = json.loads(Path(out + ".json").read_text())["rows"]
+    assert [len(r["earlier"]) for r in rows.values()] == [1, 0]
 
 
 def test_fastgaze_with_its_network_at_the_export_size():
