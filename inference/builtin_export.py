@@ -34,11 +34,11 @@ import numpy as np
 from keras import ops
 
 from teacher import builtin
-from teacher.fastgaze import load_fastgaze
+from teacher.fastgaze import build_fastgaze, load_fastgaze, weights_path
 from teacher.fastgaze.model import MAX_SIDE, LogCentrePrior, aspect_fit_size, resample_matrix
 
 # The layers of `teacher.fastgaze.build_fastgaze` that `fastgaze_student` replaces by fixed-size equivalents.
-_RESIZE, _TO_IMAGE, _PRIOR = f"aspect_fit_{MAX_SIDE}", "to_image", "centre_prior"
+_TO_IMAGE, _PRIOR = "to_image", "centre_prior"  # and its `aspect_fit_<max_side>` resize
 
 
 def exportable_name(source):
@@ -172,12 +172,15 @@ def _axis(out_size, in_size, scale, kernel, antialias):
     return spec
 
 
-def fastgaze_student(name, input_size):
+def fastgaze_student(name, input_size, max_side=MAX_SIDE):
     """The built-in model `name` at the fixed size `input_size` as a student-like Keras model.
 
     Args:
         name: "fastgaze" or "fastgaze-centre" (`teacher.fastgaze.VARIANTS`).
         input_size: (H, W) the exported files run at.
+        max_side: the longest side FastGaze's network sees (its `aspect_fit` resize); 320, the shipped model's,
+            whatever `input_size` is. `max(input_size)` runs the network at `input_size` itself (no resize), a
+            cheaper FastGaze for a smaller input (benchmarks/quality_speed.py).
 
     Returns:
         A functional keras.Model named after `name` (dash as underscore): input "image" float32 RGB 0..255
@@ -194,13 +197,17 @@ def fastgaze_student(name, input_size):
                          "(--input-size HEIGHT WIDTH), e.g. 240 320")
     height, width = _check_input_size(input_size)
     reference = load_fastgaze(name)  # raises for an unknown name
-    resize, to_image = reference.get_layer(_RESIZE), reference.get_layer(_TO_IMAGE)
+    if max_side != MAX_SIDE:
+        reference = build_fastgaze(centre_prior=name == "fastgaze-centre", vxm_path=weights_path(),
+                                   max_side=int(max_side))
+    resize, to_image = reference.get_layer(f"aspect_fit_{int(max_side)}"), reference.get_layer(_TO_IMAGE)
     prior = next((layer for layer in reference.layers if layer.name == _PRIOR), None)
     h, w = (int(v) for v in aspect_fit_size(height, width, resize.max_side))
     f32 = np.float32  # the scales as FastGaze computes them, in float32
     image = keras.Input((height, width, 3), dtype="float32", name="image")
     x = FixedResample(_axis(h, height, f32(h) / f32(height), "lanczos3", True),
-                      _axis(w, width, f32(w) / f32(width), "lanczos3", True), clip=(0.0, 255.0), name=_RESIZE)(image)
+                      _axis(w, width, f32(w) / f32(width), "lanczos3", True), clip=(0.0, 255.0),
+                      name=resize.name)(image)
     weights = {}
     for layer in reference.layers[reference.layers.index(resize) + 1:reference.layers.index(to_image)]:
         clone = _clone(layer)
