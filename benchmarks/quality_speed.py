@@ -1,7 +1,7 @@
 """Quality against speed in one run: FastGaze + centre at three input sizes, attention-center and the student.
 
     python benchmarks/quality_speed.py quality --records-dir data/fg_mit1003 data/fg_osie \\
-        --study runs/own_model --out runs/quality_speed/quality.json
+        --study runs/own_model/final --out runs/quality_speed/quality.json
     python benchmarks/quality_speed.py speed --out runs/quality_speed/results --quality runs/quality_speed/quality.json
 
 `speed` times every model in each of its float runtimes (TF SavedModel, ONNX Runtime, OpenVINO, LiteRT; int8
@@ -28,7 +28,8 @@ OSIE and MIT1003 test (from `--quality`) against images/s in each model's best f
 `quality` writes the scores file `--quality` reads (`QUALITY_SCHEMA`): fastgaze-centre at each size and
 attention-center scored on the test split of `--records-dir` (MIT1003 and OSIE records from export_teacher.py)
 with the project's evaluation (`evaluation.scoring.evaluate`, at each image's original size), and the student's
-mean over seeds read from the study (`experiments/own_model.py final --out DIR`: `DIR/study.json`) when it is there.
+mean over seeds read from the study when it is there (`python -m experiments.own_model final --out DIR` writes
+`DIR/final/study.json`: pass `--study DIR/final`).
 FastGaze at HxW is scored as its network sees images of that size: each image resized (aspect kept) to a longest
 side of W, which is HxW for the 4:3 photos; at 240x320 it is the shipped model.
 
@@ -620,7 +621,8 @@ def build_parser():
     q.add_argument("--records-dir", nargs="+", required=True,
                    help="MIT1003 and OSIE records with a test split (export_teacher.py --split all)")
     q.add_argument("--out", default="runs/quality_speed/quality.json", help="the scores file `speed --quality` reads")
-    q.add_argument("--study", default=None, help="the own-model study's --out: its student's test scores, if there")
+    q.add_argument("--study", default=None,
+                   help="the own-model study's final folder (<own_model --out>/final): its student's test scores")
     q.add_argument("--redo", nargs="*", default=(), metavar="PATTERN", help="score again the entries containing it")
     q.add_argument("--max-images", type=_size, default=None, help="only the first N test images of each folder")
     return p
