@@ -16,7 +16,9 @@ runtime call alone on a fixed uint8 batch already at the model's input size, two
 - `attention-center@480x640`: its LiteRT interpreter at the fixed size it takes
   (`teacher.attention_center.AttentionCenter.run_frame` per image; batch 8 is 8 calls); it is not exportable;
 - `student@HxW` for each of `SIZES` (and `--student-size`): EfficientNet-Lite0 with the light decoder, variant A,
-  random-init weights (speed does not depend on their values), or `--student PATH` (a run folder or weights file).
+  random-init weights (speed does not depend on their values), or `--student PATH` (a run folder or weights file);
+- `student-card@HxW`, only when `--models` names it: the same encoder with the design card's decoder
+  (random-init), for the runtime of each decoder in the same run.
 
 Each row is written to `<out>.json` (atomically) as soon as it is measured, with the load average at that moment;
 a rerun measures only the rows missing (`--redo PATTERN` measures again those whose key, `model@HxW|runtime|
@@ -60,6 +62,9 @@ TARGET_RATIO = 2.0
 MIN_SECONDS = 1.0
 FASTGAZE, ATTENTION, STUDENT = "fastgaze-centre", "attention-center", "student"
 MODELS = (FASTGAZE, ATTENTION, STUDENT)
+# The same encoder with the design card's decoder (random-init), on request (`--models`): the runtime per decoder.
+# It is never scored, so the figure leaves it out.
+STUDENT_CARD = "student-card"
 ATTENTION_SIZE = (480, 640)
 STUDENT_BACKBONE, STUDENT_DECODER = "efficientnet-lite0", "light"
 # export_student's format -> the runtime's name in the rows.
@@ -124,6 +129,13 @@ def keras_model(model, size, student=None):
         from inference.builtin_export import fastgaze_student
 
         return fastgaze_student(FASTGAZE, size, max_side=max(size))
+    if model == STUDENT_CARD:
+        import keras
+
+        from student.model import build_student
+
+        keras.utils.set_random_seed(0)
+        return build_student("A", backbone=STUDENT_BACKBONE, decoder="card", seed=0)
     if student is not None:
         from inference.export import load_student
 
@@ -368,6 +380,8 @@ def figure_points(results):
     quality = results.get("quality") or {}
     for entry in results.get("order", []):
         best = best_row(results["rows"], entry, BATCHES[0])
+        if entry.startswith(STUDENT_CARD + "@"):
+            continue
         if best is None:
             continue
         scores = {d: quality[entry][d]["nss"] for d in DATASETS if d in quality.get(entry, {})}
@@ -436,7 +450,8 @@ def to_markdown(results):
              (f"Each row times the runtime call alone on a fixed uint8 batch already at the input size. {FASTGAZE}@HxW "
               "runs its network at HxW (the shipped model resizes to a longest side of 320 first, so it is the "
               f"240x320 row); {ATTENTION} is its shipped LiteRT file at 480x640, one call per image; the student "
-              f"({STUDENT_BACKBONE}, {STUDENT_DECODER} decoder) is `{results.get('student_source')}`. GMAC and "
+              f"({STUDENT_BACKBONE}, {STUDENT_DECODER} decoder) is `{results.get('student_source')}`; "
+              f"{STUDENT_CARD}, where measured, is the same encoder with the design card's decoder (random-init). GMAC and "
               "parameters: the exported graph (BN folded, saliency head only). Load: the 1-minute load average when "
               "the row was measured."), "",
              *bench._load_note(results),
@@ -602,7 +617,8 @@ def build_parser():
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--out", default="runs/quality_speed/results", help="writes <out>.json, <out>.md and <out>.png")
     s.add_argument("--work", default=None, help="folder for the exports (default: <out>_work)")
-    s.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    s.add_argument("--models", nargs="+", default=list(MODELS), choices=(*MODELS, STUDENT_CARD),
+                   help=f"{STUDENT_CARD}: the student's encoder with the design card's decoder, for its runtime")
     s.add_argument("--student", default=None,
                    help="a trained run folder or weights file (default: random-init weights, the same speed)")
     s.add_argument("--student-size", nargs=2, type=_size, default=list(SIZES[0]), metavar=("HEIGHT", "WIDTH"),

@@ -212,3 +212,13 @@ def test_cli_help_runs_as_a_script():
         done = subprocess.run([sys.executable, "benchmarks/quality_speed.py", *argv, "--help"], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "usage: benchmarks/quality_speed.py" in done.stdout, done.stderr
+
+
+def test_the_card_decoder_entry_is_timed_but_never_plotted():
+    assert qs.keras_model(qs.STUDENT_CARD, (32, 48)).get_layer("decoder_up5") is not None
+    with pytest.raises(ValueError):
+        qs.keras_model(qs.STUDENT, (32, 48)).get_layer("decoder_up5")
+    rates = {(FG, "litert", "float32", 1): 12.0, ("student-card@240x320", "litert", "float32", 1): 20.0}
+    results = _results(rates, {"student-card@240x320": {"osie": {"nss": 2.0}}})
+    points = qs.figure_points(results)
+    assert [p["entry"] for p in points["points"]] == [FG] and "student-card@240x320" not in points["no_score"]
