@@ -1,6 +1,7 @@
 """Fixtures shared by several test modules: a tiny synthetic SALICON folder, records made from it, a random-weight
-MSI-Net graph and the shared MIT1003 sample. TensorFlow is imported inside the fixtures that need it, so that
-collecting the tests stays cheap."""
+MSI-Net graph, the shared MIT1003 sample, and one ResNet18 student exported to every format (test_deploy.py and
+test_backbone_exports.py both check it; one export set costs about half a minute). TensorFlow is imported inside
+the fixtures that need it, so that collecting the tests stays cheap."""
 
 import glob
 from pathlib import Path
@@ -8,8 +9,28 @@ from pathlib import Path
 import pytest
 
 from datasets.synthetic import generate_synthetic_salicon
+from tests.helpers import RESNET18_EXPORT_SIZE, randomize_batchnorm
 
 MIT1003_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mit1003_sample"
+
+
+def _xdist_group(item):
+    """The pytest-xdist group of a test: its file; for test_backbone_exports.py its file and backbone (each
+    backbone's export, a module fixture, is built by the worker that runs that backbone's tests); the tests of
+    conftest's shared ResNet18 export (`resnet18_exports`) together, so that one worker exports it once."""
+    name = item.path.name
+    backbone = getattr(item, "callspec", None) and item.callspec.params.get("exported")
+    if name == "test_deploy.py" or backbone == "resnet18":
+        return "resnet18_exports"
+    return f"{name}[{backbone}]" if backbone else name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for pytest-xdist (`pytest -n 2 --dist loadgroup`, where it is installed): a group runs
+    whole on one worker, so that the module and session fixtures it uses are built once there. A plain `pytest`
+    run ignores the groups."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,3 +109,24 @@ def msinet_pb(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "model_salicon_cpu.pb"
     build_reference_pb(str(path), seed=0, device="cpu")
     return path
+
+
+@pytest.fixture(scope="session")
+def resnet18_student():
+    """Variant B with ResNet18, seed 3, its BatchNormalization statistics randomised (treat as read-only)."""
+    from student.model import build_student
+
+    return randomize_batchnorm(build_student("B", backbone="resnet18", seed=3))
+
+
+@pytest.fixture(scope="session")
+def resnet18_exports(resnet18_student, calibration_records, tmp_path_factory):
+    """`resnet18_student` in every format at `RESNET18_EXPORT_SIZE`, int8 files too, written once through the
+    library entry point: {format: path} (treat as read-only)."""
+    for module in ("onnxruntime", "openvino", "ai_edge_litert", "tf2onnx", "nncf"):
+        pytest.importorskip(module)
+    from inference import export as deploy
+
+    out = tmp_path_factory.mktemp("resnet18_exports")
+    return deploy.export_student(resnet18_student, out, input_size=RESNET18_EXPORT_SIZE, int8=True,
+                                 records_dir=calibration_records, calibration_count=8)

@@ -3,9 +3,10 @@
 Each backbone's student (seeded, BatchNormalization statistics randomised so that folding matters) is exported
 once by `inference.export.export_student`, at a size that is not a multiple of the student's stride 32 (so its
 `PadToMultiple` pads inside every converted graph: OpenVINO's Pad fusion once dropped EfficientNet-Lite's SAME
-padding there, CC 0.91-0.97); the sizes include the README's 144x192 and the benchmarks' 240x320, and
-tests/test_deploy.py exports ResNet18 at a third. The tests compare what the module-scoped fixture computed with
-the tolerances of tests/test_deploy.py.
+padding there, CC 0.91-0.97); the sizes include the README's 144x192 and the benchmarks' 240x320. ResNet18's files
+are the ones tests/test_deploy.py checks (conftest.py's `resnet18_exports`, at a third size, int8 included):
+exported once for both. The tests compare what the module-scoped fixture computed with the tolerances of
+tests/test_deploy.py.
 """
 
 import glob
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tests.helpers import assert_int8_weights_cannot_saturate as _assert_weights_cannot_saturate
+from tests.helpers import RESNET18_EXPORT_SIZE, randomize_batchnorm
 from tests.helpers import cc as _cc, weights_file as _weights_file
 
 from datasets.io import read_image
@@ -26,33 +28,16 @@ from student.model import build_student, spatial_softmax
 from student.serving import inference_student
 
 # Each backbone's export size: none a multiple of 32 (the padding inside differs from one runtime to another).
-SIZES = {"resnet18": (144, 192), "efficientnet-lite0": (240, 320), "efficientnet-lite1": (144, 192),
+SIZES = {"resnet18": RESNET18_EXPORT_SIZE, "efficientnet-lite0": (240, 320), "efficientnet-lite1": (144, 192),
          "efficientnet-lite2": (240, 320), "mobilenetv2": (144, 192)}
 RUNTIMES = ("onnx", "openvino", "litert")
-# One backbone of each family but ResNet18, whose int8 files tests/test_deploy.py checks.
-INT8 = ("efficientnet-lite0", "mobilenetv2")
+# One backbone of each family (ResNet18's int8 files are also checked by tests/test_deploy.py).
+INT8 = ("resnet18", "efficientnet-lite0", "mobilenetv2")
 # Float32 maps ([0, 1]) of two graphs of the same student differ by rounding: within 1e-5 for ResNet18 and
 # MobileNetV2, up to 3.7e-5 for the deeper EfficientNet-Lites at these sizes (measured: SavedModel against the Keras
 # student and every runtime against the SavedModel). OpenVINO's dropped padding gave 0.17-0.32.
 MAP_ATOL = {"resnet18": 1e-5, "mobilenetv2": 1e-5}
 LITE_MAP_ATOL = 6e-5
-
-
-def _randomize_batchnorm(model, seed=0):
-    """Random gamma, beta, mean and variance in every BatchNormalization of the encoder (nested models too)."""
-    rng = np.random.default_rng(seed)
-    stack, count = [model], 0
-    while stack:
-        for layer in stack.pop().layers:
-            if isinstance(layer, keras.Model):
-                stack.append(layer)
-            elif isinstance(layer, keras.layers.BatchNormalization):
-                n = layer.gamma.shape[0]
-                layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
-                                   rng.uniform(0.5, 2.0, n)])
-                count += 1
-    assert count > 0
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +61,13 @@ def exported(request, scenes, calibration_records, tmp_path_factory):  # noqa: F
     backbone = request.param
     size = SIZES[backbone]
     images = np.stack([resize_to(scene, size) for scene in scenes])
-    student = _randomize_batchnorm(build_student("B", backbone=backbone, seed=3))
-    int8 = backbone in INT8
-    out = tmp_path_factory.mktemp(f"exports_{backbone}")
-    paths = deploy.export_student(student, out, input_size=size, int8=int8, records_dir=calibration_records,
-                                  calibration_count=8)
+    if backbone == "resnet18":  # the same student, exported the same way: conftest.py's, shared with test_deploy.py
+        student, paths = request.getfixturevalue("resnet18_student"), request.getfixturevalue("resnet18_exports")
+    else:
+        student = randomize_batchnorm(build_student("B", backbone=backbone, seed=3))
+        out = tmp_path_factory.mktemp(f"exports_{backbone}")
+        paths = deploy.export_student(student, out, input_size=size, int8=backbone in INT8,
+                                      records_dir=calibration_records, calibration_count=8)
     results = {}
     for fmt, path in paths.items():
         predictor = load_predictor(path, threads=2)

@@ -15,20 +15,8 @@ from inference.predictors import RuntimeStudentPredictor, load_predictor
 from student.model import build_student, spatial_softmax
 from student.serving import export_saved_model, inference_student
 from tests.helpers import assert_int8_weights_cannot_saturate as _assert_weights_cannot_saturate
+from tests.helpers import RESNET18_EXPORT_SIZE as SIZE  # small keeps the test fast; odd: the student pads unevenly
 from tests.helpers import cc as _cc, weights_file as _weights_file
-
-SIZE = (45, 70)  # the export's fixed size: small keeps the test fast; odd, so the student pads unevenly
-RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
-
-
-def _randomize_batchnorm(model, seed=0):
-    """Give every BatchNormalization non-trivial statistics, so folding them is actually tested."""
-    rng = np.random.default_rng(seed)
-    for layer in model.get_layer("resnet18").layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
-                               rng.uniform(0.5, 2.0, n)])
 
 
 def _reference_maps(student, images):
@@ -39,21 +27,16 @@ def _reference_maps(student, images):
 
 
 @pytest.fixture(scope="session")
-def trained_like_student():
-    student = build_student("B", seed=3)
-    _randomize_batchnorm(student)
-    return student
+def trained_like_student(resnet18_student):
+    """Variant B, seed 3, with non-trivial BatchNormalization statistics (conftest.py's, shared)."""
+    return resnet18_student
 
 
 @pytest.fixture(scope="session")
-def exports(trained_like_student, calibration_records, tmp_path_factory):
-    """Every format and the int8 files, written once through the library entry point."""
-    for module in (*RUNTIMES.values(), "tf2onnx", "nncf"):
-        pytest.importorskip(module)
-    out = tmp_path_factory.mktemp("exports")
-    paths = deploy.export_student(trained_like_student, out, input_size=SIZE, int8=True,
-                                  records_dir=calibration_records, calibration_count=8)
-    return paths
+def exports(resnet18_exports):
+    """Every format and the int8 files, written once through the library entry point (conftest.py's: also checked
+    by test_backbone_exports.py)."""
+    return resnet18_exports
 
 
 @pytest.fixture(scope="session")
@@ -286,17 +269,37 @@ def test_a_file_copied_without_its_json_still_letterboxes(exports, fmt, tmp_path
     assert load_predictor(copied).resize == "letterbox"
 
 
+def _without_description(path, folder):
+    """A copy of a runtime export in `folder` with neither its embedded description nor its `.json` sidecar: a file
+    as written before the exports said their input size and resize mode (or by `runtime_model.export` directly)."""
+    from pathlib import Path
+
+    target = Path(folder) / f"bare{Path(path).suffix}"
+    if target.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(path)
+        kept = [p for p in model.metadata_props if p.key != deploy.METADATA_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        onnx.save(model, str(target))
+    else:
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+        model.metadata = [m for m in model.metadata if m.name not in (deploy.METADATA_KEY, deploy.METADATA_KEY.encode())]
+        target.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return target
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "litert"])
-def test_a_runtime_file_that_says_nothing_is_refused(fmt, tmp_path):
-    pytest.importorskip(RUNTIMES[fmt])
-    runtime_model = deploy.build_runtime_model(build_student("A", seed=0), (32, 32))
-    path = tmp_path / f"bare{deploy.EXTENSIONS[fmt]}"
-    runtime_model.export(str(path), format=fmt, input_signature=deploy._input_signature(runtime_model), verbose=False)
+def test_a_runtime_file_that_says_nothing_is_refused(exports, fmt, tmp_path):
+    path = _without_description(exports[fmt], tmp_path)
     with pytest.raises(ValueError, match=rf"{path}: .*letterboxed or stretched.*export_student\.py") as info:
         load_predictor(path)
     assert f"{path}.json" in str(info.value)  # the other fix: the sidecar beside it
-    (tmp_path / f"{path.name}.json").write_text(json.dumps({"resize": "stretch", "input_size": [32, 32]}))
+    (tmp_path / f"{path.name}.json").write_text(json.dumps({"resize": "stretch", "input_size": list(SIZE)}))
     assert load_predictor(path).resize == "stretch"  # a sidecar alone still serves a file from before
 
 

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -31,9 +32,20 @@ def _student_weights(run_dir, variant, which="last"):
     return [w.numpy() for w in model.weights]
 
 
-def test_variant_b_trains_end_to_end_and_writes_the_run_folder(records_dir, tmp_path):
-    run_dir = tmp_path / "B"
-    result = training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(run_dir), **TINY))
+@pytest.fixture(scope="module")
+def b_run(records_dir, tmp_path_factory):
+    """A finished variant B run from seed 0's initial weights (TINY, one step per epoch): what train.py writes, and
+    what the interrupted --variant both run below must match (treat as read-only)."""
+    parent = tmp_path_factory.mktemp("straight")
+    initial = training.save_initial_weights(str(parent / "initial.weights.h5"), seed=0)
+    config = TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(parent / "B"), initial_weights=initial,
+                         **dict(TINY, steps_per_epoch=1))
+    return config, training.train(config)
+
+
+def test_variant_b_trains_end_to_end_and_writes_the_run_folder(b_run):
+    config, result = b_run
+    run_dir = Path(config.run_dir)
     for name in ("config.json", "history.csv", "kld.png", "checkpoints/best.weights.h5",
                  "checkpoints/last.weights.h5", "saved_model/saved_model.pb"):
         assert (run_dir / name).exists(), name
@@ -43,7 +55,7 @@ def test_variant_b_trains_end_to_end_and_writes_the_run_folder(records_dir, tmp_
     assert np.isfinite(result.best_val_kld)
     assert json.loads((run_dir / "config.json").read_text())["completed"] is True
     with pytest.raises(FileExistsError, match="finished run"):
-        training.train(TrainConfig(variant="B", records_dir=str(records_dir), run_dir=str(run_dir), **TINY))
+        training.train(config)
 
 
 def test_variant_a_trains_from_the_cli_without_teacher_maps(records_dir, tmp_path, capsys):
@@ -218,15 +230,16 @@ def test_the_config_checks_what_the_flags_check(field, value, message):
 
 # --- issue 10: resume of --variant both, clear errors ---------------------------------------------------------
 
-def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(records_dir, tmp_path, monkeypatch):
+def test_variant_both_interrupted_in_b_resumes_and_matches_an_uninterrupted_run(records_dir, b_run, tmp_path,
+                                                                                 monkeypatch):
     settings = dict(TINY, steps_per_epoch=1, export=False)
 
     def make(v, d, w):
         return TrainConfig(variant=v, records_dir=str(records_dir), run_dir=d, initial_weights=w, **settings)
 
-    straight = tmp_path / "straight"  # B alone from the same initial weights: what train_both's B must match
-    initial = training.save_initial_weights(str(straight / "initial.weights.h5"), seed=settings.get("seed", 0))
-    training.train(make("B", str(straight / "B"), initial))
+    # B alone from seed 0's initial weights, with these settings (and its SavedModel): what train_both's B must match.
+    straight = Path(b_run[0].run_dir).parent
+    assert b_run[0] == dataclasses.replace(make("B", b_run[0].run_dir, b_run[0].initial_weights), export=True)
 
     resumed = tmp_path / "resumed"
     real_train = training.train
