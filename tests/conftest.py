@@ -14,25 +14,6 @@ from tests.helpers import RESNET18_EXPORT_SIZE, randomize_batchnorm
 MIT1003_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mit1003_sample"
 
 
-def _xdist_group(item):
-    """The pytest-xdist group of a test: its file; for test_backbone_exports.py its file and backbone (each
-    backbone's export, a module fixture, is built by the worker that runs that backbone's tests); the tests of
-    conftest's shared ResNet18 export (`resnet18_exports`) together, so that one worker exports it once."""
-    name = item.path.name
-    backbone = getattr(item, "callspec", None) and item.callspec.params.get("exported")
-    if name == "test_deploy.py" or backbone == "resnet18":
-        return "resnet18_exports"
-    return f"{name}[{backbone}]" if backbone else name
-
-
-def pytest_collection_modifyitems(config, items):
-    """Group the tests for pytest-xdist (`pytest -n 2 --dist loadgroup`, where it is installed): a group runs
-    whole on one worker, so that the module and session fixtures it uses are built once there. A plain `pytest`
-    run ignores the groups."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def weights_cache_in_a_temporary_folder(tmp_path_factory):
     """Backbone weights converted by any test go to a session folder (SALIENCY_KD_CACHE), never ~/.cache."""
