@@ -161,14 +161,7 @@ def load_student(path, variant=None, backbone=None):
         backbone = backbone or config.get("backbone")
         decoder = config.get("decoder", "card")  # runs from before the light decoder have none: the card's
         input_size = tuple(config["image_size"]) if "image_size" in config else None
-        for name in ("best.weights.h5", "last.weights.h5"):
-            weights = os.path.join(path, "checkpoints", name)
-            if os.path.isfile(weights):
-                break
-        else:
-            raise FileNotFoundError(f"{path}: no checkpoints/best.weights.h5 or last.weights.h5; the run has not "
-                                    "finished an epoch yet (run train.py again with the same settings to resume)")
-        path = weights
+        path = run_checkpoint(path)
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such run folder or .weights.h5 file")
     _check_hdf5(path)
@@ -694,13 +687,14 @@ def write_float16_weights(source, target):
         src.visititems(copy)
 
 
-def _run_checkpoint(run_dir):
+def run_checkpoint(run_dir):
+    """A run folder's best checkpoint, else its last (FileNotFoundError naming the fix when it has neither)."""
     for name in ("best.weights.h5", "last.weights.h5"):
         path = os.path.join(run_dir, "checkpoints", name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"{run_dir}: no checkpoints/best.weights.h5 or last.weights.h5; pass a finished run "
-                            "folder from train.py")
+    raise FileNotFoundError(f"{run_dir}: no checkpoints/best.weights.h5 or last.weights.h5; the run has not "
+                            "finished an epoch yet (run train.py again with the same settings to resume)")
 
 
 def package_student(run_dir, name, card, root=None):
@@ -725,7 +719,7 @@ def package_student(run_dir, name, card, root=None):
     if name != name.lower() or not name or os.sep in name:
         raise ValueError(f"{name!r}: a shipped student's name is one lower-case word (e.g. 'saliency-kd')")
     run_dir = os.fspath(run_dir)
-    checkpoint = _run_checkpoint(run_dir)
+    checkpoint = run_checkpoint(run_dir)
     saved_model = os.path.join(run_dir, "saved_model")
     if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
         raise FileNotFoundError(f"{run_dir}: no saved_model/ (the run has not finished); run train.py again with the "
