@@ -537,8 +537,10 @@ def _callbacks(config, steps, extra_callbacks):
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         StudentCheckpoints(os.path.join(run_dir, "checkpoints")),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-        AtomicBackupAndRestore(os.path.join(run_dir, BACKUP_DIR)),
         *extra_callbacks,
+        # Last, so that an epoch counts as done only once everything above has written its output; kept after
+        # the last epoch (`_finish` removes it) so that a run killed before it finished resumes there.
+        AtomicBackupAndRestore(os.path.join(run_dir, BACKUP_DIR), delete_checkpoint=False),
     ]
     if config.verbose:
         callbacks.append(LogRecordCounts(steps * config.batch_size))
@@ -597,6 +599,10 @@ def train(config, strategy=None, extra_callbacks=()):
     initial_epoch = _prepare_run_dir(config)
     initial_epoch, restart_weights = _check_backup(config.run_dir, initial_epoch)
     _trim_history(os.path.join(config.run_dir, "history.csv"), initial_epoch)
+    if initial_epoch >= config.epochs:  # killed after the last epoch's backup, before `_finish` was done
+        if config.verbose:
+            print(f"[train] all {config.epochs} epochs are done; finishing the run")
+        return _finish(config)
 
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:

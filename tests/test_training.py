@@ -605,3 +605,29 @@ def test_a_damaged_backup_falls_back_to_the_last_checkpoint(records_dir, tmp_pat
     with pytest.raises(ValueError, match=rf"{re.escape(str(backup))} is damaged .*delete "
                                          rf"{re.escape(str(backup.parent))}"):
         training.train(config)
+
+
+def test_a_run_killed_after_its_last_epoch_finishes_on_rerun(records_dir, tmp_path, monkeypatch):
+    """A kill after the last epoch's backup but before the run was finished (e.g. during the SavedModel export):
+    the rerun trains nothing more and finishes it, with the same history and best checkpoint."""
+    run_dir = tmp_path / "killed"
+    config = TrainConfig(variant="A", records_dir=str(records_dir), run_dir=str(run_dir),
+                         **dict(TINY, epochs=2, steps_per_epoch=1, export=True))
+    finish = training._finish
+
+    def killed_while_finishing(config):
+        raise _Interrupt()
+
+    monkeypatch.setattr(training, "_finish", killed_while_finishing)
+    with pytest.raises(_Interrupt):
+        training.train(config)
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    best = _weights(run_dir / "checkpoints" / "best.weights.h5")
+
+    monkeypatch.setattr(training, "_finish", finish)
+    monkeypatch.setattr(training, "build_distiller", lambda *a, **k: pytest.fail("the rerun trained again"))
+    result = training.train(config)
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert _weights(run_dir / "checkpoints" / "best.weights.h5") == best
+    assert (run_dir / "saved_model" / "saved_model.pb").is_file() and not (run_dir / "backup").exists()
+    assert training.finished_run(config) is not None
