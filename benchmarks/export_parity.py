@@ -32,11 +32,12 @@ def _cc(a, b):
 
 
 def randomize_batchnorm(model, seed=0):
-    """Random gamma, beta, mean and variance in every BatchNormalization (nested models too), so folding matters."""
+    """Random gamma, beta, mean and variance in every BatchNormalization (nested models too), so that folding them
+    into the convolutions is actually tested; a model without one is an error (there would be nothing to test)."""
     import keras
 
     rng = np.random.default_rng(seed)
-    stack = [model]
+    stack, count = [model], 0
     while stack:
         for layer in stack.pop().layers:
             if isinstance(layer, keras.Model):
@@ -45,6 +46,9 @@ def randomize_batchnorm(model, seed=0):
                 n = layer.gamma.shape[0]
                 layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
                                    rng.uniform(0.5, 2.0, n)])
+                count += 1
+    if count == 0:
+        raise ValueError(f"randomize_batchnorm: {model.name} has no BatchNormalization layer")
     return model
 
 

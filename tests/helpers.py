@@ -5,6 +5,7 @@ Fixtures shared by several modules live in conftest.py; this module holds plain 
 
 import numpy as np
 
+from benchmarks.export_parity import randomize_batchnorm  # noqa: F401  (re-exported for the tests)
 from datasets.io import encode_jpeg, encode_png, write_bytes_atomic
 
 # The smallest training run that still exercises every step: TrainConfig keywords and the matching train.py flags.
@@ -16,26 +17,6 @@ TINY_CLI = ["--image-size", "32", "48", "--batch-size", "2", "--epochs", "2", "-
 # The shared ResNet18 export's fixed size: small keeps it fast; odd and not a multiple of the student's stride 32,
 # so the student pads unevenly inside every converted graph.
 RESNET18_EXPORT_SIZE = (45, 70)
-
-
-def randomize_batchnorm(model, seed=0):
-    """Random gamma, beta, mean and variance in every BatchNormalization (nested models too), so that folding
-    them into the convolutions is actually tested."""
-    import keras
-
-    rng = np.random.default_rng(seed)
-    stack, count = [model], 0
-    while stack:
-        for layer in stack.pop().layers:
-            if isinstance(layer, keras.Model):
-                stack.append(layer)
-            elif isinstance(layer, keras.layers.BatchNormalization):
-                n = layer.gamma.shape[0]
-                layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
-                                   rng.uniform(0.5, 2.0, n)])
-                count += 1
-    assert count > 0
-    return model
 
 
 def cc(a, b):

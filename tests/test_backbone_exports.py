@@ -166,3 +166,17 @@ def test_int8_files_are_int8_and_close_to_float(exported, fmt):
         assert not np.allclose(a, b, atol=1e-4)  # really quantized
         assert _cc(a, b) > 0.9
 
+
+
+def test_randomize_batchnorm_reaches_nested_models_and_refuses_a_model_without_one():
+    inner_in = keras.Input((4, 4, 2))
+    inner = keras.Model(inner_in, keras.layers.BatchNormalization(name="inner_bn")(inner_in), name="inner")
+    outer_in = keras.Input((4, 4, 2))
+    outer = keras.Model(outer_in, keras.layers.BatchNormalization(name="outer_bn")(inner(outer_in)))
+    randomize_batchnorm(outer, seed=1)
+    for layer in (inner.get_layer("inner_bn"), outer.get_layer("outer_bn")):
+        gamma, beta, mean, variance = layer.get_weights()
+        assert not np.allclose(gamma, 1.0) and not np.allclose(mean, 0.0) and not np.allclose(variance, 1.0)
+    dense_in = keras.Input((3,))
+    with pytest.raises(ValueError, match="no BatchNormalization"):
+        randomize_batchnorm(keras.Model(dense_in, keras.layers.Dense(2)(dense_in)))
