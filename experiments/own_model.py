@@ -410,7 +410,11 @@ def settings_from_args(args):
     settings = OwnSettings(records_dirs=tuple(args.records_dir), photos_dirs=tuple(args.photos_dir))
     if getattr(args, "recipe", None):
         with open(args.recipe) as f:
-            recipe = dict(json.load(f)["recipe"])
+            choice = json.load(f)
+        if not choice.get("complete"):
+            raise ValueError(f"{args.recipe}: the search has not finished every run (a --report of a search in "
+                             "progress); run the search to the end first, then final")
+        recipe = dict(choice["recipe"])
         if recipe.pop("teacher", None) == "alt":
             raise ValueError(f"{args.recipe}: the search chose the other teacher; pass its records as "
                              "--records-dir and --photos-dir")

@@ -1,5 +1,6 @@
 """The own-model study: search runs, val readings, the recipe choice and the targets (no training here)."""
 
+import argparse
 import csv
 import json
 
@@ -102,3 +103,19 @@ def test_targets_follow_their_definitions():
     assert t["c"]["met"] is False and "94.5%" in t["c"]["why"] and t["f"]["met"] is False
     assert "not measured" in own_model.targets_markdown(own_model.check_targets(
         _summary(2.3, 0.7, 0.01, teacher), models, 1))
+
+
+def test_final_refuses_the_choice_of_a_search_in_progress(tmp_path, capsys):
+    search = tmp_path / "out" / "search"
+    search.mkdir(parents=True)
+    choice = {"recipe": {"epochs": 10, "kd_weight": 1.0}, "rows": [], "complete": False}
+    (search / "choice.json").write_text(json.dumps(choice))
+    args = ["final", "--records-dir", "mit", "--photos-dir", "ph", "--out", str(tmp_path / "out")]
+    assert own_model.main(args) == 1
+    assert "has not finished every run" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "final").exists()
+    choice["complete"] = True
+    (search / "choice.json").write_text(json.dumps(choice))
+    parsed = argparse.Namespace(records_dir=["mit"], photos_dir=["ph"], recipe=str(search / "choice.json"))
+    settings = own_model.settings_from_args(parsed)
+    assert settings.epochs == 10 and settings.kd_weight == 1.0
