@@ -32,7 +32,6 @@ import re
 import shutil
 import sys
 import tempfile
-import warnings
 
 import numpy as np
 
@@ -146,7 +145,7 @@ def load_student(path, variant=None, backbone=None):
         FileNotFoundError: no such file, or a run folder without checkpoints.
         ValueError: the weights do not fit the variant.
     """
-    from student.model import build_student
+    from student.model import build_student, load_all_weights
 
     path = os.fspath(path)
     input_size = decoder = None
@@ -170,17 +169,15 @@ def load_student(path, variant=None, backbone=None):
         variant, decoder = variant or guessed_variant, decoder or guessed_decoder
     backbone = backbone or "resnet18"
     student = build_student(variant, backbone=backbone, decoder=decoder)
-    with warnings.catch_warnings():
-        # Keras only warns when a file lacks some of the model's layers; a student half-loaded is an error.
-        warnings.simplefilter("error", UserWarning)
-        try:
-            student.load_weights(path)
-        except OSError as e:  # h5py: readable as HDF5 above, but damaged inside
-            raise ValueError(f"{path}: not a student .weights.h5 (cannot be read: {e}); pass a file from a run's "
-                             "checkpoints/") from None
-        except (ValueError, UserWarning) as e:
-            raise ValueError(f"{path}: these weights do not fit a variant {variant} {backbone} student ({e}); "
-                             "pass the right --variant and --backbone") from None
+    try:
+        load_all_weights(student, path)
+    except OSError as e:  # h5py: readable as HDF5 above, but damaged inside
+        raise ValueError(f"{path}: not a student .weights.h5 (cannot be read: {e}); pass a file from a run's "
+                         "checkpoints/") from None
+    except ValueError as e:
+        detail = str(e).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: these weights do not fit a variant {variant} {backbone} student ({detail}); "
+                         "pass the right --variant and --backbone") from None
     return student, input_size
 
 

@@ -18,7 +18,6 @@ Writing maps for files (predict.py) is `inference.files`.
 """
 
 import os
-import warnings
 
 import numpy as np
 
@@ -536,14 +535,12 @@ def _saved_model_outputs(directory):
 def load_shipped(name, batch_size=8, threads=None, root=None):
     """The shipped student `name` (`inference.shipped`) as a `KerasStudentPredictor` (`threads` is unused: it runs
     in TensorFlow)."""
-    from student.model import build_student
+    from student.model import build_student, load_all_weights
 
     card = shipped.read_card(name, root)
     path = os.path.join(shipped.folder(name, root), shipped.WEIGHTS)
-    student = build_student(card["variant"], backbone=card["backbone"], decoder=card["decoder"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # Keras only warns when the file lacks some of the layers
-        student.load_weights(path)
+    student = load_all_weights(build_student(card["variant"], backbone=card["backbone"], decoder=card["decoder"]),
+                               path)
     return KerasStudentPredictor(student, path, card["input_size"], resize=card["resize"], batch_size=batch_size)
 
 

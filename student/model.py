@@ -20,6 +20,8 @@ Two decoders (`DECODERS`):
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -245,6 +247,21 @@ def build_student(
                                                   name=f"{head}_up")(y) for head, y in logits.items()}
     outputs = {head: CropLike(dtype="float32", name=head)(y, inputs) for head, y in logits.items()}
     return keras.Model(inputs, outputs, name=name or f"student_{variant_key.lower()}")
+
+
+def load_all_weights(model: keras.Model, path: str) -> keras.Model:
+    """Load the `.weights.h5` file `path` into `model`, all of it or an error.
+
+    Keras only warns when the file lacks some of the model's layers; a student half-loaded would predict from
+    random weights without a word. Raises ValueError "<path>: <Keras' words>" in that case.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            model.load_weights(path)
+        except UserWarning as e:
+            raise ValueError(f"{path}: {e}") from None
+    return model
 
 
 def copy_common_weights(source: keras.Model, target: keras.Model) -> list[str]:

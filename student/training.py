@@ -451,11 +451,11 @@ def build_distiller(config, strategy):
     with strategy.scope():
         student = _build_student_with_backbone(config)
         if config.initial_weights:
-            from student.model import copy_common_weights
+            from student.model import copy_common_weights, load_all_weights
 
             # The initial weights are variant B's (a superset of A's layers).
-            source = build_student("B", backbone=config.backbone, decoder=config.decoder)
-            source.load_weights(config.initial_weights)
+            source = load_all_weights(build_student("B", backbone=config.backbone, decoder=config.decoder),
+                                      config.initial_weights)
             copy_common_weights(source, student)
         if config.freeze_encoder_bn:
             freeze_encoder_batchnorm(student, config.backbone)
@@ -567,11 +567,11 @@ def _finish(config):
     plot_kld(history, os.path.join(run_dir, "kld.png"), f"variant {config.variant}")
     saved_model_dir = os.path.join(run_dir, "saved_model")
     if config.export:
-        from student.model import build_student
+        from student.model import build_student, load_all_weights
         from student.serving import export_saved_model
 
-        student = build_student(config.variant, backbone=config.backbone, decoder=config.decoder)
-        student.load_weights(os.path.join(run_dir, "checkpoints", "best.weights.h5"))
+        student = load_all_weights(build_student(config.variant, backbone=config.backbone, decoder=config.decoder),
+                                   os.path.join(run_dir, "checkpoints", "best.weights.h5"))
         export_saved_model(student, saved_model_dir, input_size=config.image_size, resize=config.resize)
     best = min((h["val_kld"] for h in history if "val_kld" in h), default=float("nan"))
     final = dict(config.to_json(), completed=True, best_val_kld=best)

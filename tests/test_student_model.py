@@ -10,6 +10,7 @@ from student.model import (
     PadToMultiple,
     build_student,
     copy_common_weights,
+    load_all_weights,
     count_params,
     saliency_map,
     spatial_softmax,
@@ -179,3 +180,21 @@ def test_jit_compiled_mixed_precision_training_step(dtype_policy):
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(np.asarray(model.get_layer("teacher_conv2").kernel), head_before)
     assert not np.allclose(np.asarray(bn.moving_mean), mean_before)
+
+
+def test_load_all_weights_refuses_a_file_that_lacks_some_layers(tmp_path):
+    def dense_stack(n):
+        inputs = keras.Input((3,))
+        x = inputs
+        for k in range(n):
+            x = keras.layers.Dense(2, name=f"dense_{k}")(x)
+        return keras.Model(inputs, x)
+
+    path = str(tmp_path / "two.weights.h5")
+    two = dense_stack(2)
+    two.save_weights(path)
+    with pytest.raises(ValueError, match="two.weights.h5"):
+        load_all_weights(dense_stack(3), path)  # Keras alone would only warn and keep dense_2 random
+    loaded = load_all_weights(dense_stack(2), path)
+    for a, b in zip(two.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
