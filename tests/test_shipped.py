@@ -117,7 +117,7 @@ def _final_run(final_dir, seed, run_dir, val_nss, val_cc):
     (target / "val_curves.json").write_text(json.dumps(curves))
 
 
-def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path):
+def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path, monkeypatch, capsys):
     from experiments import own_model
 
     records = tmp_path / "records"
@@ -140,6 +140,13 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path):
     assert "research" in card["licence"] and card["targets"] == {"b": {"met": False}}
     with pytest.raises(FileNotFoundError, match="no finished S run"):
         own_model.best_seed_run(str(tmp_path / "nothing"))
+    # The command line: the card alone on stdout (for the README), the status on stderr.
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", str(tmp_path / "pkg"))
+    capsys.readouterr()
+    assert own_model.main(["ship", "--out", str(tmp_path / "study"), "--name", "kd-cli"]) == 0
+    out, err = capsys.readouterr()
+    assert out == shipped.card_markdown(shipped.read_card("kd-cli", root=tmp_path / "pkg")) + "\n"
+    assert "[own_model] shipped" in err and "[own_model]" not in out
 
 
 def test_the_model_card_states_the_licence_data_scores_and_command():
