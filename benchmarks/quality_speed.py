@@ -31,7 +31,8 @@ OSIE and MIT1003 test (from `--quality`) against images/s in each model's best f
 attention-center scored on the test split of `--records-dir` (MIT1003 and OSIE records from export_teacher.py)
 with the project's evaluation (`evaluation.scoring.evaluate`, at each image's original size), and the student's
 mean over seeds read from the study when it is there (`python -m experiments.own_model final --out DIR` writes
-`DIR/final/study.json`: pass `--study DIR/final`).
+`DIR/final/study.json`: pass `--study DIR/final`). The same seeds are scored at the other `SIZES` too, their input
+letterboxed to that size (the weights trained at one size, used at another: one model, several speeds).
 FastGaze at HxW is scored as its network sees images of that size: each image resized (aspect kept) to a longest
 side of W, which is HxW for the 4:3 photos; at 240x320 it is the shipped model.
 
@@ -72,7 +73,8 @@ RUNTIMES = {"saved_model": "tf saved_model", "onnx": "onnxruntime", "openvino": 
 DATASETS = {"osie": "OSIE", "mit1003": "MIT1003"}  # the figure's panels, in order
 NO_SCORE = "no score yet"
 QUALITY_SCHEMA = """{"<model>@<H>x<W>": {"mit1003": {"nss": float, ...}, "osie": {"nss": float, ...},
-                     "source": "how it was scored"}, "_about": "..."}
+                     "source": "how it was scored", "seeds": [the study's seeds, for its student]},
+ "_about": "..."}
 Keys starting with "_" are notes; a data set or a model left out has no score yet. "nss" is required in a data
 set's entry; other metrics (cc, ...) are kept but not plotted."""
 
@@ -250,7 +252,7 @@ def load_quality(path):
                              f"the schema:\n{QUALITY_SCHEMA}")
         scores[entry] = {}
         for dataset, metrics in value.items():
-            if dataset == "source":
+            if dataset in ("source", "seeds"):
                 continue
             if not isinstance(metrics, dict) or not isinstance(metrics.get("nss"), (int, float)) \
                     or not math.isfinite(metrics["nss"]):
@@ -556,6 +558,54 @@ def study_scores(study_dir):
     return {entry_key(STUDENT, size): entry}
 
 
+def score_student_sizes(study_dir, records_dirs, data, save, sizes=SIZES, redo=(), max_images=None, progress=True):
+    """Score the study's finished S seeds at each of `sizes` other than the size they were trained at (the same
+    weights, their input letterboxed to HxW) into `data` as "student@HxW" (mean and sd over the seeds), calling
+    `save` after each size. A size is scored again when the study has other seeds than its entry, or `redo` names
+    it."""
+    from evaluation.scoring import evaluate
+    from experiments.own_model import finished_seed_runs
+    from experiments.real_study import _mean_sd
+    from inference.export import load_student
+    from inference.predictors import KerasStudentPredictor
+
+    runs = finished_seed_runs(study_dir, "S")
+    if not runs:
+        return data
+    for size in sizes:
+        key = entry_key(STUDENT, size)
+        seeds = list(runs)
+        configs = {seed: _read_json(os.path.join(run_dir, "config.json"), "the run is damaged: train it again")
+                   for seed, run_dir in runs.items()}
+        trained = {tuple(c["image_size"]) for c in configs.values()}
+        if trained == {tuple(size)}:
+            continue  # the study's own test scores (study_scores)
+        if key in data and data[key].get("seeds") == seeds and not any(p in key for p in redo):
+            continue
+        per_seed = {}
+        for seed, run_dir in runs.items():
+            _status(f"[quality-speed] scoring {key}: seed {seed} ({run_dir}) run at {size_text(size)}")
+            student, _ = load_student(run_dir)
+            predictor = KerasStudentPredictor(student, run_dir, size, resize=configs[seed].get("resize", "letterbox"))
+            results = evaluate(list(records_dirs), "test", {key: predictor}, include_teacher=False, references=False,
+                               max_images=max_images, progress=progress)
+            for dataset, table in results["datasets"].items():
+                for metric, value in table["models"][key]["metrics"].items():
+                    per_seed.setdefault(dataset, {}).setdefault(metric, []).append(value)
+        entry = {"source": f"{study_dir}: the S seeds {seeds}, trained at "
+                           f"{', '.join(size_text(t) for t in sorted(trained))} (best-KLD checkpoints), run at "
+                           f"{size_text(size)} on the test split of {', '.join(map(str, records_dirs))}, mean over "
+                           "seeds" + (f" (first {max_images} images)" if max_images else ""),
+                 "seeds": seeds}
+        for dataset, metrics in per_seed.items():
+            entry[dataset] = {}
+            for metric, values in metrics.items():
+                entry[dataset][metric], entry[dataset][f"{metric}_sd"] = _mean_sd(values)
+        data[key] = entry
+        save()
+    return data
+
+
 def score_quality(records_dirs, out_path, study_dir=None, sizes=SIZES, models=(FASTGAZE, ATTENTION), redo=(),
                   max_images=None, progress=True):
     """Score `models` on the test split of `records_dirs` into `out_path` (`QUALITY_SCHEMA`), one entry at a time
@@ -594,6 +644,7 @@ def score_quality(records_dirs, out_path, study_dir=None, sizes=SIZES, models=(F
         save()
     if study_dir is not None:
         data.update(study_scores(study_dir))
+        score_student_sizes(study_dir, records_dirs, data, save, sizes, redo, max_images, progress)
     save()
     return data
 

@@ -349,16 +349,25 @@ SHIP_LICENCE = ("research only: the weights were trained on ImageNet and BSDS500
                 "non-commercial research and education only")
 
 
+def finished_seed_runs(final_dir, variant="S"):
+    """{seed: run folder} of the final study's finished `variant` runs (those with their SavedModel)."""
+    runs = {}
+    for entry in sorted(os.listdir(final_dir)) if os.path.isdir(final_dir) else ():
+        run_dir = os.path.join(final_dir, entry, variant)
+        if (entry.startswith("seed") and entry[len("seed"):].isdigit()
+                and os.path.isfile(os.path.join(run_dir, "saved_model", "saved_model.pb"))):
+            runs[int(entry[len("seed"):])] = run_dir
+    return dict(sorted(runs.items()))
+
+
 def best_seed_run(final_dir, variant="S"):
     """(seed, run folder) of the finished `variant` run with the best val score (NSS and CC relative to the first
     seed's, at each run's best-KLD checkpoint: the test splits play no part in the choice)."""
     readings = {}
-    for entry in sorted(os.listdir(final_dir)) if os.path.isdir(final_dir) else ():
-        run_dir = os.path.join(final_dir, entry, variant)
-        if entry.startswith("seed") and os.path.isfile(os.path.join(run_dir, "saved_model", "saved_model.pb")):
-            reading = read_run(run_dir)
-            if reading is not None:
-                readings[int(entry[len("seed"):])] = (run_dir, reading)
+    for seed, run_dir in finished_seed_runs(final_dir, variant).items():
+        reading = read_run(run_dir)
+        if reading is not None:
+            readings[seed] = (run_dir, reading)
     if not readings:
         raise FileNotFoundError(f"{final_dir}: no finished {variant} run; run the final stage first")
     first = readings[min(readings)][1]

@@ -120,6 +120,49 @@ def test_scoring_is_resumable(tmp_path, monkeypatch):
     assert scored[3:] == ["fastgaze-centre@64x96"]
 
 
+def test_the_study_seeds_are_scored_at_the_other_sizes_with_mean_and_sd(tmp_path, monkeypatch):
+    import evaluation.scoring
+    import inference.export
+    import inference.predictors
+
+    final = tmp_path / "final"
+    for seed in (0, 1, 2):
+        run = final / f"seed{seed}" / "S"
+        (run / "saved_model").mkdir(parents=True)
+        (run / "saved_model" / "saved_model.pb").write_bytes(b"")
+        (run / "config.json").write_text(json.dumps({"image_size": [32, 48], "resize": "letterbox"}))
+    (final / "seed3" / "S").mkdir(parents=True)  # unfinished: not scored
+    made, scored = [], []
+    monkeypatch.setattr(inference.export, "load_student", lambda run_dir: (f"student of {run_dir}", (32, 48)))
+    monkeypatch.setattr(inference.predictors, "KerasStudentPredictor",
+                        lambda student, path, size, resize: made.append((path, tuple(size), resize)) or path)
+
+    def evaluate(records_dirs, split, models, **kwargs):
+        (name, run_dir), = models.items()
+        scored.append(name)
+        nss = {"seed0": 2.0, "seed1": 2.2, "seed2": 2.4, "seed3": 2.6}[Path(run_dir).parent.name]
+        return {"datasets": {"osie": {"num_images": 3, "models": {name: {"metrics": {"nss": nss, "cc": 0.5}}}}}}
+
+    monkeypatch.setattr(evaluation.scoring, "evaluate", evaluate)
+    data, saves = {}, []
+    qs.score_student_sizes(final, ["r"], data, lambda: saves.append(1), sizes=((32, 48), (64, 96)))
+    assert scored == ["student@64x96"] * 3 and len(saves) == 1  # not at 32x48, where the study scored it
+    assert [m[1:] for m in made] == [((64, 96), "letterbox")] * 3
+    entry = data["student@64x96"]
+    assert entry["seeds"] == [0, 1, 2] and entry["osie"]["nss"] == pytest.approx(2.2)
+    assert entry["osie"]["nss_sd"] == pytest.approx(0.2) and "trained at 32x48" in entry["source"]
+    qs.score_student_sizes(final, ["r"], data, lambda: None, sizes=((32, 48), (64, 96)))
+    assert len(scored) == 3  # same seeds: kept
+    (final / "seed3" / "S" / "saved_model").mkdir()
+    (final / "seed3" / "S" / "saved_model" / "saved_model.pb").write_bytes(b"")
+    (final / "seed3" / "S" / "config.json").write_text(json.dumps({"image_size": [32, 48]}))
+    qs.score_student_sizes(final, ["r"], data, lambda: None, sizes=((32, 48), (64, 96)))
+    assert len(scored) == 7 and data["student@64x96"]["seeds"] == [0, 1, 2, 3]  # a new seed: scored again
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps(data))
+    assert qs.load_quality(str(path))["student@64x96"]["osie"]["nss"] == pytest.approx(2.3)
+
+
 def _args(tmp_path, **kwargs):
     return argparse.Namespace(**{"models": ["fastgaze-centre"], "student": None, "student_size": [32, 48],
                                  "runtimes": ["onnx"], "int8": False, "threads": 2, "quality": None, "redo": None,
