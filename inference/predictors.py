@@ -45,7 +45,7 @@ def builtin_menu():
     """The built-in models to offer in a menu: `DEFAULT_MODEL` first, then the others whose packages are installed,
     then the ensemble of the teachers (`teacher.builtin.ENSEMBLE`) when all its members are."""
     names = [DEFAULT_MODEL] + [n for n in builtin.names() if n != DEFAULT_MODEL and builtin.available(n)]
-    names += list(STUDENT_BUILTINS)
+    names += [n for n in STUDENT_BUILTINS if n != DEFAULT_MODEL]  # the default may be a shipped student
     if all(term.name in names for term in builtin.parse_spec(builtin.ENSEMBLE)):
         names.append(builtin.ENSEMBLE)
     return tuple(names)

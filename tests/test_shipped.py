@@ -82,6 +82,9 @@ def test_a_shipped_student_is_a_builtin_that_load_predictor_finds_by_name(packag
     predictor = predictors.load_predictor("Tiny-KD", batch_size=2)
     assert isinstance(predictor, predictors.KerasStudentPredictor)
     assert "tiny-kd" in predictors.builtin_names() and "tiny-kd" in predictors.builtin_menu()
+    monkeypatch.setattr(predictors, "DEFAULT_MODEL", "tiny-kd")  # a shipped student as the default: first, once
+    menu = predictors.builtin_menu()
+    assert menu[0] == "tiny-kd" and menu.count("tiny-kd") == 1
 
 
 def test_the_package_folder_lists_exactly_the_registered_students():
