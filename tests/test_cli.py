@@ -282,9 +282,12 @@ def test_ctrl_c_in_a_real_process_is_one_line(one_image, tmp_path):
     code = ("import sys, time, crop\n"
             "def slow(*a, **k):\n    print('started', flush=True)\n    time.sleep(60)\n"
             "crop.crop_files = slow\nsys.exit(crop.main(sys.argv[1:]))\n")
+    # SIGINT's default action in the child, as in a terminal: a shell starts background jobs (nohup ... &) with
+    # SIGINT ignored, which the child would inherit, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-c", code, str(one_image), "--method", "centre", "--out",
                              str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline() == "started\n"
         proc.send_signal(signal.SIGINT)
