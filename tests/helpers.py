@@ -72,3 +72,31 @@ def assert_int8_weights_cannot_saturate(path):
         weights = [numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer
                    if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
     assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+
+
+def np_conv(x, w, stride, pad, groups=1):
+    """torch.nn.functional.conv2d in numpy (an independent reference): x (N, C, H, W), w (O, C / groups, kh, kw),
+    no bias, zero padding; groups 1 or depthwise (groups == C == O)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    h_out = (h - kh) // stride + 1
+    w_out = (wd - kw) // stride + 1
+    out = np.zeros((n, o, h_out, w_out), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i : i + stride * (h_out - 1) + 1 : stride, j : j + stride * (w_out - 1) + 1 : stride]
+            if groups == 1:
+                out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+            else:  # depthwise: one input channel per filter
+                assert groups == c == o and w.shape[1] == 1
+                out += patch * w[None, :, 0, i, j, None, None]
+    return out
+
+
+def np_bn(x, state, key, eps=1e-5):
+    """torch's BatchNorm2d in eval mode, in numpy, from a state dict's `key.*` tensors."""
+    shape = (1, -1, 1, 1)
+    mean = state[f"{key}.running_mean"].reshape(shape)
+    var = state[f"{key}.running_var"].reshape(shape)
+    return (x - mean) / np.sqrt(var + eps) * state[f"{key}.weight"].reshape(shape) + state[f"{key}.bias"].reshape(shape)

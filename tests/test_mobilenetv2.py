@@ -20,6 +20,7 @@ from student.backbones.mobilenetv2 import (
     load_state_dict,
 )
 from student.backbones.pretrained import resolve_weights
+from tests.helpers import np_bn, np_conv
 
 INFO = get_backbone("mobilenetv2")
 TAP_CHANNELS = INFO.tap_channels
@@ -114,49 +115,22 @@ def _blocks_by_index():
     return [(i, t) for i, _, _, _, t in _blocks()]
 
 
-def _np_conv(x, w, stride, pad, groups=1):
-    """torch.nn.functional.conv2d for x (N, C, H, W), w (O, C / groups, kh, kw), no bias, zero padding."""
-    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    h_out = (h - kh) // stride + 1
-    w_out = (wd - kw) // stride + 1
-    out = np.zeros((n, o, h_out, w_out), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i : i + stride * (h_out - 1) + 1 : stride, j : j + stride * (w_out - 1) + 1 : stride]
-            if groups == 1:
-                out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
-            else:  # depthwise: groups == C == O, one input channel per filter
-                assert groups == c == o and w.shape[1] == 1
-                out += patch * w[None, :, 0, i, j, None, None]
-    return out
-
-
-def _np_bn(x, state, key, eps=1e-5):
-    """BatchNorm2d in eval mode."""
-    shape = (1, -1, 1, 1)
-    mean = state[f"{key}.running_mean"].reshape(shape)
-    var = state[f"{key}.running_var"].reshape(shape)
-    return (x - mean) / np.sqrt(var + eps) * state[f"{key}.weight"].reshape(shape) + state[f"{key}.bias"].reshape(shape)
-
-
 def _relu6(x):
     return np.clip(x, 0.0, 6.0)
 
 
 def _np_mobilenetv2(x_nchw, state):
     """Outputs of features.0..17 of PyTorch's MobileNetV2 (flat-Sequential keys) for an NCHW input."""
-    x = _relu6(_np_bn(_np_conv(x_nchw, state["features.0.0.weight"], 2, 1), state, "features.0.1"))
+    x = _relu6(np_bn(np_conv(x_nchw, state["features.0.0.weight"], 2, 1), state, "features.0.1"))
     outputs = [x]
     for i, c_in, c_out, stride, t in _blocks():
         p = f"features.{i}.conv"
         y, j = x, 0
         if t != 1:
-            y = _relu6(_np_bn(_np_conv(y, state[f"{p}.0.weight"], 1, 0), state, f"{p}.1"))
+            y = _relu6(np_bn(np_conv(y, state[f"{p}.0.weight"], 1, 0), state, f"{p}.1"))
             j = 3
-        y = _relu6(_np_bn(_np_conv(y, state[f"{p}.{j}.weight"], stride, 1, groups=y.shape[1]), state, f"{p}.{j + 1}"))
-        y = _np_bn(_np_conv(y, state[f"{p}.{j + 3}.weight"], 1, 0), state, f"{p}.{j + 4}")
+        y = _relu6(np_bn(np_conv(y, state[f"{p}.{j}.weight"], stride, 1, groups=y.shape[1]), state, f"{p}.{j + 1}"))
+        y = np_bn(np_conv(y, state[f"{p}.{j + 3}.weight"], 1, 0), state, f"{p}.{j + 4}")
         x = x + y if (stride == 1 and c_in == c_out) else y
         outputs.append(x)
     return outputs

@@ -9,6 +9,7 @@ from safetensors.numpy import save_file
 
 from student.backbones.layers import ImageNetNormalization, SyncBatchNormalization
 from student.backbones.resnet18 import build_resnet18_encoder, load_resnet18_weights, torchvision_key_map
+from tests.helpers import np_bn, np_conv
 from tests.torch_files import Tensor, save_legacy, save_zip
 
 # torchvision.models.resnet18(): 11,689,512 parameters, of which fc (512 * 1000 + 1000) = 513,000.
@@ -57,29 +58,6 @@ def _random_state_dict(seed=0):
     return state
 
 
-def _np_conv(x, w, stride, pad):
-    """torch.nn.functional.conv2d for x (N, C, H, W), w (O, C, kh, kw), no bias, zero padding."""
-    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    h_out = (h - kh) // stride + 1
-    w_out = (wd - kw) // stride + 1
-    out = np.zeros((n, o, h_out, w_out), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i : i + stride * (h_out - 1) + 1 : stride, j : j + stride * (w_out - 1) + 1 : stride]
-            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
-    return out
-
-
-def _np_bn(x, state, key, eps=1e-5):
-    """BatchNorm2d in eval mode."""
-    shape = (1, -1, 1, 1)
-    mean = state[f"{key}.running_mean"].reshape(shape)
-    var = state[f"{key}.running_var"].reshape(shape)
-    return (x - mean) / np.sqrt(var + eps) * state[f"{key}.weight"].reshape(shape) + state[f"{key}.bias"].reshape(shape)
-
-
 def _np_maxpool_3x3_s2_p1(x):
     x = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     h_out = (x.shape[2] - 3) // 2 + 1
@@ -91,17 +69,17 @@ def _np_maxpool_3x3_s2_p1(x):
 def _np_resnet18(x_nchw, state):
     """Returns the outputs of torchvision resnet18's layer1..layer4 for an NCHW input."""
     relu = lambda t: np.maximum(t, 0.0)  # noqa: E731
-    x = relu(_np_bn(_np_conv(x_nchw, state["conv1.weight"], 2, 3), state, "bn1"))
+    x = relu(np_bn(np_conv(x_nchw, state["conv1.weight"], 2, 3), state, "bn1"))
     x = _np_maxpool_3x3_s2_p1(x)
     features = []
     for layer in range(1, 5):
         for block in range(2):
             p = f"layer{layer}.{block}"
             stride = 2 if (layer > 1 and block == 0) else 1
-            y = relu(_np_bn(_np_conv(x, state[f"{p}.conv1.weight"], stride, 1), state, f"{p}.bn1"))
-            y = _np_bn(_np_conv(y, state[f"{p}.conv2.weight"], 1, 1), state, f"{p}.bn2")
+            y = relu(np_bn(np_conv(x, state[f"{p}.conv1.weight"], stride, 1), state, f"{p}.bn1"))
+            y = np_bn(np_conv(y, state[f"{p}.conv2.weight"], 1, 1), state, f"{p}.bn2")
             if f"{p}.downsample.0.weight" in state:
-                shortcut = _np_bn(_np_conv(x, state[f"{p}.downsample.0.weight"], stride, 0), state, f"{p}.downsample.1")
+                shortcut = np_bn(np_conv(x, state[f"{p}.downsample.0.weight"], stride, 0), state, f"{p}.downsample.1")
             else:
                 shortcut = x
             x = relu(y + shortcut)
