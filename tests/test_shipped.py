@@ -2,6 +2,7 @@
 predicting what the run's own SavedModel predicted."""
 
 import json
+import pathlib
 
 import h5py
 import numpy as np
@@ -49,8 +50,14 @@ def test_the_packaged_student_predicts_what_its_run_predicted(run_dir, packaged)
     run_maps = run.predict_batch(images)
     for ours, theirs in zip(reference_maps, run_maps):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
-    loaded = predictors.load_shipped("tiny-kd", root=packaged)
+    loaded = _assert_reproduces_its_run("tiny-kd", root=packaged)
     assert loaded.input_size == SIZE and loaded.kind == "student"
+
+
+def _assert_reproduces_its_run(name, root=None):
+    """The shipped student `name` loads by name and predicts its run's reference maps; returns its predictor."""
+    images, reference_maps = shipped.reference(name, root=root)
+    loaded = predictors.load_shipped(name, root=root)
     for image, expected in zip(images, reference_maps):
         got = loaded.predict(image)
         assert got.shape == image.shape[:2]
@@ -58,6 +65,18 @@ def test_the_packaged_student_predicts_what_its_run_predicted(run_dir, packaged)
         assert np.abs(got - expected).max() < 1e-2 and _cc(got, expected) > 0.9999
     density = loaded.predict_density(images[0])
     assert density.shape == images[0].shape[:2] and abs(density.sum() - 1) < 1e-6
+    return loaded
+
+
+@pytest.mark.parametrize("name", shipped.names())
+def test_every_shipped_student_loads_and_predicts_what_its_run_predicted(name):
+    """The package data itself (e.g. saliency-kd): its reference maps came from the run's SavedModel at
+    packaging time, so this holds the committed float16 file to the run it came from."""
+    folder = shipped.folder(name)
+    assert sum(f.stat().st_size for f in pathlib.Path(folder).iterdir()) <= shipped.MAX_BYTES
+    card = shipped.read_card(name)
+    assert card["licence"] and card["training_data"] and card["test"]["scores"]
+    _assert_reproduces_its_run(name)
 
 
 def test_weights_are_stored_as_float16_and_the_card_records_the_run(run_dir, packaged):
