@@ -13,7 +13,7 @@ import pytest
 import crop
 import predict
 from inference import web
-from inference.predictors import DEFAULT_MODEL, ContractPredictor, builtin_names, load_predictor
+from inference.predictors import DEFAULT_MODEL, STUDENT_BUILTINS, ContractPredictor, builtin_names, load_predictor
 from teacher import builtin, fastgaze
 from teacher.loading import load_teacher
 
@@ -98,9 +98,9 @@ def test_crop_without_a_model_uses_the_built_in_one_and_follows_the_object(tmp_p
 
 
 def test_the_web_page_defaults_to_the_built_in_models():
-    assert web.DEFAULT_MODELS[0] == DEFAULT_MODEL
-    assert all(builtin.is_builtin(m) or m in builtin_names() for m in web.DEFAULT_MODELS)  # specs, shipped students
-    assert {"fastgaze", "fastgaze-centre"} <= set(web.DEFAULT_MODELS)
+    assert web.DEFAULT_MODELS[0] == DEFAULT_MODEL and {"fastgaze", "fastgaze-centre"} <= set(web.DEFAULT_MODELS)
+    assert set(web.DEFAULT_MODELS) <= {"fastgaze-centre", "fastgaze", "attention-center",
+                                       "fastgaze-centre:flip+attention-center:flip", *STUDENT_BUILTINS}
 
 
 def test_a_built_in_name_that_is_also_a_local_folder_is_named_on_stderr(tmp_path, monkeypatch, capsys):

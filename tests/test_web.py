@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference import predictors, web
+from inference import web
 from inference.crop import Box, crop_image, parse_aspect
 from inference.files import map_to_uint8
 
@@ -330,9 +330,6 @@ def test_models_load_lazily_once(monkeypatch):
 
 
 def test_model_names_from_the_command_line():
-    assert web.DEFAULT_MODELS[0] == predictors.DEFAULT_MODEL and "fastgaze" in web.DEFAULT_MODELS
-    assert set(web.DEFAULT_MODELS) <= {"fastgaze-centre", "fastgaze", "attention-center",
-                                       "fastgaze-centre:flip+attention-center:flip", *predictors.STUDENT_BUILTINS}
     assert web.model_name("runs/b-seed0/") == "b-seed0"
     assert web.model_name("runs/b-seed0/saved_model") == "b-seed0"
     assert web.model_name("exports/student.onnx") == "student.onnx"
