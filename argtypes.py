@@ -35,6 +35,16 @@ def arg_type(check, name=None):
 positive_int = arg_type(_positive_int)  # an integer >= 1
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` that shows each option's default, except where it is None or the help already says what happens
+    without the option (argparse's own formatter would add "(default: None)" to both)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def fail(prog, error):
     """Print `<prog>: error: <message>` as one line on stderr; returns 1, the exit code of every handled error."""
     print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -15,14 +15,14 @@ import os
 import sys
 
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int, run_main
+from argtypes import HelpFormatter, positive_int, run_main
 
 PROG = "evaluate.py"
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--records-dir", nargs="+", default=["data/distill"],
                    help="distillation records from export_teacher.py (several folders: one table per data set)")
     p.add_argument("--split", default="val", help="split of the records to score")

@@ -21,14 +21,14 @@ import argparse
 import sys
 
 from inference import export as deploy
-from argtypes import fail, positive_int, run_main
+from argtypes import HelpFormatter, fail, positive_int, run_main
 
 PROG = "export_student.py"
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("model", help="run folder from train.py, a student .weights.h5 file or a built-in model "
                         "(fastgaze, fastgaze-centre)")
     parser.add_argument("--out", required=True, help="output folder")

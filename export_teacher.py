@@ -18,7 +18,7 @@ import sys
 # None of these imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
 from datasets import nusvip, sources
 from datasets.io import check_writable_dir, import_tensorflow_quietly
-from argtypes import positive_int, run_main, warn_ignored
+from argtypes import HelpFormatter, positive_int, run_main, warn_ignored
 
 # `teacher.export`'s defaults (it imports TensorFlow); tests/test_export_teacher.py checks that they agree.
 DEFAULT_DATA_DIR = os.path.join("data", "salicon")
@@ -32,7 +32,7 @@ PROG = "export_teacher.py"
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--dataset", default="salicon", choices=[d for d in sources.DATASETS if d != "images"],
                         help="the data set in --data-dir: SALICON, MIT1003 or OSIE, or 'nus' for any data set in "

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 # Neither imports TensorFlow: the parser (and --help) is built without it; main() imports it after parsing.
-from argtypes import arg_type, changed_flags, run_main, warn_ignored
+from argtypes import HelpFormatter, arg_type, changed_flags, run_main, warn_ignored
 from student.config import TrainConfig
 
 PROG = "train.py"
@@ -47,7 +47,7 @@ def _add_config_option(parser, field):
 def build_parser():
     """train.py's flags: `TrainConfig`'s options (their defaults and help), --variant both, --demo and --quiet."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--variant", choices=["A", "B", "both"], default="B",
                    help="A: saliency head only; B: plus a head distilled from the teacher; both: A then B from "
                         "the same initial weights")

@@ -54,6 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from argtypes import HelpFormatter  # noqa: E402
 from benchmarks import backbone_runtimes as bench  # noqa: E402
 
 SIZES = ((144, 192), (192, 256), (240, 320))
@@ -662,10 +663,10 @@ def _size(text):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="benchmarks/quality_speed.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("speed", help="time every model and runtime; the verdict of target (e); the figure",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     s.add_argument("--out", default="runs/quality_speed/results", help="writes <out>.json, <out>.md and <out>.png")
     s.add_argument("--work", default=None, help="folder for the exports (default: <out>_work)")
     s.add_argument("--models", nargs="+", default=list(MODELS), choices=(*MODELS, STUDENT_CARD),
@@ -684,7 +685,7 @@ def build_parser():
     s.add_argument("--prepare-only", action="store_true",
                    help="make the exports, GMAC and parameters, time nothing (run it while the machine is busy)")
     q = sub.add_parser("quality", help="score fastgaze-centre at each size and attention-center on the test splits",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     q.add_argument("--records-dir", nargs="+", required=True,
                    help="MIT1003 and OSIE records with a test split (export_teacher.py --split all)")
     q.add_argument("--out", default="runs/quality_speed/quality.json", help="the scores file `speed --quality` reads")

@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from argtypes import HelpFormatter  # noqa: E402
 from benchmarks.run_benchmarks import time_call  # noqa: E402
 from datasets.io import atomic_write  # noqa: E402
 
@@ -76,7 +77,7 @@ def main(argv=None):
     from student.backbones import BACKBONES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=["resnet18", "efficientnet-lite0"])
     p.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
     p.add_argument("--batch-size", type=int, default=16)

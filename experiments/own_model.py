@@ -443,17 +443,22 @@ def main(argv=None):
                    help="eye-tracking record folders (train, val, test) labelled by the stronger teacher")
     p.add_argument("--photos-dir", nargs="+", default=list(OwnSettings.photos_dirs),
                    help="record folders of unlabelled photos labelled by the same teacher")
-    p.add_argument("--alt-records-dir", nargs="+", help="search: the same folders labelled by the other teacher")
-    p.add_argument("--alt-photos-dir", nargs="+", help="search: the photos labelled by the other teacher")
+    # No default (SUPPRESS): argparse's formatter would print "(default: None)" for these.
+    p.add_argument("--alt-records-dir", nargs="+", default=argparse.SUPPRESS,
+                   help="search: the same folders labelled by the other teacher")
+    p.add_argument("--alt-photos-dir", nargs="+", default=argparse.SUPPRESS,
+                   help="search: the photos labelled by the other teacher")
     p.add_argument("--runs", nargs="+", choices=list(SEARCH), default=list(SEARCH), help="search: which runs")
-    p.add_argument("--recipe", help="final: the search's choice.json (default: <out>/../search/choice.json)")
+    p.add_argument("--recipe", default=argparse.SUPPRESS,
+                   help="final: the search's choice.json (default: search/choice.json in --out)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="final: at least 3 for a spread")
     p.add_argument("--variants", nargs="+", choices=list(FINAL_VARIANTS), default=list(FINAL_VARIANTS))
     p.add_argument("--out", default="runs/own_model", help="output folder (rerun to resume)")
     p.add_argument("--name", default=SHIP_NAME, help="ship: the built-in name")
     p.add_argument("--report", action="store_true", help="train nothing; summarise what has finished")
     args = p.parse_args(argv)
-    alt = (args.alt_records_dir, args.alt_photos_dir) if args.alt_records_dir and args.alt_photos_dir else None
+    alt_records, alt_photos = getattr(args, "alt_records_dir", None), getattr(args, "alt_photos_dir", None)
+    alt = (alt_records, alt_photos) if alt_records and alt_photos else None
     try:
         if args.stage == "search":
             names = [n for n in args.runs if alt is not None or SEARCH[n].get("teacher") != "alt"]
@@ -465,7 +470,7 @@ def main(argv=None):
             print(f"[own_model] shipped {ship(args.out, args.name)}; its model card for the README:", file=sys.stderr)
             print(shipped.card_markdown(shipped.read_card(args.name)))
         else:
-            args.recipe = args.recipe or os.path.join(args.out, "search", "choice.json")
+            args.recipe = getattr(args, "recipe", None) or os.path.join(args.out, "search", "choice.json")
             run_final(settings_from_args(args), os.path.join(args.out, "final"), tuple(args.seeds),
                       tuple(args.variants), report_only=args.report)
     except (FileNotFoundError, ValueError) as e:

@@ -58,6 +58,7 @@ def test_int8_accuracy_exit_status(tmp_path, capsys):
 
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -71,6 +72,7 @@ CLIS = [pytest.param(["predict.py"], id="predict"), pytest.param(["evaluate.py"]
         pytest.param(["benchmarks/int8_accuracy.py"], id="int8_accuracy"),
         pytest.param(["-m", "experiments.study"], id="study"),
         pytest.param(["-m", "experiments.real_study"], id="real_study"),
+        pytest.param(["-m", "experiments.own_model"], id="own_model"),
         pytest.param(["train.py"], id="train"),
         pytest.param(["export_teacher.py"], id="export_teacher")]
 
@@ -97,12 +99,15 @@ with open(report, "w") as f:
 
 @pytest.mark.parametrize("cli", CLIS)
 def test_help_imports_no_tensorflow_and_prints_nothing_on_stderr(cli, tmp_path):
+    """... and shows no "(default: None)" and no option with two defaults (its own words and argparse's)."""
     report = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", _HELP, *cli, str(report)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and json.loads(report.read_text()) == {"code": 0, "heavy": []}, result.stderr
     assert result.stderr == "" and "usage:" in result.stdout
+    options = re.split(r"\n  -", result.stdout)
+    assert [o for o in options if "(default: None)" in o or o.count("default") > 1] == []
 
 
 @pytest.fixture(scope="module")
