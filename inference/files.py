@@ -92,10 +92,11 @@ def is_output_folder(folder, files=None):
 def walk_input_folder(folder, exclude=None, skipped_outputs=None):
     """(path, name) of every file under `folder`, folders and files sorted; earlier outputs are not inputs.
 
-    Skipped: `exclude` (a real path, this run's output folder) when it lies inside (one above `folder` holds the
-    input itself and is not skipped), and every subfolder that `is_output_folder` (an earlier run's output,
-    whatever its name), whose path is appended to the list `skipped_outputs` if given so that the caller can
-    say so. `folder` itself is always read: it was asked for.
+    Skipped: hidden files (`.name`: macOS's `._photo.jpg` metadata files, temporary files), as the data set
+    readers skip them (`datasets.folders.files_by_stem`); `exclude` (a real path, this run's output folder) when
+    it lies inside (one above `folder` holds the input itself and is not skipped), and every subfolder that
+    `is_output_folder` (an earlier run's output, whatever its name), whose path is appended to the list
+    `skipped_outputs` if given so that the caller can say so. `folder` itself is always read: it was asked for.
     """
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -108,7 +109,8 @@ def walk_input_folder(folder, exclude=None, skipped_outputs=None):
             dirs[:] = []
             continue
         for name in sorted(files):
-            yield os.path.join(root, name), name
+            if not name.startswith("."):
+                yield os.path.join(root, name), name
 
 
 def skipped_outputs_note(folders):
@@ -155,7 +157,7 @@ def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
             for path, name in walk_input_folder(item, exclude, skipped_outputs):
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
-                elif skipped is not None and not name.startswith("."):
+                elif skipped is not None:
                     skipped.append(path)
             pairs.extend(found)
         elif os.path.isfile(item):
