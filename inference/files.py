@@ -120,6 +120,11 @@ def skipped_outputs_note(folders):
             f"crops.json): {shown}; give such a folder as an input itself to read it")
 
 
+def input_list(inputs):
+    """`inputs` (files and folders) as a list: one path (a str or os.PathLike) is a list of one, not of letters."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+
+
 def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
     """Expand files and folders into (image_path, output_stem) pairs.
 
@@ -196,7 +201,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
 
     Args:
         predictor: a `Predictor` (see `load_predictor`).
-        inputs: image files and folders (see `list_images`).
+        inputs: image files and folders (see `list_images`), or one of them.
         out_dir: output folder. Defaults to "predictions".
         overlay: also write `<stem>_overlay.jpg`, the heat map blended over the image.
         colormap: matplotlib colormap of the overlay. Defaults to "jet".
@@ -214,6 +219,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     if overlay:
         overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
+    inputs = input_list(inputs)
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""
