@@ -216,6 +216,20 @@ def has_transparency(data):
         return False
 
 
+def _transparent_grey_level(data):
+    """The level an 8-bit or 1-bit greyscale PNG marks transparent (its tRNS chunk, which OpenCV ignores), or None."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            level = im.info.get("transparency") if im.mode in ("1", "L") else None
+    except Exception:  # unreadable: OpenCV's decode reports unreadable files
+        return None
+    return level if isinstance(level, int) else None
+
+
 def apply_orientation(image, orientation):
     """Turn an image (H, W[, C]) as stored into the orientation it is displayed in (EXIF orientation 1..8)."""
     transforms = {
@@ -229,10 +243,10 @@ def apply_orientation(image, orientation):
 def decode_image(data, path="<bytes>", orientation=True):
     """Decode encoded image bytes (JPEG/PNG/BMP...) to uint8 RGB of shape (H, W, 3).
 
-    Grayscale inputs are replicated to three channels and images with transparency are laid over white
-    (`composite_over_white`), so every caller gets the same layout and pixels. With `orientation` (the default)
-    an EXIF orientation is applied, so a phone photo comes out as it is displayed. Raises ValueError naming
-    `path` if the bytes are not a readable image.
+    Grayscale inputs are replicated to three channels and images with transparency (an alpha channel or a PNG's
+    transparent colour) are laid over white (`composite_over_white`), so every caller gets the same layout and
+    pixels. With `orientation` (the default) an EXIF orientation is applied, so a phone photo comes out as it is
+    displayed. Raises ValueError naming `path` if the bytes are not a readable image.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
@@ -241,7 +255,11 @@ def decode_image(data, path="<bytes>", orientation=True):
     if image.dtype != np.uint8:
         image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
+        level = _transparent_grey_level(data)
+        if level is not None:
+            image = composite_over_white(np.dstack([image] * 3 + [np.where(image == level, 0, 255).astype(np.uint8)]))
+        else:
+            image = np.repeat(image[:, :, None], 3, axis=2)
     elif image.shape[2] == 4:
         image = composite_over_white(cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA))
     else:

@@ -35,7 +35,7 @@ import re
 import numpy as np
 
 from datasets.io import atomic_write, encode_jpeg, read_image, write_bytes_atomic
-from inference.files import IMAGE_EXTENSIONS, Progress, list_images, mark_output_folder
+from inference.files import IMAGE_EXTENSIONS, Progress, input_list, list_images, mark_output_folder
 
 CROP_METHODS = ("centre", "point", "mass")
 DEFAULT_ASPECT = "16:9"
@@ -395,8 +395,8 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
 
     Args:
         predictor: a `inference.predictors.Predictor` (see `load_predictor`); may be None for "centre".
-        inputs: image files and folders (see `inference.files.list_images`: folders are searched recursively,
-            `sub/x.jpg` gets the stem `sub/x`; earlier output folders inside them are skipped).
+        inputs: image files and folders, or one of them (see `inference.files.list_images`: folders are searched
+            recursively, `sub/x.jpg` gets the stem `sub/x`; earlier output folders inside them are skipped).
         out_dir: output folder.
         aspects: "W:H" strings. Defaults to ("16:9",).
         method: "centre", "point" or "mass". Defaults to "mass".
@@ -419,6 +419,7 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
                          "(inference.predictors.load_predictor(PATH)); only 'centre' works without one")
     out_dir = os.fspath(out_dir)
     report = CropReport(written=[], failures=[], json_path=os.path.join(out_dir, CROPS_JSON))
+    inputs = input_list(inputs)
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""

@@ -92,10 +92,11 @@ def is_output_folder(folder, files=None):
 def walk_input_folder(folder, exclude=None, skipped_outputs=None):
     """(path, name) of every file under `folder`, folders and files sorted; earlier outputs are not inputs.
 
-    Skipped: `exclude` (a real path, this run's output folder) when it lies inside (one above `folder` holds the
-    input itself and is not skipped), and every subfolder that `is_output_folder` (an earlier run's output,
-    whatever its name), whose path is appended to the list `skipped_outputs` if given so that the caller can
-    say so. `folder` itself is always read: it was asked for.
+    Skipped: hidden files (`.name`: macOS's `._photo.jpg` metadata files, temporary files), as the data set
+    readers skip them (`datasets.folders.files_by_stem`); `exclude` (a real path, this run's output folder) when
+    it lies inside (one above `folder` holds the input itself and is not skipped), and every subfolder that
+    `is_output_folder` (an earlier run's output, whatever its name), whose path is appended to the list
+    `skipped_outputs` if given so that the caller can say so. `folder` itself is always read: it was asked for.
     """
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -108,7 +109,8 @@ def walk_input_folder(folder, exclude=None, skipped_outputs=None):
             dirs[:] = []
             continue
         for name in sorted(files):
-            yield os.path.join(root, name), name
+            if not name.startswith("."):
+                yield os.path.join(root, name), name
 
 
 def skipped_outputs_note(folders):
@@ -116,6 +118,11 @@ def skipped_outputs_note(folders):
     shown = ", ".join(folders[:5]) + (f" and {len(folders) - 5} more" if len(folders) > 5 else "")
     return (f"skipped {len(folders)} earlier output folder(s) inside the input (they hold {OUTPUT_MARKER} or "
             f"crops.json): {shown}; give such a folder as an input itself to read it")
+
+
+def input_list(inputs):
+    """`inputs` (files and folders) as a list: one path (a str or os.PathLike) is a list of one, not of letters."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
 
 
 def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
@@ -155,7 +162,7 @@ def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
             for path, name in walk_input_folder(item, exclude, skipped_outputs):
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
-                elif skipped is not None and not name.startswith("."):
+                elif skipped is not None:
                     skipped.append(path)
             pairs.extend(found)
         elif os.path.isfile(item):
@@ -194,7 +201,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
 
     Args:
         predictor: a `Predictor` (see `load_predictor`).
-        inputs: image files and folders (see `list_images`).
+        inputs: image files and folders (see `list_images`), or one of them.
         out_dir: output folder. Defaults to "predictions".
         overlay: also write `<stem>_overlay.jpg`, the heat map blended over the image.
         colormap: matplotlib colormap of the overlay. Defaults to "jet".
@@ -212,6 +219,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     if overlay:
         overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
+    inputs = input_list(inputs)
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""

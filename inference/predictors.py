@@ -577,7 +577,7 @@ def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="
     if found is not None:
         if teacher_input_size is not None:
             raise ValueError(f"{path}: a built-in model runs at each image's own size; drop the teacher input size")
-        return ContractPredictor(path, batch_size=batch_size)
+        return ContractPredictor(found, batch_size=batch_size)  # its canonical name: crops.json, the web page
     if not os.path.exists(path):
         if builtin.looks_like_spec(path):
             try:

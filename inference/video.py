@@ -67,7 +67,7 @@ def list_videos(inputs, exclude=None, skipped_outputs=None):
                     f"{os.path.join(item, 'predictions')}"
                 )
             for path, name in walk_input_folder(item, exclude, skipped_outputs):
-                if is_video(name) and not name.startswith("."):
+                if is_video(name):
                     pairs.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
         elif os.path.isfile(item):
             if is_video(item):

@@ -146,6 +146,9 @@ def _to_rgb(im, notes, bits16):
     from PIL import Image
 
     mode = im.mode
+    if mode in ("RGB", "L", "1") and "transparency" in im.info:  # a PNG's transparent colour (tRNS), as for "P"
+        im = im.convert("RGBA" if mode == "RGB" else "LA")
+        mode = im.mode
     if mode == "RGB":
         if bits16:
             notes.append("The photo has 16 bits per channel; it was reduced to 8 bits.")

@@ -125,3 +125,17 @@ def test_crop_centre_loads_no_model_and_bad_arguments_fail_before_loading():
         saliency_kd.crop(_image(), "0:1", model="no/such/model")
     with pytest.raises(ValueError, match="scale"):
         saliency_kd.crop(_image(), "1:1", model="no/such/model", scale=2)
+
+
+def test_one_path_is_one_input_not_a_string_of_letters(tmp_path):
+    """`predict_files(model, "photo.png")`: one path works as a list of one (it was iterated letter by letter)."""
+    from inference.inputs import plan_inputs
+
+    path = tmp_path / "photo.png"
+    path.write_bytes(encode_png(_image()))
+    for one in (str(path), path):
+        report = saliency_kd.predict_files(RedPredictor(), one, out_dir=tmp_path / "maps", progress=False)
+        assert report.written == [str(tmp_path / "maps" / "photo.png")] and report.failures == []
+        report = saliency_kd.crop_files(RedPredictor(), one, tmp_path / "crops", aspects=["1:1"], progress=False)
+        assert report.num_images == 1 and report.failures == []
+        assert plan_inputs(one, tmp_path / "out").image_inputs == [one]

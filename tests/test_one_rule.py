@@ -56,14 +56,19 @@ def test_a_transparent_png_reaches_the_model_alike_from_predict_and_from_the_pag
     assert seen[0][:5].min() == 255  # fully transparent rows are white, not the hidden colours
 
 
-@pytest.mark.parametrize("mode", ["LA", "P"])
+@pytest.mark.parametrize("mode", ["LA", "P", "L", "RGB"])
 def test_gray_alpha_and_palette_transparency_follow_the_same_rule(mode):
+    """... and a grey or RGB PNG's transparent colour (tRNS), which OpenCV ignores for grey and Pillow for both."""
     from inference import web
 
     if mode == "LA":
         image = Image.fromarray(np.dstack([np.full((8, 8), 50, np.uint8), np.tile([0, 255], 32).reshape(8, 8)
                                            .astype(np.uint8)]), "LA")
         kwargs = {}
+    elif mode in ("L", "RGB"):
+        image = Image.new(mode, (8, 8), 50 if mode == "L" else (50, 0, 100))
+        image.paste(0 if mode == "L" else (0, 0, 0), (0, 0, 4, 8))
+        kwargs = {"transparency": 0 if mode == "L" else (0, 0, 0)}
     else:
         image = Image.new("P", (8, 8), 1)
         image.putpalette([0, 0, 0, 0, 200, 0] + [0] * 762)

@@ -161,6 +161,19 @@ def test_list_images_recurses_skips_the_output_folder_and_refuses_name_clashes(t
         list_images([tmp_path / "missing.jpg"])
 
 
+def test_hidden_files_in_input_folders_are_not_inputs(tmp_path):
+    """macOS leaves `._<name>` metadata files beside copied photos: not images, so not failures of the run."""
+    from inference.video import list_videos
+
+    for rel in ["a.jpg", "._a.jpg", "deep/.b.png", "._clip.mp4", ".DS_Store"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    skipped = []
+    assert [stem for _, stem in list_images([tmp_path], skipped=skipped)] == ["a"] and skipped == []
+    assert list_videos([tmp_path]) == []
+    assert [stem for _, stem in list_images([tmp_path / "._a.jpg"])] == ["._a"]  # given directly: read
+
+
 @pytest.fixture(scope="module")
 def fake_msinet_savedmodel(tmp_path_factory):
     """A SavedModel shaped like the author's TF2 MSI-Net export (float32 "input_1" in, one "output" map out)
