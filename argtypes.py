@@ -36,11 +36,12 @@ positive_int = arg_type(_positive_int)  # an integer >= 1
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` that shows each option's default, except where it is None or the help already says what happens
-    without the option (argparse's own formatter would add "(default: None)" to both)."""
+    """`--help` that shows each option's default, except where it says nothing (None, an empty list, a flag's
+    False) or the help already says what happens without the option (argparse's own formatter adds
+    "(default: None)" to both)."""
 
     def _get_help_string(self, action):
-        if action.default is None or "default" in (action.help or ""):
+        if action.default is False or action.default in (None, [], ()) or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -14,7 +14,7 @@ import sys
 from argtypes import attach_negative_values, run_main, warn
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
-from inference.files import skipped_outputs_note
+from inference.files import IMAGE_EXTENSIONS, skipped_outputs_note
 from inference.predictors import DEFAULT_MODEL
 
 PROG = "crop.py"
@@ -46,7 +46,7 @@ def build_parser():
         "prediction per image), and write the crops as JPEGs plus crops.json with every box.",
     )
     parser.add_argument("images", nargs="+",
-                        help="image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp)")
+                        help=f"image files and folders (searched recursively for {'/'.join(IMAGE_EXTENSIONS)})")
     parser.add_argument("--aspect", action="append", type=_aspect, metavar="W:H",
                         help=f"aspect ratio width:height of a crop, e.g. 16:9, 1:1, 4:5, 2:1 or 1.91:1; repeat for "
                         f"several (default: {DEFAULT_ASPECT}). Each is written as <stem>_<W>x<H>.jpg")
@@ -85,7 +85,7 @@ def _crop(argv):
                         progress=not args.no_progress)
     if report.skipped:
         shown = ", ".join(report.skipped[:5]) + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else "")
-        print(f"{PROG}: skipped {len(report.skipped)} file(s) that are not .jpg/.jpeg/.png/.bmp: {shown}",
+        print(f"{PROG}: skipped {len(report.skipped)} file(s) that are not {'/'.join(IMAGE_EXTENSIONS)}: {shown}",
               file=sys.stderr)
     if report.skipped_outputs:
         print(f"{PROG}: note: {skipped_outputs_note(report.skipped_outputs)}", file=sys.stderr)

@@ -32,7 +32,8 @@ def build_parser():
     parser.add_argument("model", help="run folder from train.py, a student .weights.h5 file or a built-in model "
                         "(fastgaze, fastgaze-centre)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--formats", nargs="+", default=list(deploy.FORMATS), choices=deploy.FORMATS)
+    parser.add_argument("--formats", nargs="+", default=list(deploy.FORMATS), choices=deploy.FORMATS,
+                        help="the runtimes' files to write")
     parser.add_argument("--input-size", type=positive_int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                         help="size the student runs at (default: the run's training size; required for a .weights.h5)")
     parser.add_argument("--variant", choices=("A", "B"), default=None, help="variant of a bare .weights.h5 (default: read from the file)")
