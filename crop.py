@@ -15,7 +15,7 @@ from argtypes import attach_negative_values, run_main, warn
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
 from inference.files import IMAGE_EXTENSIONS, skipped_outputs_note
-from inference.predictors import DEFAULT_MODEL
+from inference.predictors import DEFAULT_MODEL, builtin_names
 
 PROG = "crop.py"
 
@@ -58,8 +58,8 @@ def build_parser():
                         help="fraction of the width and height of the largest box of that aspect ratio that fits "
                         "the image, in (0, 1]; 0.5 gives a box half as wide and half as high (default: %(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="saliency model (default: the built-in fastgaze-centre, the best model for crops in "
-                        "benchmarks/results_crop.md; the other built-ins: fastgaze, attention-center, or a spec such as "
+                        help=f"saliency model (default: the built-in {DEFAULT_MODEL}; the other built-ins: "
+                        f"{', '.join(n for n in builtin_names() if n != DEFAULT_MODEL)}, or a spec such as "
                         "fastgaze-centre+attention-center): a run folder from train.py, a "
                         "student SavedModel or export (.onnx, OpenVINO .xml, .tflite), an MSI-Net teacher or any "
                         "model following the saliency-model contract (e.g. FastGaze's SavedModel)")

@@ -164,3 +164,15 @@ def test_export_student_names_the_built_ins_it_cannot_export(tmp_path, capsys):
         assert export_student.main([spec, "--out", str(tmp_path / "out"), "--input-size", "32", "32"]) == 1
         err = capsys.readouterr().err
         assert "cannot be exported" in err and "fastgaze, fastgaze-centre can" in err, err
+
+
+@pytest.mark.parametrize("cli", [predict, crop], ids=["predict", "crop"])
+def test_the_model_option_names_the_default_and_every_other_built_in(cli, monkeypatch):
+    """--help follows DEFAULT_MODEL and the registry: a shipped student joins the built-ins and may become the
+    default (here a stand-in for one)."""
+    names = builtin_names() + ("kd-standin",)
+    monkeypatch.setattr(cli, "DEFAULT_MODEL", "kd-standin")
+    monkeypatch.setattr(cli, "builtin_names", lambda: names)
+    action = next(a for a in cli.build_parser()._actions if "--model" in a.option_strings)
+    assert action.default == "kd-standin" and "built-in kd-standin" in action.help
+    assert all(name in action.help for name in names)
