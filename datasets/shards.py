@@ -108,8 +108,9 @@ def make_plan(samples, split, teacher_description, shard_size_mb=DEFAULT_SHARD_S
         teacher_description: the teacher entry recorded with the plan.
         shard_size_mb: target shard size in MB (10^6 bytes), from `estimate_record_bytes`.
         images_per_shard: overrides the estimate (tests, or to force a shard count).
-        source: where the samples come from, {"data_dir": absolute folder, "dataset": name}, recorded so that a
-            later export into the same folder can tell its own records from another export's.
+        source: where the samples come from, {"data_dir": absolute folder, "dataset": name, "human_maps": how
+            the human maps are made}, recorded so that a later export into the same folder can tell its own records
+            from another export's, and resumes only with the same human maps.
 
     Returns:
         A JSON-ready dict with `shards`: [{"name", "stems"}] in order.
@@ -229,7 +230,8 @@ def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_m
 
     A plan without any finished shard is simply replaced when the data or teacher changed (e.g. a first run that
     stopped at a bad file). With finished shards, images removed since (a bad file deleted) are dropped from the
-    unfinished shards, so the rerun resumes; new images or another teacher are refused.
+    unfinished shards, so the rerun resumes; new images, another teacher or other human maps (`source`'s
+    `human_maps`, e.g. another sigma) are refused.
 
     Only the shards a plan names are ever deleted. Records this export did not plan are refused (ValueError,
     saying why and what to do): a manifest or shards of `split` without its plan, a plan (with records) made by
@@ -245,8 +247,9 @@ def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_m
         _refuse_foreign_shards(out_dir, split, ours, f"{path}")
         finished = finished_shards(out_dir, split, plan)
         planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
-        if finished or (planned == current and same_source(plan["teacher"], teacher_description)):
-            plan = _check_plan(path, plan, finished, current, teacher_description, out_dir, split)
+        if finished or (planned == current and same_source(plan["teacher"], teacher_description)
+                        and _same_human_maps(plan, source)):
+            plan = _check_plan(path, plan, finished, current, teacher_description, out_dir, split, source)
             _report_kept_shard_size(path, plan, shard_size_mb, images_per_shard, out_dir, split)
             return plan, finished
         stale = sorted(ours)  # no shard was finished: nothing of this plan to keep
@@ -274,7 +277,14 @@ def load_or_make_plan(out_dir, split, samples, teacher_description, shard_size_m
     return plan, {}
 
 
-def _check_plan(path, plan, finished, current, teacher_description, out_dir, split):
+def _same_human_maps(plan, source):
+    """Whether this export makes its human maps as the plan's did (e.g. the same Gaussian sigma for maps built
+    from fixation points); true where either side does not say (plans from before it was recorded)."""
+    recorded, current = (plan.get("source") or {}).get("human_maps"), (source or {}).get("human_maps")
+    return None in (recorded, current) or recorded == current
+
+
+def _check_plan(path, plan, finished, current, teacher_description, out_dir, split, source=None):
     planned = [stem for shard in plan["shards"] for stem in shard["stems"]]
     fix = f"delete {out_dir}/{split}.* and {out_dir}/{split}-*.tfrecord to start over, or choose another --out"
     if planned != current:
@@ -293,6 +303,12 @@ def _check_plan(path, plan, finished, current, teacher_description, out_dir, spl
             f"pipeline {plan['teacher'].get('pipeline')}), not {teacher_description.get('name')} "
             f"(sha256 {str(teacher_description.get('sha256'))[:12]}, input {teacher_description['input_size']}, "
             f"pipeline {teacher_description['pipeline']}). {fix}"
+        )
+    if not _same_human_maps(plan, source):
+        raise ValueError(
+            f"{path}: the finished shards hold human maps {plan['source']['human_maps']}, not "
+            f"{source['human_maps']}; the records would mix two kinds of human map. Rerun with the first run's "
+            f"settings (e.g. its --sigma) to resume, or {fix}"
         )
     return plan
 

@@ -270,8 +270,9 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
         over all images; "datasets" holds one such table per data set, reference rows included.
 
     Raises:
-        ValueError: a folder given twice, or one whose records have no human data (no human map, no fixation)
-            and no `densities_dir`: there would be nothing to score against.
+        ValueError: a folder given twice, two folders holding the same images of a data set, or a folder whose
+            records have no human data (no human map, no fixation) and no `densities_dir`: there would be nothing
+            to score against.
     """
     records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
     records.check_distinct_folders(records_dirs)
@@ -300,8 +301,10 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
 
 
 def _load_scorable_examples(records_dirs, split, max_images, densities_dir):
-    """The examples of `split` in every folder; a folder without human data (and no densities) is an error."""
-    examples = []
+    """The examples of `split` in every folder; a folder without human data (and no densities) is an error, and
+    so is an image of a data set that two folders hold (e.g. exports of one data set by two teachers): its table
+    would score the image twice and average the two folders' teacher maps in one row."""
+    examples, held_by = [], {}
     for directory in records_dirs:
         loaded = load_examples(directory, split, max_images)
         if not densities_dir and not any(_has_human_data(ex) for ex in loaded):
@@ -310,6 +313,13 @@ def _load_scorable_examples(records_dirs, split, max_images, densities_dir):
                 f"{len(loaded)} records) to score against: teacher-only records (export_teacher.py --images) can "
                 "teach variant B but not be evaluated. Evaluate records of a data set with eye-tracking data"
             )
+        for ex in loaded:
+            other = held_by.setdefault((ex["dataset"], ex["stem"]), directory)
+            if other != directory:
+                raise ValueError(
+                    f"{other} and {directory} both hold image {ex['stem']} of {ex['dataset']} ('{split}' records, "
+                    "e.g. one data set exported by two teachers): its table would score each image twice and mix "
+                    "both folders' teacher maps in one row. Evaluate each of these folders on its own")
         examples += loaded
     return examples
 

@@ -206,7 +206,8 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     by its time budget reports what it has, with the number of seeds per variant). `settings` makes each run's
     `TrainConfig` (`train_config`); `variant_table` names the variants' options (default `VARIANTS`).
 
-    Runs in `out_dir` made with other settings are refused before any work (ValueError naming the flags).
+    Runs in `out_dir` made with other settings, and a seed or variant given twice (it would count as another run
+    in the mean and sd), are refused before any work (ValueError naming the flags).
     `stop_requested`, a callable, is asked after each training batch and each run: True raises KeyboardInterrupt
     (the command line passes whether a Ctrl-C arrived, `catch_interrupts`, so one caught inside a library or
     dropped in a finaliser still stops the study).
@@ -216,6 +217,11 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     from evaluation.scoring import evaluate, load_examples
     from student import training
 
+    for flag, values in (("--seeds", list(seeds)), ("--variants", list(variants))):
+        twice = [value for i, value in enumerate(values) if value in values[:i]]
+        if twice:
+            raise ValueError(f"{flag}: {twice[0]} is given twice; its run would count twice in the mean and sd "
+                             "over seeds. Give each once")
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
     check_records_dirs(dirs)

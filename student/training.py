@@ -728,6 +728,7 @@ def train_both(make_config, parent_dir):
     B continues from its last finished epoch, ending as an uninterrupted run would.
     """
     first, _ = [make_config(v, os.path.join(parent_dir, v), None) for v in ("A", "B")]  # both checked before any write
+    check_writable_dir(parent_dir, "--run-dir")  # a file there: a clear error, not save_initial_weights' errno
     initial = save_initial_weights(os.path.join(parent_dir, "initial.weights.h5"), first.seed, first.backbone,
                                    first.backbone_weights, used_by=[os.path.join(parent_dir, v) for v in ("A", "B")],
                                    decoder=first.decoder)

@@ -155,7 +155,8 @@ def export_split(
     os.makedirs(out_dir, exist_ok=True)
     description = labelling.teacher_description(teacher, pipeline)
     name = sources.dataset_name(dataset, data_dir)
-    source = {"data_dir": os.path.abspath(os.fspath(data_dir)), "dataset": name}
+    source = {"data_dir": os.path.abspath(os.fspath(data_dir)), "dataset": name,
+              "human_maps": samples[0].human_map_origin if samples else None}
     plan, finished = shards.load_or_make_plan(out_dir, split, samples, description, shard_size_mb, images_per_shard,
                                               source)
     shards.remove_stale_files(out_dir, split, plan, finished)

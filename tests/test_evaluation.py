@@ -288,3 +288,18 @@ def test_a_bad_true_density_is_named_and_never_unpickled(case, exact_teacher_rec
     assert code == 1 and err.count("\n") == 1 and f"{bad}: " in err, err
     assert ("NaN" in err) if case == "nan" else ("pickled" in err and not marker.exists())
     assert "model" not in err
+
+
+def test_one_data_set_in_two_folders_is_refused_instead_of_mixing_their_teachers(two_datasets, tmp_path, capsys):
+    agree, _ = two_datasets
+    other_teacher = tmp_path / "agree_other_teacher"  # the same images and data set, another export
+    other_teacher.mkdir()
+    for split in ("train", "test"):
+        name = records.shard_name(split, 0, 1)
+        (other_teacher / name).write_bytes((agree / name).read_bytes())
+    code = evaluate_cli.main(["--records-dir", str(agree), str(other_teacher), "--split", "test",
+                              "--out", str(tmp_path / "eval"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert f"{agree} and {other_teacher} both hold image agree0 of agree" in err
+    assert not (tmp_path / "eval" / "metrics.md").exists()

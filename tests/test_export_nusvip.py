@@ -168,3 +168,21 @@ def test_constant_teacher_maps_are_refused_naming_teacher_and_image(tmp_path):
                                          r"map \(every pixel 0\)"):
         export.export_split(root / "stimuli", "train", _ZeroTeacher(), tmp_path / "o", progress=False,
                             dataset="images")
+
+
+def test_resume_with_another_sigma_is_refused_instead_of_mixing_human_maps(msinet_pb, tmp_path, capsys):
+    root = make_nusvip(tmp_path / "mini")
+    split_file = tmp_path / "mini_split.json"
+    split_file.write_text(json.dumps({"train": ["a", "b"], "val": [], "test": []}))
+    out = tmp_path / "records"
+    args = ["--dataset", "nus", "--data-dir", str(root), "--split-file", str(split_file), "--split", "train",
+            "--teacher", str(msinet_pb), "--out", str(out), "--images-per-shard", "1", *TINY]
+    assert export_teacher.main([*args, "--sigma", "3"]) == 0
+    (out / records.shard_name("train", 1, 2)).unlink()  # as if stopped before the second shard
+    capsys.readouterr()
+    assert export_teacher.main([*args, "--sigma", "5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sigma 3 px" in err and "sigma 5 px" in err and "--sigma" in err
+    assert not (out / records.shard_name("train", 1, 2)).exists()
+    assert export_teacher.main([*args, "--sigma", "3"]) == 0  # the first run's settings resume
+    _check_records(read_back(out, "train"), _listed(root, sigma=3.0), "mini")

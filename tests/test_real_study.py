@@ -136,6 +136,16 @@ def test_report_of_an_empty_folder_scores_nothing(study_records, tmp_path, capsy
     assert code == 1 and err.startswith("real_study: error: ") and "no finished run to report" in err
 
 
+@pytest.mark.parametrize("flag, values", [("--seeds", ["0", "1", "0"]), ("--variants", ["A", "B", "A"])])
+def test_a_seed_or_variant_given_twice_is_refused_before_any_work(study_records, tmp_path, capsys, flag, values):
+    args = {"--seeds": ["0"], "--variants": ["A"], flag: values}
+    code = real_study.main(["--records-dir", *study_records, "--out", str(tmp_path / "out"), "--report",
+                            *[item for name, given in args.items() for item in (name, *given)]])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"real_study: error: {flag}: {values[0]} is given twice" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _study_args(study_records, out):
     return ["--records-dir", *study_records, "--seeds", "0", "--variants", "A", "B", "--out", str(out),
             "--epochs", "1", "--image-size", "32", "32", "--batch-size", "2"]

@@ -353,6 +353,9 @@ def test_unfinished_mixed_records_and_unwritable_run_dir_are_refused(records_dir
     captured = capsys.readouterr()
     assert f"{blocker / 'run'}: cannot write output there" in captured.err
     assert "warning: mixed records" in captured.err and "mixed records" not in captured.out  # warnings: stderr
+    assert train_cli.main(["--variant", "both", *base[2:4], "--run-dir", str(blocker), "--allow-mixed-records",
+                           *TINY_CLI]) == 1
+    assert f"{blocker}: cannot write output there (File exists); choose another --run-dir" in capsys.readouterr().err
 
 
 def test_progress_is_one_line_per_epoch_when_stdout_is_not_a_terminal():
