@@ -217,11 +217,10 @@ def run_study(seeds=(0, 1, 2), out_dir="runs/real_study", settings=None, variant
     from evaluation.scoring import evaluate, load_examples
     from student import training
 
-    for flag, values in (("--seeds", list(seeds)), ("--variants", list(variants))):
-        twice = [value for i, value in enumerate(values) if value in values[:i]]
-        if twice:
-            raise ValueError(f"{flag}: {twice[0]} is given twice; its run would count twice in the mean and sd "
-                             "over seeds. Give each once")
+    from experiments.study import check_given_once
+
+    check_given_once("--seeds", seeds)
+    check_given_once("--variants", variants)
     settings = settings or StudySettings()
     dirs = list(settings.records_dirs)
     check_records_dirs(dirs)

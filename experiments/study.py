@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from datasets.io import atomic_write
+from student.config import positive_int
 
 # TensorFlow and Keras are imported where they are used (main imports them quietly after argparse), so
 # `--help` and usage errors are instant and print no TensorFlow lines.
@@ -85,12 +86,22 @@ def _teacher_scores(examples, truths):
     return {k: float(np.mean([s[k] for s in scores if k in s])) for k in STUDY_METRICS}
 
 
+def check_given_once(flag, values):
+    """Refuse a value given twice (e.g. `--seeds 0 1 0`): its run would count twice in the mean and sd over seeds."""
+    values = list(values)
+    twice = [value for i, value in enumerate(values) if value in values[:i]]
+    if twice:
+        raise ValueError(f"{flag}: {twice[0]} is given twice; its run would count twice in the mean and sd over "
+                         "seeds. Give each once")
+
+
 def run_study(seeds=(0, 1, 2), out_dir="runs/study", settings=None):
-    """Train A and B for every seed and summarise; finished runs are reused."""
+    """Train A and B for every seed and summarise; finished runs are reused. A seed given twice is refused."""
     from evaluation.scoring import load_examples
     from experiments.demo import DemoSettings, _ensure_data, _ensure_records
     from student.training import finished_run, save_initial_weights, train
 
+    check_given_once("--seeds", seeds)
     settings = settings or DemoSettings()
     _ensure_data(settings, seed=0)
     _ensure_records(settings)
@@ -198,13 +209,13 @@ def main(argv=None):
                                 description="A-versus-B distillation study on synthetic data over several seeds.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
     p.add_argument("--out", default="runs/study", help="output folder")
-    p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the demo's number of epochs")
     args = p.parse_args(argv)
     from datasets.io import check_writable_dir, import_tensorflow_quietly
     from experiments.demo import DemoSettings
 
     settings = DemoSettings()
-    if args.epochs:
+    if args.epochs is not None:
         settings.epochs = args.epochs
     try:
         check_writable_dir(args.out)

@@ -26,6 +26,12 @@ def test_study_exit_status(tmp_path, capsys, monkeypatch):
     blocker.write_text("")
     assert study.main(["--out", str(blocker / "out")]) == 1
     assert "--out" in _one_error_line(capsys.readouterr().err, "study")
+    for bad in (["--epochs", "0"], ["--epochs", "-2"]):  # 0 was taken as "not given"
+        with pytest.raises(SystemExit) as info:
+            study.main(bad)
+        assert info.value.code == 2 and "--epochs" in capsys.readouterr().err
+    assert study.main(["--seeds", "0", "1", "0", "--out", str(tmp_path / "twice")]) == 1  # before any work
+    assert "--seeds: 0 is given twice" in _one_error_line(capsys.readouterr().err, "study")
 
 
 def test_run_benchmarks_exit_status(tmp_path, capsys, monkeypatch):
