@@ -1,4 +1,5 @@
-"""Stream a SALICON split through the MSI-Net teacher into sharded distillation records.
+"""Stream a data set split (SALICON, MIT1003, OSIE, NUS-VIP) or a folder of images through a teacher into sharded
+distillation records.
 
     python export_teacher.py --split train                     # data/salicon -> data/distill/train-*.tfrecord
     python export_teacher.py --split all --verify
@@ -61,7 +62,7 @@ def build_parser():
                         "signature or weight names, else the contract")
     parser.add_argument("--teacher-max-side", type=int, default=None,
                         help="contract teachers: shrink images whose longest side is larger, aspect kept; "
-                        "None: each image at its own size")
+                        "default: each image at its own size")
     parser.add_argument("--out", default=None,
                         help=f"output folder for shards and manifests (default: {DEFAULT_OUT_DIR} for SALICON, "
                              "data/distill_<dataset> otherwise)")

@@ -1,4 +1,4 @@
-"""Train the ResNet18 saliency student from distillation records (variant A, B, or both).
+"""Train the saliency student (ResNet18 by default) from distillation records (variant A, B, or both).
 
     python train.py --variant B                      # SALICON records from export_teacher.py in data/distill
     python train.py --variant both --demo            # the whole pipeline on synthetic data, a few minutes of CPU

@@ -232,18 +232,20 @@ def main(argv=None):
                    help="eye-tracking record folders with train, val and test splits (export_teacher.py --split all)")
     p.add_argument("--photos-dir", nargs="+", default=list(defaults.photos_dirs),
                    help="record folders of unlabelled photos (export_teacher.py --images)")
-    p.add_argument("--backbone", choices=list(BACKBONES), default=defaults.backbone)
+    p.add_argument("--backbone", choices=list(BACKBONES), default=defaults.backbone, help="the students' encoder")
     p.add_argument("--backbone-weights", default=defaults.backbone_weights,
                    help="'imagenet' (the pretrained extra's file) or a path")
     p.add_argument("--train-encoder-bn", action="store_true",
                    help="train the encoder's BatchNormalization instead of keeping its ImageNet statistics")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="the variants to train, in this order")
     p.add_argument("--out", default="runs/pretrained_study", help="output folder (rerun to resume)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--lr", type=float, default=defaults.learning_rate)
-    p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs of every run")
+    p.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam learning rate, every weight")
+    p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"),
+                   help="training resolution (letterboxed)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="training batch")
     p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
     settings = PretrainedSettings(records_dirs=tuple(args.records_dir), photos_dirs=tuple(args.photos_dir),

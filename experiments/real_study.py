@@ -404,11 +404,13 @@ def main(argv=None):
     p.add_argument("--records-dir", nargs="+", default=list(defaults.records_dirs),
                    help="record folders with train, val and test splits (export_teacher.py --split all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a spread")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="the variants to train, in this order")
     p.add_argument("--out", default="runs/real_study", help="output folder (rerun to resume)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs of every run")
+    p.add_argument("--image-size", type=int, nargs=2, default=list(defaults.image_size), metavar=("H", "W"),
+                   help="training resolution (letterboxed)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="training batch")
     p.add_argument("--report", action="store_true", help="train nothing; summarise the runs that have finished")
     args = p.parse_args(argv)
     settings = StudySettings(records_dirs=tuple(args.records_dir), image_size=tuple(args.image_size),

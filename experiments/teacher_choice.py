@@ -384,11 +384,14 @@ def to_markdown(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.teacher_choice", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", default=os.path.join("..", "shared", "data", "eyetracking"),
                         help="folder holding mit1003/ and osie/ in the NUS-VIP layout")
-    parser.add_argument("--cache", default=os.path.join("runs", "attention_center_cache"))
-    parser.add_argument("--out", default=os.path.join("runs", "teacher_choice"))
+    parser.add_argument("--cache", default=os.path.join("runs", "attention_center_cache"),
+                        help="folder of the raw maps, one .npz per image (resumable)")
+    parser.add_argument("--out", default=os.path.join("runs", "teacher_choice"),
+                        help="folder for teacher_choice.json and teacher_choice.md")
     parser.add_argument("--cache-only", action="store_true", help="fill the cache and stop")
     parser.add_argument("--no-cache", action="store_true",
                         help="choose from the maps already cached (test scores only once the test maps are all there)")

@@ -30,9 +30,9 @@ RUN_SAVED_MODEL = "saved_model"
 # every crop setting of benchmarks/results_crop.md, where FastGaze alone lost to the centre crop on MIT1003.
 DEFAULT_MODEL = "fastgaze-centre"
 # Built-in students shipped with this package (`inference.shipped`: one folder each), beside `teacher.builtin`'s
-# teachers: name -> `teacher.builtin.Builtin(kind="student", loader="inference.shipped:load")`, whose
-# `load(name, batch_size=, threads=)` returns a `Predictor`. `load_predictor` loads them by name (any letter
-# case) and the CLIs and the web page list them.
+# teachers: name -> `teacher.builtin.Builtin(kind="student")` whose loader is `inference.predictors:load_shipped`
+# (`load_shipped(name, batch_size=, threads=)` returns a `Predictor`). `load_predictor` loads them by name (any
+# letter case) and the CLIs and the web page list them.
 STUDENT_BUILTINS = shipped.builtins()
 
 
