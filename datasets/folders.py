@@ -8,6 +8,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MAP_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
+def is_hidden(name):
+    """Whether a file name is hidden (`.name`: macOS's `._photo.jpg` metadata, temporary files): never an input."""
+    return name.startswith(".")
+
+
+def path_list(paths):
+    """`paths` (files and folders) as a list: one path (a str or os.PathLike) is a list of one, not of letters."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 def files_by_stem(folder, extensions, required=True):
     """Map stem -> path for the files in `folder` with one of `extensions` (hidden/temporary files skipped).
 
@@ -20,7 +30,7 @@ def files_by_stem(folder, extensions, required=True):
     found = {}
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
-        if name.startswith(".") or ext.lower() not in extensions:
+        if is_hidden(name) or ext.lower() not in extensions:
             continue
         if stem in found:
             raise ValueError(

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from datasets import nusvip, records
+from datasets.folders import path_list
 from datasets.geometry import resize_map
 from datasets.io import atomic_write
 from metrics import saliency
@@ -274,7 +275,7 @@ def evaluate(records_dir, split, models=None, include_teacher=True, densities_di
             records have no human data (no human map, no fixation) and no `densities_dir`: there would be nothing
             to score against.
     """
-    records_dirs = [records_dir] if isinstance(records_dir, (str, os.PathLike)) else list(records_dir)
+    records_dirs = path_list(records_dir)
     records.check_distinct_folders(records_dirs)
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be None or >= 1 (--max-images). Received: max_images={max_images}")

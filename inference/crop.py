@@ -34,8 +34,9 @@ import re
 
 import numpy as np
 
+from datasets.folders import path_list
 from datasets.io import atomic_write, encode_jpeg, read_image, write_bytes_atomic
-from inference.files import IMAGE_EXTENSIONS, Progress, input_list, list_images, mark_output_folder
+from inference.files import IMAGE_EXTENSIONS, Progress, list_images, mark_output_folder
 
 CROP_METHODS = ("centre", "point", "mass")
 DEFAULT_ASPECT = "16:9"
@@ -419,7 +420,7 @@ def crop_files(predictor, inputs, out_dir, aspects=(DEFAULT_ASPECT,), method="ma
                          "(inference.predictors.load_predictor(PATH)); only 'centre' works without one")
     out_dir = os.fspath(out_dir)
     report = CropReport(written=[], failures=[], json_path=os.path.join(out_dir, CROPS_JSON))
-    inputs = input_list(inputs)
+    inputs = path_list(inputs)
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""

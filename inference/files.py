@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from datasets.folders import IMAGE_EXTENSIONS  # noqa: F401 (re-exported: predict.py, inference.crop)
+from datasets.folders import IMAGE_EXTENSIONS, is_hidden, path_list  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from datasets.io import encode_jpeg, encode_png, read_image, write_bytes_atomic
 from datasets.progress import Progress  # noqa: F401 (re-exported: evaluation.scoring)
 from inference.predictors import check_image
@@ -109,7 +109,7 @@ def walk_input_folder(folder, exclude=None, skipped_outputs=None):
             dirs[:] = []
             continue
         for name in sorted(files):
-            if not name.startswith("."):
+            if not is_hidden(name):
                 yield os.path.join(root, name), name
 
 
@@ -118,11 +118,6 @@ def skipped_outputs_note(folders):
     shown = ", ".join(folders[:5]) + (f" and {len(folders) - 5} more" if len(folders) > 5 else "")
     return (f"skipped {len(folders)} earlier output folder(s) inside the input (they hold {OUTPUT_MARKER} or "
             f"crops.json): {shown}; give such a folder as an input itself to read it")
-
-
-def input_list(inputs):
-    """`inputs` (files and folders) as a list: one path (a str or os.PathLike) is a list of one, not of letters."""
-    return [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
 
 
 def list_images(inputs, exclude=None, skipped=None, skipped_outputs=None):
@@ -219,7 +214,7 @@ def predict_files(predictor, inputs, out_dir="predictions", overlay=False, color
     if overlay:
         overlay_colormap(colormap, alpha)  # a bad argument fails once here, not once per image
     report = PredictionReport(written=[], failures=[])
-    inputs = input_list(inputs)
+    inputs = path_list(inputs)
     pairs = list_images(inputs, exclude=out_dir, skipped=report.skipped, skipped_outputs=report.skipped_outputs)
     if not pairs:
         others = f" ({len(report.skipped)} other file(s), e.g. {report.skipped[0]})" if report.skipped else ""

@@ -9,7 +9,8 @@
 import dataclasses
 import os
 
-from inference.files import input_list, list_images, predict_files
+from datasets.folders import path_list
+from inference.files import list_images, predict_files
 from inference.video import check_overlay, is_video, list_videos, predict_video
 
 
@@ -56,7 +57,7 @@ def plan_inputs(inputs, out_dir, colormap="jet", alpha=0.5):
         ValueError: two inputs would write the same outputs, the output folder is an input folder, or (with
             videos, which always draw the overlay) a bad `colormap` / `alpha`.
     """
-    inputs, skipped_outputs = input_list(inputs), []
+    inputs, skipped_outputs = path_list(inputs), []
     videos = list_videos(inputs, exclude=out_dir, skipped_outputs=skipped_outputs)  # also: every input exists
     if videos:
         check_overlay(colormap, alpha)  # once, before any work
