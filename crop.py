@@ -74,7 +74,7 @@ def _crop(argv):
     aspects = args.aspect or [DEFAULT_ASPECT]
     if args.method == "centre" and args.model != DEFAULT_MODEL:
         warn(PROG, f"--method centre uses no model; --model {args.model} ignored")
-    check_writable_dir(args.out)
+    check_writable_dir(args.out, keep=False)  # the first write creates it: a failed run leaves no empty folder
     predictor = None
     if args.method != "centre":
         import_tensorflow_quietly()  # TensorFlow only now: --help and centre crops start fast, without its lines

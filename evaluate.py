@@ -83,7 +83,7 @@ def _evaluate(argv):
     from evaluation.scoring import evaluate, to_markdown, write_results
 
     models = model_names(args.models)
-    check_writable_dir(args.out)
+    check_writable_dir(args.out, keep=False)  # the first write creates it: a failed run leaves no empty folder
     results = evaluate(args.records_dir, args.split, models, include_teacher=not args.no_teacher,
                        densities_dir=args.densities_dir, max_images=args.max_images, seed=args.seed,
                        progress=not args.quiet, references=not args.no_references,

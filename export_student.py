@@ -68,7 +68,7 @@ def _export(argv):
     from datasets.io import check_writable_dir, import_tensorflow_quietly
 
     try:
-        check_writable_dir(args.out)
+        check_writable_dir(args.out, keep=False)  # the export creates it: a failed one leaves no empty folder
     except ValueError as e:
         return _error(e)
     import_tensorflow_quietly()  # after argparse: --help and usage errors stay instant; no CUDA/oneDNN lines

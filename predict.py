@@ -112,7 +112,7 @@ def _predict(argv):
     args = parser.parse_args(argv)
     # After argparse (--help stays instant), before any module imports TensorFlow: no CUDA/oneDNN lines.
     import_tensorflow_quietly()
-    check_writable_dir(args.out)
+    check_writable_dir(args.out, keep=False)  # the first write creates it: a failed run leaves no empty folder
     plan = plan_inputs(args.images, args.out, args.colormap, args.alpha)
     if plan.skipped_outputs:
         print(f"{PROG}: note: {skipped_outputs_note(plan.skipped_outputs)}", file=sys.stderr)

@@ -110,19 +110,31 @@ def _close_h5_files(path):
                 pass
 
 
-def check_writable_dir(path, option="--out"):
-    """Create folder `path` if needed and check that a file can be written in it, before any long work.
+def check_writable_dir(path, option="--out", keep=True):
+    """Check that a file can be written in folder `path` (creating it if needed), before any long work.
+
+    With `keep=False`, the folders this check created are removed again: a run that then fails on its inputs
+    leaves no empty output folder behind (its first write creates the folder).
 
     Raises:
         ValueError: naming the folder, the reason and the `option` to change.
     """
     path = os.fspath(path)
+    created, head = [], os.path.abspath(path)
+    while not os.path.lexists(head) and os.path.dirname(head) != head:
+        created.append(head)  # deepest first, the order to remove them in
+        head = os.path.dirname(head)
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
         raise ValueError(f"{path}: cannot write output there ({e.strerror or e}); choose another {option}") from e
+    finally:
+        if not keep:
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
     return path
 
 

@@ -285,6 +285,13 @@ def test_crop_files_refuses_bad_arguments_before_any_work(photo_dir, tmp_path):
     assert not out.exists()
 
 
+def test_cli_a_missing_input_leaves_no_empty_output_folder(tmp_path, capsys):
+    out = tmp_path / "crops"
+    assert crop.main([str(tmp_path / "no-photo.jpg"), "--method", "centre", "--out", str(out)]) == 1
+    assert "no-photo.jpg" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_centre_crops_without_a_model_or_tensorflow(photo_dir, tmp_path):
     root, images = photo_dir
     out = tmp_path / "out"

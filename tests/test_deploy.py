@@ -385,7 +385,7 @@ def test_cli_garbage_weights_name_the_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"export_student.py: error: {garbage}: not a student .weights.h5")
         assert err.count("\n") == 1
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # a failed export leaves no empty --out behind
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "proc"])

@@ -289,6 +289,13 @@ def test_unwritable_out_is_refused_before_loading_the_model(tmp_path, capsys):
     assert f"{blocker / 'o'}: cannot write output there" in capsys.readouterr().err
 
 
+def test_a_missing_input_leaves_no_empty_output_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "maps"
+    assert predict.main(["--model", str(tmp_path / "no-model"), str(tmp_path / "no-photo.jpg"), "--out", str(out)]) == 1
+    assert "no-photo.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_corrupt_saved_model_pb_is_a_clear_error(run_dir, tmp_path, capsys):
     import shutil
 
