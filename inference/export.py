@@ -509,7 +509,8 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
             "fastgaze-centre"; needs `input_size`), exported as a student (`inference.builtin_export`).
         out_dir: output folder; files are `<name>.onnx`, `<name>.xml`/`.bin`, `<name>.tflite`,
             `<name>_saved_model/`, and with int8 `<name>_int8.tflite`, `<name>_int8.onnx` and
-            `<name>_int8.xml`/`.bin`.
+            `<name>_int8.xml`/`.bin`. Without int8, an earlier export's `<name>_int8` files of the same formats
+            are removed: they belong to other weights.
         formats: any of "saved_model", "onnx", "openvino", "litert".
         input_size: (H, W) the student runs at; None = the run's training size (required for a bare file).
         variant: "A"/"B" for a bare `.weights.h5` (None tries both).
@@ -533,8 +534,27 @@ def export_student(source, out_dir, formats=FORMATS, input_size=None, variant=No
     # Read before anything is converted: a damaged shard or a wrong split fails in seconds, not after the exports.
     images = calibration_images(records_dir, input_size, calibration_split, calibration_count,
                                 resize=resize) if int8 else None
-    return _write_staged(out_dir, name, lambda staging: _export_into(staging, student, formats, input_size, images,
-                                                                     name, resize))
+    paths = _write_staged(out_dir, name, lambda staging: _export_into(staging, student, formats, input_size, images,
+                                                                      name, resize))
+    if not int8:
+        _remove_stale_int8(out_dir, name, formats)
+    return paths
+
+
+def _remove_stale_int8(out_dir, name, formats):
+    """Remove the `<name>_int8` files of `formats` that an earlier export left in `out_dir`: they were made from
+    the earlier weights, and a deployment that takes `<name>_int8.tflite` beside the new float file would run
+    another model."""
+    from inference.predictors import export_metadata_path
+
+    for fmt in formats:
+        if fmt not in EXTENSIONS:
+            continue
+        path = os.path.join(os.fspath(out_dir), f"{name}_int8{EXTENSIONS[fmt]}")
+        stale = [path, export_metadata_path(path)] + ([path[:-len(".xml")] + ".bin"] if fmt == "openvino" else [])
+        for item in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(item)
 
 
 def _check_options(formats, int8, records_dir, calibration_count):

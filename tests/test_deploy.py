@@ -2,6 +2,7 @@
 
 import glob
 import json
+import os
 
 import keras
 import numpy as np
@@ -374,6 +375,18 @@ def small_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("small_weights") / "s.weights.h5"
     build_student("A", seed=0).save_weights(str(path))
     return path
+
+
+def test_a_float_re_export_removes_the_stale_int8_files_of_its_formats(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = ["s_int8.tflite", "s_int8.tflite.json"]
+    kept = ["s_int8.onnx", "s_int8.onnx.json", "other_int8.tflite", "notes.txt"]  # another format, name or file
+    for name in stale + kept:
+        (out / name).write_bytes(b"earlier")
+    paths = deploy.export_student(build_student("A", seed=0), out, formats=["litert"], input_size=(32, 32), name="s")
+    assert sorted(os.listdir(out)) == sorted(kept + ["s.tflite", "s.tflite.json"])
+    assert paths == {"litert": str(out / "s.tflite")}
 
 
 def test_cli_garbage_weights_name_the_file(tmp_path, capsys):
