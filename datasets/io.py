@@ -252,6 +252,32 @@ def apply_orientation(image, orientation):
     return np.ascontiguousarray(transforms[int(orientation)](image))
 
 
+def to_uint8(values, sixteen_bit=False):
+    """An image array of any depth as uint8, rounded: the one rule of `decode_image` and the web page.
+
+    16-bit values (uint16, or `sixteen_bit` for a reader that widens them) are divided by 257; floats in [0, 1]
+    are multiplied by 255 (float TIFFs); other floats and wider integers are stretched from their range.
+    """
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind == "f":
+        values = np.nan_to_num(values.astype(np.float64))
+        low, high = float(values.min()), float(values.max())
+        if 0.0 <= low and high <= 1.0:
+            return np.round(values * 255.0).astype(np.uint8)
+    else:
+        sixteen_bit = sixteen_bit or values.dtype == np.uint16
+        values = values.astype(np.int64)
+        low, high = int(values.min()), int(values.max())
+        if 0 <= low and high <= 65535:
+            scaled = values / 257.0 if sixteen_bit or high > 255 else values
+            return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return np.clip(np.round((values - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
 def decode_image(data, path="<bytes>", orientation=True):
     """Decode encoded image bytes (JPEG/PNG/BMP...) to uint8 RGB of shape (H, W, 3).
 
@@ -265,7 +291,7 @@ def decode_image(data, path="<bytes>", orientation=True):
     if image is None:
         raise ValueError(f"{path}: not a readable image (expected a JPEG or PNG file); re-download or remove it")
     if image.dtype != np.uint8:
-        image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+        image = to_uint8(image)
     if image.ndim == 2:
         level = _transparent_grey_level(data)
         if level is not None:

@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from datasets.io import composite_over_white, encode_png, write_bytes_atomic
+from datasets.io import composite_over_white, encode_png, to_uint8, write_bytes_atomic
 from inference.crop import crop_box, crop_image, parse_aspect
 from inference.files import map_to_uint8, overlay_heatmap
 from inference.predictors import builtin_menu
@@ -101,25 +101,10 @@ def _is_16_bit(im):
 
 
 def _high_bit_depth_to_8(im):
-    """A single-channel 16/32-bit integer or float image as 8-bit "L": 16-bit scaled by 1/257, others by range."""
+    """A single-channel 16/32-bit integer or float image as 8-bit "L" (`datasets.io.to_uint8`, as predict.py)."""
     from PIL import Image
 
-    values = np.asarray(im)
-    if values.dtype.kind == "f":
-        values = np.nan_to_num(values.astype(np.float64))
-        low, high = float(values.min()), float(values.max())
-        if low >= 0.0 and high <= 1.0:
-            scaled = values * 255.0
-        else:
-            scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    else:
-        values = values.astype(np.int64)
-        low, high = int(values.min()), int(values.max())
-        if im.mode.startswith("I;16") or (low >= 0 and high <= 65535):
-            scaled = values / 257.0 if high > 255 or im.mode.startswith("I;16") else values.astype(np.float64)
-        else:
-            scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros(values.shape)
-    return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(to_uint8(np.asarray(im), sixteen_bit=im.mode.startswith("I;16")), "L")
 
 
 def _cmyk_to_rgb(im, notes):

@@ -1,5 +1,5 @@
-"""Each rule once, at floor 0, used by every caller: transparency, image extensions, map resize, file sha256,
-the progress reporter and the file-backed sample."""
+"""Each rule once, at floor 0, used by every caller: transparency, high bit depths, image extensions, map resize,
+file sha256, the progress reporter and the file-backed sample."""
 
 import hashlib
 import io
@@ -78,6 +78,27 @@ def test_gray_alpha_and_palette_transparency_follow_the_same_rule(mode):
     image.save(buffer, "PNG", **kwargs)
     np.testing.assert_array_equal(decode_image(buffer.getvalue()), web.decode_photo(buffer.getvalue()).image)
     assert decode_image(buffer.getvalue()).max(axis=2).max() == 255  # transparent parts are white
+
+
+@pytest.mark.parametrize("kind", ["float_tiff", "uint16_png"])
+def test_high_bit_depth_photos_reach_the_model_alike_from_predict_and_from_the_page(kind):
+    import cv2
+
+    from inference import web
+
+    rng = np.random.default_rng(1)
+    if kind == "float_tiff":  # values in [0, 1]: x 255, not truncated to 0 and 1
+        values = rng.random((20, 30)).astype(np.float32)
+        expected = np.round(values.astype(np.float64) * 255.0)
+    else:
+        values = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+        expected = np.round(values / 257.0)
+    ok, data = cv2.imencode(".tiff" if kind == "float_tiff" else ".png", values)
+    assert ok
+    from_file = decode_image(data.tobytes())
+    from_page = web.decode_photo(data.tobytes(), name="scan").image
+    np.testing.assert_array_equal(from_file, np.repeat(expected[..., None], 3, axis=2).astype(np.uint8))
+    np.testing.assert_array_equal(from_page, from_file)
 
 
 def test_records_store_the_pixels_the_teacher_saw(tmp_path):
