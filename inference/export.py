@@ -766,6 +766,9 @@ def package_student(run_dir, name, card, root=None):
             json.dump(full, f, indent=2)
             f.write("\n")
         _check_size(staging, run_dir)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would keep the package data from other users
         if os.path.exists(target):
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -2,7 +2,9 @@
 predicting what the run's own SavedModel predicted."""
 
 import json
+import os
 import pathlib
+import stat
 
 import h5py
 import numpy as np
@@ -108,6 +110,14 @@ def test_a_shipped_student_is_a_builtin_that_load_predictor_finds_by_name(packag
 
 def test_the_package_folder_lists_exactly_the_registered_students():
     assert tuple(predictors.STUDENT_BUILTINS) == shipped.names()
+
+
+def test_the_packaged_folder_is_readable_by_everyone_as_a_plain_folder(packaged):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(packaged / "tiny-kd").st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    for name in os.listdir(packaged / "tiny-kd"):
+        assert stat.S_IMODE(os.stat(packaged / "tiny-kd" / name).st_mode) & 0o444 == 0o444 & ~umask, name
 
 
 def test_files_over_the_limit_are_refused_and_nothing_is_left(run_dir, tmp_path, monkeypatch):
