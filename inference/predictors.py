@@ -541,7 +541,9 @@ def load_shipped(name, batch_size=8, threads=None, root=None):
     path = os.path.join(shipped.folder(name, root), shipped.WEIGHTS)
     student = load_all_weights(build_student(card["variant"], backbone=card["backbone"], decoder=card["decoder"]),
                                path)
-    return KerasStudentPredictor(student, path, card["input_size"], resize=card["resize"], batch_size=batch_size)
+    # Named by its built-in name, as the teachers are: crops.json and the web page record "saliency-kd", not a path.
+    return KerasStudentPredictor(student, card.get("name", name), card["input_size"], resize=card["resize"],
+                                 batch_size=batch_size)
 
 
 def load_predictor(path, teacher_input_size=None, batch_size=8, teacher_format="auto", threads=None):

@@ -98,11 +98,12 @@ def test_crop_without_a_model_uses_the_built_in_one_and_follows_the_object(tmp_p
 
 
 def test_a_built_in_model_is_one_model_in_any_spelling(tmp_path):
-    """crops.json names the model of its crops: `--model FastGaze-Centre` and the default are the same one."""
+    """crops.json names the model of its crops: the default in capitals (`--model FastGaze-Centre`) and the
+    default are the same one."""
     _photo(tmp_path / "a.jpg")
     assert load_predictor("FastGaze-Centre").path == "fastgaze-centre"
     out = tmp_path / "crops"
-    for model in (["--model", "FastGaze-Centre"], []):
+    for model in (["--model", DEFAULT_MODEL.title()], []):
         assert crop.main([str(tmp_path / "a.jpg"), *model, "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "crops.json").read_text())["model"] == DEFAULT_MODEL
 

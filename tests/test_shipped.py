@@ -102,6 +102,7 @@ def test_a_shipped_student_is_a_builtin_that_load_predictor_finds_by_name(packag
     monkeypatch.setattr(predictors, "STUDENT_BUILTINS", entries)
     predictor = predictors.load_predictor("Tiny-KD", batch_size=2)
     assert isinstance(predictor, predictors.KerasStudentPredictor)
+    assert predictor.path == "tiny-kd"  # its canonical name (crops.json's "model"), not the weights file's path
     assert "tiny-kd" in predictors.builtin_names() and "tiny-kd" in predictors.builtin_menu()
     monkeypatch.setattr(predictors, "DEFAULT_MODEL", "tiny-kd")  # a shipped student as the default: first, once
     menu = predictors.builtin_menu()
