@@ -39,8 +39,9 @@ def build_parser():
     parser.add_argument("--variant", choices=("A", "B"), default=None, help="variant of a bare .weights.h5 (default: read from the file)")
     parser.add_argument("--backbone", default=None,
                         help="encoder of a bare .weights.h5 (default: the run's config, or resnet18)")
-    parser.add_argument("--int8", action="store_true", help="also write calibrated int8 .onnx, .xml and .tflite files (without it, the "
-                        "<name>_int8 files an earlier export left in --out are removed: they belong to other weights)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write calibrated int8 .onnx, .xml and .tflite files (without it, the <name>_int8 "
+                        "files an earlier export left in --out are removed: they belong to other weights)")
     parser.add_argument("--records-dir", default=None, help="distillation records whose images calibrate int8")
     parser.add_argument("--calibration-split", default="train",
                         help="records split used for calibration (export_teacher.py writes train, val and test)")

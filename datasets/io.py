@@ -50,7 +50,7 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _plain_permissions(tmp)
+        plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,11 +58,12 @@ def atomic_write(path, mode="wb"):
         raise
 
 
-def _plain_permissions(path):
-    """mkstemp creates 0600 files; give `path` the permissions a plain open() would."""
+def plain_permissions(path):
+    """Give `path` the permissions a plain open() (a file) or os.mkdir() (a folder) would: mkstemp makes 0600
+    files and mkdtemp 0700 folders, which other users could not read once renamed into place."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
 def save_weights_atomic(model, path):
@@ -86,7 +87,7 @@ def save_weights_atomic(model, path):
             os.fsync(fd)
         finally:
             os.close(fd)
-        _plain_permissions(tmp)
+        plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         _close_h5_files(tmp)

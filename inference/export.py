@@ -727,7 +727,7 @@ def package_student(run_dir, name, card, root=None):
         FileNotFoundError: `run_dir` is not a finished run.
         ValueError: the files exceed `shipped.MAX_BYTES`, or `card` lacks a description or licence.
     """
-    from datasets.io import file_sha256
+    from datasets.io import file_sha256, plain_permissions
     from inference.predictors import StudentPredictor
 
     missing = [k for k in ("description", "licence") if not card.get(k)]
@@ -766,9 +766,7 @@ def package_student(run_dir, name, card, root=None):
             json.dump(full, f, indent=2)
             f.write("\n")
         _check_size(staging, run_dir)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would keep the package data from other users
+        plain_permissions(staging)  # not mkdtemp's 0700: the package data is for every user of the install
         if os.path.exists(target):
             shutil.rmtree(target)
         os.replace(staging, target)

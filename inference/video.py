@@ -25,7 +25,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from datasets.io import check_writable_dir, encode_png
+from datasets.io import check_writable_dir, encode_png, plain_permissions
 from inference.files import (Progress, map_to_uint8, mark_output_folder, overlay_colormap, overlay_heatmap,
                              walk_input_folder)
 
@@ -172,14 +172,8 @@ def _temporary_path(directory, name, suffix=""):
     """A new, empty file `.<name>.tmp-<pid>-XXXX<suffix>` in `directory` (the suffix tells FFmpeg the container)."""
     fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(name), suffix=suffix, dir=directory)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the result a plain open()'s permissions
+    plain_permissions(tmp)  # mkstemp makes 0600
     return tmp
-
-
-def _umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def _process_is_gone(pid):
@@ -278,7 +272,7 @@ class _OverlayWriter:
                                                  dir=os.path.dirname(self.maps_dir) or ".")
             except OSError as e:
                 raise _write_error(self.maps_dir, e) from e
-            os.chmod(self.tmp_maps, 0o777 & ~_umask())  # mkdtemp makes 0700
+            plain_permissions(self.tmp_maps)  # mkdtemp makes 0700
 
     def write(self, frames, maps):
         """Blend and write one batch of RGB `frames` and their `maps` (and the map PNGs)."""

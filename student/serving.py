@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from datasets.io import plain_permissions
 from datasets.records import PAD_COLOUR, RESIZE_MODES, fit_box, letterbox
 
 SIGNATURE_KEY = "serving_default"
@@ -344,9 +345,7 @@ def _replace_folder_atomically(directory, write):
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(directory)
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder private; give it normal permissions
+    plain_permissions(tmp)  # mkdtemp makes the folder private
     old = None
     try:
         write(tmp)
