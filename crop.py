@@ -15,7 +15,7 @@ from argtypes import attach_negative_values, run_main, warn
 from datasets.io import check_writable_dir, import_tensorflow_quietly
 from inference.crop import CROP_METHODS, CROPS_JSON, DEFAULT_ASPECT, aspect_label, check_scale, crop_files
 from inference.files import IMAGE_EXTENSIONS, skipped_outputs_note
-from inference.predictors import DEFAULT_MODEL, builtin_names
+from inference.predictors import DEFAULT_MODEL, model_help
 
 PROG = "crop.py"
 
@@ -57,12 +57,7 @@ def build_parser():
     parser.add_argument("--scale", type=_scale, default=1.0,
                         help="fraction of the width and height of the largest box of that aspect ratio that fits "
                         "the image, in (0, 1]; 0.5 gives a box half as wide and half as high (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"saliency model (default: the built-in {DEFAULT_MODEL}; the other built-ins: "
-                        f"{', '.join(n for n in builtin_names() if n != DEFAULT_MODEL)}, or a spec such as "
-                        "fastgaze-centre+attention-center): a run folder from train.py, a "
-                        "student SavedModel or export (.onnx, OpenVINO .xml, .tflite), an MSI-Net teacher or any "
-                        "model following the saliency-model contract (e.g. FastGaze's SavedModel)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="saliency model: " + model_help())
     parser.add_argument("--out", default="crops", help="output folder (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (stderr)")
     return parser

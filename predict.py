@@ -26,7 +26,7 @@ from argtypes import positive_int, run_main, warn, warn_ignored  # noqa: E402
 from datasets.io import check_writable_dir, import_tensorflow_quietly  # noqa: E402
 from inference.files import IMAGE_EXTENSIONS, skipped_outputs_note  # noqa: E402
 from inference.inputs import plan_inputs, predict_inputs  # noqa: E402
-from inference.predictors import DEFAULT_MODEL, builtin_names, load_predictor  # noqa: E402
+from inference.predictors import DEFAULT_MODEL, load_predictor, model_help  # noqa: E402
 from inference.video import VIDEO_EXTENSIONS  # noqa: E402
 
 PROG = "predict.py"
@@ -41,12 +41,7 @@ def build_parser():
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"the built-in {DEFAULT_MODEL} (default; shipped with the package), the other built-ins "
-        f"({', '.join(n for n in builtin_names() if n != DEFAULT_MODEL)}), or a spec of the teachers "
-        "(fastgaze-centre+attention-center, 0.6*fastgaze-centre+0.4*attention-center, attention-center:flip); a run folder from train.py (with saved_model/), a student SavedModel folder, a student export from "
-        "export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the extension), an "
-        "MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file), or any saliency model following the "
-        "contract (SavedModel folder or .keras/.h5, e.g. FastGaze)",
+        help=model_help(),
     )
     parser.add_argument(
         "images", nargs="+", metavar="inputs",

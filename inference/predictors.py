@@ -51,6 +51,18 @@ def builtin_menu():
     return tuple(names)
 
 
+def model_help():
+    """The `--model` help of the command lines that take one model (predict.py, crop.py): the default, the other
+    built-ins and every kind of path, from the registry."""
+    others = ", ".join(n for n in builtin_names() if n != DEFAULT_MODEL)
+    return (f"the built-in {DEFAULT_MODEL} (default; shipped with the package), the other built-ins ({others}), or a "
+            "spec of the teachers (fastgaze-centre+attention-center, 0.6*fastgaze-centre+0.4*attention-center, "
+            "attention-center:flip); a run folder from train.py (with saved_model/), a student SavedModel folder, a "
+            "student export from export_student.py (.onnx, OpenVINO .xml, .tflite: the runtime is picked from the "
+            "extension), an MSI-Net teacher (.pb frozen graph, SavedModel folder or Keras file), or any saliency "
+            "model following the contract (SavedModel folder or .keras/.h5, e.g. FastGaze's)")
+
+
 def resolve_builtin(path):
     """The built-in student (its `Builtin`) or teacher spec (its canonical text) that `path` names, or None.
 

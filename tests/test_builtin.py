@@ -169,11 +169,14 @@ def test_export_student_names_the_built_ins_it_cannot_export(tmp_path, capsys):
 
 @pytest.mark.parametrize("cli", [predict, crop], ids=["predict", "crop"])
 def test_the_model_option_names_the_default_and_every_other_built_in(cli, monkeypatch):
-    """--help follows DEFAULT_MODEL and the registry: a shipped student joins the built-ins and may become the
-    default (here a stand-in for one)."""
+    """--help follows DEFAULT_MODEL and the registry (one text, `predictors.model_help`): a shipped student joins
+    the built-ins and may become the default (here a stand-in for one)."""
     names = builtin_names() + ("kd-standin",)
+    from inference import predictors
+
     monkeypatch.setattr(cli, "DEFAULT_MODEL", "kd-standin")
-    monkeypatch.setattr(cli, "builtin_names", lambda: names)
+    monkeypatch.setattr(predictors, "DEFAULT_MODEL", "kd-standin")
+    monkeypatch.setattr(predictors, "builtin_names", lambda: names)
     action = next(a for a in cli.build_parser()._actions if "--model" in a.option_strings)
     assert action.default == "kd-standin" and "built-in kd-standin" in action.help
     assert all(name in action.help for name in names)
