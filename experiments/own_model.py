@@ -375,14 +375,19 @@ def best_seed_run(final_dir, variant="S"):
     return seed, readings[seed][0]
 
 
-def records_teacher(records_dir):
-    """The name of the teacher whose maps fill `records_dir` (its train split's manifest), or "unknown"."""
+def _train_manifest(records_dir):
+    """The train split's manifest of `records_dir` (export_teacher.py's), or {}."""
     for name in ("train.json", "train.plan.json"):
         path = os.path.join(records_dir, name)
         if os.path.isfile(path):
             with open(path) as f:
-                return (json.load(f).get("teacher") or {}).get("name", "unknown")
-    return "unknown"
+                return json.load(f)
+    return {}
+
+
+def records_teacher(records_dir):
+    """The name of the teacher whose maps fill `records_dir` (its train split's manifest), or "unknown"."""
+    return (_train_manifest(records_dir).get("teacher") or {}).get("name", "unknown")
 
 
 def initial_weights_note(settings):
@@ -403,8 +408,8 @@ def reproduce_commands(settings, teacher, seed):
     labelled = ["data/" + os.path.basename(os.path.normpath(d)) for d in settings["records_dirs"]]
     photos = ["data/" + os.path.basename(os.path.normpath(d)) for d in settings["photos_dirs"]]
     commands = [f'T="{teacher}"']
-    for out in labelled:
-        dataset = "osie" if "osie" in out else "mit1003"
+    for records_dir, out in zip(settings["records_dirs"], labelled):
+        dataset = _train_manifest(records_dir).get("dataset", "mit1003")
         commands.append(f"python export_teacher.py --dataset {dataset} --data-dir ../shared/data/eyetracking/"
                         f"{dataset} --split all --teacher \"$T\" --out {out} --verify")
     commands += [f'python export_teacher.py --images ../shared/data/photos/images --teacher "$T" --out {out} --verify'

@@ -160,7 +160,7 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path, mon
 
     records = tmp_path / "records"
     records.mkdir()
-    (records / "train.json").write_text(json.dumps({"teacher": {"name": "0.6*a:flip+0.4*b:flip"}}))
+    (records / "train.json").write_text(json.dumps({"teacher": {"name": "0.6*a:flip+0.4*b:flip"}, "dataset": "osie"}))
     final = tmp_path / "study" / "final"
     _final_run(final, 0, run_dir, 2.0, 0.60)
     _final_run(final, 1, run_dir, 2.1, 0.62)  # best on val
@@ -184,6 +184,8 @@ def test_ship_packages_the_seed_best_on_val_with_its_card(run_dir, tmp_path, mon
         assert fact in notice
     # The card's train.py command trains the study's S recipe with the chosen seed.
     assert card["reproduce"][0] == 'T="0.6*a:flip+0.4*b:flip"'
+    assert card["reproduce"][1] == ("python export_teacher.py --dataset osie --data-dir ../shared/data/eyetracking/osie "
+                                    '--split all --teacher "$T" --out data/records --verify')
     assert any("export_teacher.py --images" in c and "--out data/ens_photos" in c for c in card["reproduce"])
     train_args = shlex.split(card["reproduce"][-1])
     assert train_args[:2] == ["python", "train.py"]
