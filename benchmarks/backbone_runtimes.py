@@ -5,8 +5,8 @@
 
 For each backbone, a student (variant A, random-init weights: speed does not depend on their values) is exported
 by `inference.export.export_student` at 240x320 to the TF SavedModel, ONNX, OpenVINO and LiteRT, float and int8
-(calibrated on 16 synthetic images); the built-in FastGaze (`--builtin`, default fastgaze-centre, the default
-model) is exported the same way (`inference.builtin_export`) and also timed as its Keras model. Each row is one
+(calibrated on 16 synthetic images); the built-in FastGaze (`--builtin`, default fastgaze-centre, the
+reference) is exported the same way (`inference.builtin_export`) and also timed as its Keras model. Each row is one
 model in one runtime at batch 1 or 8: images/s of the runtime call alone on a fixed uint8 batch already at
 240x320 (as row 7 of run_benchmarks.py), the GMAC of one image (`student.model.forward_gmac` on the exported
 graph: BN folded, saliency head only), its parameters and its size on disk.

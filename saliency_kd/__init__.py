@@ -113,7 +113,7 @@ def predict(image_or_path, model=DEFAULT_MODEL):
         image_or_path: a uint8 RGB array (H, W, 3), or an image file (read upright by `read_image`: EXIF
             orientation applied, grayscale and RGBA converted to RGB).
         model: a name or path as `load` takes it, or a loaded `Predictor` (faster for many images). Defaults to
-            `DEFAULT_MODEL`, the built-in FastGaze with its centre prior.
+            `DEFAULT_MODEL`, the project's own student `saliency-kd`.
 
     Raises:
         ValueError: not a uint8 RGB array, an unreadable image, a folder (use `predict_files`) or a video (use
