@@ -396,7 +396,7 @@ def figure_points(results):
 
 
 def plot(results, path):
-    """Two panels (OSIE, MIT1003): test NSS against images/s (log), one labelled marker per scored model/size.
+    """Two panels (OSIE, MIT1003): test NSS against images/s (log), one line per model through its scored sizes.
 
     Returns {dataset: [entries plotted]}."""
     import matplotlib
@@ -414,11 +414,16 @@ def plot(results, path):
     for ax, (dataset, label) in zip(np.atleast_1d(axes), DATASETS.items()):
         shown = [p for p in points if dataset in p["nss"]]
         plotted[dataset] = [p["entry"] for p in shown]
-        for p in shown:
-            model = p["entry"].split("@")[0]
-            ax.scatter(p["images_per_s"], p["nss"][dataset], color=colours.get(model, "tab:gray"), zorder=3)
-            ax.annotate(p["entry"].replace("@", " "), (p["images_per_s"], p["nss"][dataset]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+        for model in dict.fromkeys(p["entry"].split("@")[0] for p in shown):
+            # One line per model through its sizes (its speed against quality), each point labelled by its size,
+            # the labels alternately above and below so that neighbours do not overlap.
+            series = sorted((p for p in shown if p["entry"].split("@")[0] == model), key=lambda p: p["images_per_s"])
+            xs, ys = [p["images_per_s"] for p in series], [p["nss"][dataset] for p in series]
+            colour = colours.get(model, "tab:gray")
+            ax.plot(xs, ys, "-o", color=colour, zorder=3, label=model, linewidth=1)
+            for i, p in enumerate(series):
+                ax.annotate(p["entry"].split("@")[1], (p["images_per_s"], p["nss"][dataset]), fontsize=7,
+                            xytext=(4, 3 if i % 2 == 0 else -9), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -429,6 +434,8 @@ def plot(results, path):
         ax.set_ylabel("NSS (test)")
         ax.set_title(f"{label} test")
         ax.grid(True, which="both", alpha=0.3)
+        if shown:
+            ax.legend(fontsize=7, loc="upper left")
         if not shown:
             ax.text(0.5, 0.5, NO_SCORE, transform=ax.transAxes, ha="center", va="center", color="gray")
     fig.suptitle(f"Quality against speed ({results['machine']}, {results['threads']} threads)", fontsize=9)
