@@ -177,7 +177,7 @@ def row_key(model, runtime, weights, batch):
 
 def measure_backbones(args, work, out):
     """Measure every pending row of `args.backbones` and `args.builtin` into `<out>.json` / `.md`; returns 0."""
-    from datasets.io import atomic_write
+    from datasets.io import write_report
 
     models = [*args.backbones, args.builtin]
     results = {"rows": {}, "models": {}}
@@ -195,11 +195,7 @@ def measure_backbones(args, work, out):
         return key not in results["rows"] or any(pattern in key for pattern in redo)
 
     def save():
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with atomic_write(out + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with atomic_write(out + ".md", "w") as f:
-            f.write(to_markdown(results))
+        write_report(out, results, to_markdown(results))
 
     from inference.builtin_export import exportable_name
 

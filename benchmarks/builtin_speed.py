@@ -14,7 +14,6 @@ to stdout, status lines to stderr.
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -88,7 +87,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from datasets.folders import IMAGE_EXTENSIONS
-    from datasets.io import atomic_write, import_tensorflow_quietly, read_image
+    from datasets.io import import_tensorflow_quietly, read_image, write_report
     from inference.files import list_images
 
     paths = [path for path, _ in list_images([args.images])] if os.path.isdir(args.images) else []
@@ -103,12 +102,8 @@ def main(argv=None):
                datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "images": len(images), "sizes": [list(im.shape[:2]) for im in images],
                "rows": measure(names, images, tuple(args.batches), min_seconds=args.min_seconds)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with atomic_write(args.out + ".json", "w") as f:
-        json.dump(results, f, indent=2)
     table = to_markdown(results)
-    with atomic_write(args.out + ".md", "w") as f:
-        f.write(table)
+    write_report(args.out, results, table)
     print(table)
     return 0
 

@@ -15,7 +15,6 @@ and a mean int8-vs-float CC of at least 0.99.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -105,12 +104,9 @@ def main(argv=None):
         return 1
     text = to_markdown(results)
     if args.out:
-        from datasets.io import atomic_write
+        from datasets.io import write_report
 
-        with atomic_write(args.out + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with atomic_write(args.out + ".md", "w") as f:
-            f.write(text)
+        write_report(args.out, results, text)
     print(text)
     return 0
 

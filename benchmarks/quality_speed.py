@@ -265,7 +265,7 @@ def load_quality(path):
 
 def measure(args, out):
     """Measure every pending row into `<out>.json` / `.md`, then the verdict and `<out>.png`; returns 0."""
-    from datasets.io import atomic_write
+    from datasets.io import write_report
 
     student_size = tuple(args.student_size)
     entries = plan(args.models, SIZES, student_size)
@@ -297,10 +297,7 @@ def measure(args, out):
     def save():
         results["verdict"] = verdict(results)
         results["figure"] = figure_points(results)
-        with atomic_write(out + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with atomic_write(out + ".md", "w") as f:
-            f.write(to_markdown(results))
+        write_report(out, results, to_markdown(results))
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records_dir = None

@@ -578,13 +578,9 @@ def _measure(args, work):
     results["machine"] = machine_description()
 
     def save():
-        from datasets.io import atomic_write
+        from datasets.io import write_report
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with atomic_write(args.out + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with atomic_write(args.out + ".md", "w") as f:
-            f.write(to_markdown(results))
+        write_report(args.out, results, to_markdown(results))
 
     if "inference" in sections:
         _status("[bench] 1. inference")

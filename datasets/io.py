@@ -145,6 +145,18 @@ def write_bytes_atomic(path, data):
         f.write(data)
 
 
+def write_report(stem, results, markdown):
+    """Write `<stem>.json` (the results, indented) and `<stem>.md` (the table), each atomically, creating the folder:
+    the pair every benchmark script leaves."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    with atomic_write(stem + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    with atomic_write(stem + ".md", "w") as f:
+        f.write(markdown)
+
+
 def file_sha256(path):
     """Hex sha256 of a file (read in 1 MiB chunks), or of every file under a folder: relative paths and contents,
     in sorted order."""

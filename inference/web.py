@@ -693,11 +693,14 @@ def build_app(models, examples=EXAMPLES, downloads=None):
         state = gr.State(None)
         outputs = [overlay, density, boxes_image, crops, files, status, state]
         inputs = [photo, model, ratios, other]
-        # One prediction at a time over all triggers (a new photo, another model, the button).
+        # One prediction at a time over all triggers (a new photo, another model, the button), and a re-crop in
+        # the same queue: it waits for the predictions asked before it, so that their crops (made with the
+        # ratios of their moment) cannot overwrite its own, and it crops the map they leave in `state`.
         for trigger in (photo.change, model.change, run.click):
             trigger(on_predict, inputs, outputs, concurrency_limit=1, concurrency_id="predict")
         for trigger in (ratios.change, other.submit):
-            trigger(on_recrop, [state, ratios, other], [boxes_image, crops, status])
+            trigger(on_recrop, [state, ratios, other], [boxes_image, crops, status], concurrency_limit=1,
+                    concurrency_id="predict")
     return app
 
 

@@ -5,6 +5,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from benchmarks import builtin_speed
 
@@ -38,3 +39,17 @@ def test_a_folder_without_photos_is_named(tmp_path, capsys):
     assert builtin_speed.main(["--images", str(tmp_path), "--out", str(tmp_path / "speed")]) == 1
     assert f"{tmp_path}: no images" in capsys.readouterr().err
     assert not (tmp_path / "speed.json").exists()
+
+
+def test_a_report_is_written_whole_or_not_at_all(tmp_path):
+    """`datasets.io.write_report`, which every benchmark script writes its .json / .md pair with."""
+    from datasets.io import write_report
+
+    stem = tmp_path / "new" / "folder" / "results"
+    write_report(str(stem), {"rows": [1, 2]}, "| a |\n")
+    assert json.loads(stem.with_suffix(".json").read_text()) == {"rows": [1, 2]}
+    assert stem.with_suffix(".md").read_text() == "| a |\n"
+    broken = tmp_path / "broken"
+    with pytest.raises(TypeError):
+        write_report(str(broken), {"rows": object()}, "| b |\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]  # no half-written JSON, no table without it

@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -377,16 +378,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+class SlowFakePredictor(FakePredictor):
+    """FakePredictor taking a second per map, as a real model on a busy CPU does: events overlap."""
+
+    def predict(self, image):
+        time.sleep(1.0)
+        return super().predict(image)
+
+
 @pytest.fixture(scope="module")
 def served_page(tmp_path_factory):
-    """The page with a fake predictor, served on 127.0.0.1 in this process's threads: its URL."""
+    """The page with a slow fake predictor, served on 127.0.0.1 in this process's threads: (its URL, the predictor)."""
     pytest.importorskip("gradio", reason="the web extra is not installed: pip install -e '.[web]'")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = web.build_app({"fake": FakePredictor()},
+    predictor = SlowFakePredictor()
+    app = web.build_app({"fake": predictor},
                         downloads=web.DownloadFolder(str(tmp_path_factory.mktemp("downloads"))))
     port = _free_port()
     web.launch(app, port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", predictor
     app.close()
 
 
@@ -402,8 +412,9 @@ def browser():
 
 
 def test_page_in_a_browser(browser, served_page, tmp_path):
+    url, predictor = served_page
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(served_page)
+    page.goto(url)
     page.get_by_label("1:1", exact=True).check()
     page.locator("#photo input[type=file]").set_input_files(web.EXAMPLES[0])
     page.locator("#predict").click()
@@ -418,10 +429,18 @@ def test_page_in_a_browser(browser, served_page, tmp_path):
     assert "balloon_saliency" in downloads and ".png" in downloads and ".npy" in downloads
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
-    # A ratio typed after the prediction re-crops without predicting again.
+    # A ratio typed after the prediction re-crops without predicting again. The upload and the button each asked
+    # for a prediction; the re-crop waits for the second, so that its crops are the last word (they once flashed
+    # and were overwritten by the second prediction's, made with the ratios of the moment the button was clicked).
     page.locator("#other textarea, #other input").first.fill("3:2")
     page.locator("#other textarea, #other input").first.press("Enter")
-    crops.get_by_text("3:2: 640x427", exact=False).first.wait_for(timeout=30_000)
+    crops.get_by_text("3:2: 640x427", exact=False).first.wait_for(timeout=60_000)
+    deadline = time.monotonic() + 60
+    while predictor.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert predictor.calls == 2
+    page.wait_for_timeout(3000)  # whatever was still on its way has landed
+    assert "3:2: 640x427" in crops.inner_text()
 
     # A file that is not an image: a message on the page, the outputs cleared, no traceback.
     bad = tmp_path / "notes.txt"
