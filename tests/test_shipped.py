@@ -80,7 +80,8 @@ def test_every_shipped_student_loads_and_predicts_what_its_run_predicted(name):
     assert sum(f.stat().st_size for f in pathlib.Path(folder).iterdir()) <= shipped.MAX_BYTES
     card = shipped.read_card(name)
     assert card["licence"] and card["training_data"] and card["test"]["scores"]
-    assert card["licence"] in (pathlib.Path(folder) / shipped.NOTICE).read_text()
+    notice = (pathlib.Path(folder) / shipped.NOTICE).read_text()
+    assert card["licence"] in notice and notice == shipped.notice_text(card)  # what package_student writes
     _assert_reproduces_its_run(name)
 
 

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from teacher.builtin import Builtin
+from teacher import builtin
 
 SHIPPED_DIR = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS, CARD, REFERENCE, NOTICE = "student.weights.h5", "model.json", "reference.npz", "NOTICE"
@@ -53,7 +53,7 @@ def builtins(root=None):
     entries = {}
     for name in names(root):
         card = read_card(name, root)
-        entries[name] = Builtin(
+        entries[name] = builtin.Builtin(
             name, "inference.predictors:load_shipped", card["description"], card["licence"],
             f"RGB 0..255 at any size, letterboxed inside the model to {card['input_size'][0]}x"
             f"{card['input_size'][1]}", files=tuple(f"shipped/{name}/{f}" for f in (WEIGHTS, CARD, NOTICE)),
@@ -100,13 +100,10 @@ def card_markdown(card):
             lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     if card.get("initial_weights"):
         lines += ["", f"Initial weights: {card['initial_weights']}."]
-    reproduce = card.get("reproduce")
-    if isinstance(reproduce, str):
-        lines += ["", f"Reproduce: `{reproduce}`."]
-    elif reproduce:
+    if card.get("reproduce"):
         lines += ["", "Reproduce (the teacher's records, then the recipe; the study ran its seeds as "
                   "`python -m experiments.own_model final`, [own-model.md](docs/own-model.md#the-study)):", "",
-                  "```bash", *reproduce, "```"]
+                  "```bash", *card["reproduce"], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -117,9 +114,13 @@ def notice_text(card):
              f"Terms of the weights in this folder: {card['licence']}.", ""]
     if card.get("initial_weights"):
         lines += [f"Its encoder started from: {card['initial_weights']}.", ""]
-    if card.get("teacher"):
-        lines += [f"Its teacher ({card['teacher']}) is built from models shipped in teacher/ with their own "
-                  "LICENSE and NOTICE (FastGaze and attention-center: Apache-2.0).", ""]
+    teacher = card.get("teacher")
+    if teacher and builtin.is_builtin(teacher):
+        licences = ", ".join(f"{t.name}: {builtin.BUILTINS[t.name].licence}" for t in builtin.parse_spec(teacher))
+        lines += [f"Its teacher ({teacher}) is built from models shipped in teacher/ with their own LICENSE and "
+                  f"NOTICE ({licences}).", ""]
+    elif teacher:
+        lines += [f"Its teacher: {teacher}.", ""]
     if card.get("training_data"):
         lines += ["Trained on:", *[f"- {item}" for item in card["training_data"]], ""]
     lines += ["The code that loads and runs it is this project's, under the MIT licence (the repository's LICENSE); "
