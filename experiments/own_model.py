@@ -103,10 +103,12 @@ def candidate_settings(base, name, alt=None):
     return dataclasses.replace(base, **change)
 
 
-def check_records(settings):
-    """Every records folder of `settings` exists with the splits it must have, before any training."""
+def check_records(settings, variants=None):
+    """Every records folder of `settings` that `variants` (names of `FINAL_VARIANTS`; None: all) train on exists
+    with the splits it must have, before any training."""
+    photos = any(FINAL_VARIANTS[v].get("photos") for v in (FINAL_VARIANTS if variants is None else variants))
     needs = [(d, ("train", "val", "test")) for d in settings.records_dirs] + [(d, ("train",)) for d in
-                                                                             settings.photos_dirs]
+                                                                             settings.photos_dirs if photos]
     for directory, splits in needs:
         for split in splits:
             if not os.path.exists(os.path.join(directory, f"{split}.json")):
@@ -314,7 +316,7 @@ def run_final(settings, out_dir, seeds=(0, 1, 2), variants=tuple(FINAL_VARIANTS)
     from student.model import build_student, count_params, forward_gmac
 
     if not report_only:
-        check_records(settings)
+        check_records(settings, variants)
     os.makedirs(out_dir, exist_ok=True)
 
     def cost():

@@ -47,6 +47,19 @@ def test_missing_records_are_named_before_any_training(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+
+def test_the_photos_are_required_only_by_the_variants_that_train_on_them(tmp_path):
+    for split in ("train", "val", "test"):
+        for d in ("mit", "osie"):
+            (tmp_path / d).mkdir(exist_ok=True)
+            (tmp_path / d / f"{split}.json").write_text("{}")
+    settings = OwnSettings(records_dirs=(str(tmp_path / "mit"), str(tmp_path / "osie")),
+                           photos_dirs=(str(tmp_path / "photos"),))
+    own_model.check_records(settings, ["S_noteacher"])
+    for variants in (["S_noteacher", "S_KD"], None):
+        with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'photos'}: no finished 'train' export"):
+            own_model.check_records(settings, variants)
+
 def _write_run(run_dir, val_klds, curves):
     run_dir.mkdir(parents=True)
     with open(run_dir / "history.csv", "w", newline="") as f:
