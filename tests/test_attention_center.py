@@ -68,7 +68,9 @@ def test_the_map_is_a_declared_output_equal_to_the_internal_tensor(model):
     index = next(d["index"] for d in reference.get_tensor_details() if d["name"] == ac.SALIENCY_TENSOR)
     expected = reference.get_tensor(index)[0]
     assert ours.shape == (480, 640) and ours.max() > 100 * ours.min() > 0  # a map that varies
-    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=0)
+    # Bit-equal on AVX2; with AVX-512 the interpreter's kernels round differently once every tensor is preserved
+    # (relative differences up to 7.7e-6, seen on a Xeon with AVX-512 and VNNI). Another tensor would differ by far more.
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("shape", [(100, 300), (500, 200)])
