@@ -14,6 +14,47 @@ from tests.helpers import RESNET18_EXPORT_SIZE, randomize_batchnorm
 MIT1003_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mit1003_sample"
 
 
+# pytest-xdist hands whole files to its two workers (--dist loadfile). Files that share a session fixture go to one
+# worker, so that it is built once: conftest's `resnet18_exports` (about 45 s) for these two.
+SAME_WORKER = {"test_backbone_exports.py": "test_deploy.py"}
+# The files that train or export, slowest first (seconds summed over their tests with --durations=0 on a 2-core
+# Xeon, 2026-12-08): handed out before the rest, so that no long file starts last while the other worker idles.
+SLOW_FILES = ("test_deploy.py", "test_training.py", "test_demo.py", "test_real_study.py", "test_backbones.py",
+              "test_distillation.py", "test_fastgaze_export.py", "test_export_nusvip.py", "test_teacher_loading.py",
+              "test_multiworker.py", "test_student_model.py", "test_light_decoder.py", "test_readme.py")
+
+
+def slow_files_first():
+    """pytest-xdist's --dist loadfile scheduler with `SAME_WORKER`'s groups and `SLOW_FILES` first (a class)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    def rank(scope):
+        name = scope.rpartition("/")[2]
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+
+    class SlowFilesFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            directory, _, name = super()._split_scope(nodeid).rpartition("/")
+            return f"{directory}/{SAME_WORKER.get(name, name)}" if directory else SAME_WORKER.get(name, name)
+
+        def sort_queue(self):
+            """`SLOW_FILES` to the front of the work queue (a stable sort: the others keep their order)."""
+            for scope in sorted(self.workqueue, key=rank):
+                self.workqueue.move_to_end(scope)
+
+        def _assign_work_unit(self, node):
+            if not getattr(self, "_sorted", False):  # the queue is complete at the first assignment
+                self.sort_queue()
+                self._sorted = True
+            super()._assign_work_unit(node)
+
+    return SlowFilesFirst
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return slow_files_first()(config, log) if config.getoption("dist") == "loadfile" else None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def weights_cache_in_a_temporary_folder(tmp_path_factory):
     """Backbone weights converted by any test go to a session folder (SALIENCY_KD_CACHE), never ~/.cache."""
