@@ -5,8 +5,9 @@ once by `inference.export.export_student`, at a size that is not a multiple of t
 `PadToMultiple` pads inside every converted graph: OpenVINO's Pad fusion once dropped EfficientNet-Lite's SAME
 padding there, CC 0.91-0.97); the sizes include the README's 144x192 and the benchmarks' 240x320. ResNet18's files
 are the ones tests/test_deploy.py checks (conftest.py's `resnet18_exports`, at a third size, int8 included):
-exported once for both. The tests compare what the module-scoped fixture computed with the tolerances of
-tests/test_deploy.py.
+exported once for both. EfficientNet-Lite0 has the light decoder (`DECODERS`), as the shipped saliency-kd: its x8
+bilinear upsampling of the logits goes through every converter too. The tests compare what the module-scoped
+fixture computed with the tolerances of tests/test_deploy.py.
 """
 
 import glob
@@ -30,6 +31,8 @@ from student.serving import inference_student
 # Each backbone's export size: none a multiple of 32 (the padding inside differs from one runtime to another).
 SIZES = {"resnet18": RESNET18_EXPORT_SIZE, "efficientnet-lite0": (240, 320), "efficientnet-lite1": (144, 192),
          "efficientnet-lite2": (240, 320), "mobilenetv2": (144, 192)}
+# The decoder of each backbone's student where it is not the card's: the shipped saliency-kd's pair.
+DECODERS = {"efficientnet-lite0": "light"}
 RUNTIMES = ("onnx", "openvino", "litert")
 # One backbone of each family (ResNet18's int8 files are also checked by tests/test_deploy.py).
 INT8 = ("resnet18", "efficientnet-lite0", "mobilenetv2")
@@ -64,7 +67,8 @@ def exported(request, scenes, calibration_records, tmp_path_factory):  # noqa: F
     if backbone == "resnet18":  # the same student, exported the same way: conftest.py's, shared with test_deploy.py
         student, paths = request.getfixturevalue("resnet18_student"), request.getfixturevalue("resnet18_exports")
     else:
-        student = randomize_batchnorm(build_student("B", backbone=backbone, seed=3))
+        student = randomize_batchnorm(build_student("B", backbone=backbone, seed=3,
+                                                    decoder=DECODERS.get(backbone, "card")))
         out = tmp_path_factory.mktemp(f"exports_{backbone}")
         paths = deploy.export_student(student, out, input_size=size, int8=backbone in INT8,
                                       records_dir=calibration_records, calibration_count=8)
@@ -79,6 +83,9 @@ def exported(request, scenes, calibration_records, tmp_path_factory):  # noqa: F
 
 
 def test_every_backbone_is_exported(exported):
+    decoder = DECODERS.get(exported["backbone"], "card")
+    names = {layer.name for layer in exported["student"].layers}
+    assert ({"decoder_lateral5", "saliency_up"} <= names) == (decoder == "light")  # the light decoder's layers
     expected = {"saved_model", *RUNTIMES}
     if exported["backbone"] in INT8:
         expected |= {f"{fmt}_int8" for fmt in RUNTIMES}
@@ -90,7 +97,7 @@ def _float64_logits(student, backbone, x):
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
     try:
-        exact = build_student("B", backbone=backbone, seed=3)
+        exact = build_student("B", backbone=backbone, seed=3, decoder=DECODERS.get(backbone, "card"))
     finally:
         keras.config.set_dtype_policy(policy)
     for target, source in zip(exact.weights, student.weights):
