@@ -299,7 +299,6 @@ def measure(args, out):
         results["figure"] = figure_points(results)
         write_report(out, results, to_markdown(results))
 
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     records_dir = None
     for key, model, size in entries:
         todo = [row_key(key, r, w, b) for r, w in configs(model, args.runtimes, args.int8) for b in BATCHES]

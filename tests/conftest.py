@@ -34,8 +34,8 @@ def slow_files_first():
 
     class SlowFilesFirst(LoadFileScheduling):
         def _split_scope(self, nodeid):
-            directory, _, name = super()._split_scope(nodeid).rpartition("/")
-            return f"{directory}/{SAME_WORKER.get(name, name)}" if directory else SAME_WORKER.get(name, name)
+            directory, slash, name = super()._split_scope(nodeid).rpartition("/")
+            return directory + slash + SAME_WORKER.get(name, name)
 
         def sort_queue(self):
             """`SLOW_FILES` to the front of the work queue (a stable sort: the others keep their order)."""
